@@ -1,0 +1,1 @@
+complete --command daycare --no-files --arguments "(env _DAYCARE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) daycare)" --condition "env _DAYCARE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) daycare"

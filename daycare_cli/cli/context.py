@@ -1,0 +1,91 @@
+"""The state one CLI invocation shares: global options, resolved lazily.
+
+Nothing is read from disk until a command asks for it, so `daycare --help` and
+`daycare cron explain` never touch the tasks directory or the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import typer
+
+    from daycare_cli.config import Config
+    from daycare_cli.core.task import Task, Trigger
+    from daycare_cli.store.paths import Paths
+    from daycare_cli.store.tasks import TaskStore
+
+
+@dataclass
+class CliContext:
+    """Global options of one invocation and what they resolve to."""
+
+    home: Path | None = None
+    tasks_dir: Path | None = None
+    config_file: Path | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @cached_property
+    def config(self) -> Config:
+        """config.toml (an empty config when the file does not exist)."""
+        from daycare_cli.config import load_config
+        from daycare_cli.store.paths import Paths
+
+        # The config file's location does not depend on tasks_dir, so a first resolve finds it.
+        first = Paths.resolve(self.home, self.tasks_dir, self.config_file)
+        return load_config(first.config_file)
+
+    @cached_property
+    def paths(self) -> Paths:
+        """Where things live, honouring flags, environment and `tasks_dir` in config."""
+        from daycare_cli.store.paths import Paths
+
+        configured = self.config.get("tasks_dir")
+        return Paths.resolve(
+            self.home,
+            self.tasks_dir,
+            self.config_file,
+            configured_tasks_dir=str(configured) if configured else None,
+        )
+
+    @cached_property
+    def store(self) -> TaskStore:
+        """The task files of the resolved tasks directory."""
+        from daycare_cli.store.tasks import TaskStore
+
+        return TaskStore(self.paths)
+
+    @property
+    def now(self) -> datetime:
+        """The instant this invocation started (UTC); one "now" for a whole listing."""
+        return self.started
+
+    @cached_property
+    def default_zone(self) -> str:
+        """The zone of tasks that name none: config, else the system's."""
+        return self.config.timezone
+
+    def task_zone(self, task: Task) -> str:
+        """The zone a task's cron and `at` triggers use when they name none."""
+        return task.timezone or self.default_zone
+
+    def trigger_zone(self, task: Task, trigger: Trigger) -> str:
+        """The zone one trigger is evaluated in."""
+        own = getattr(trigger, "timezone", None)
+        return own or self.task_zone(task)
+
+
+def get_context(ctx: typer.Context) -> CliContext:
+    """The CliContext of the running command (made by the root callback)."""
+    root = ctx.find_root()
+    obj = root.obj
+    if not isinstance(obj, CliContext):
+        obj = CliContext()
+        root.obj = obj
+    return obj
+

@@ -1,0 +1,308 @@
+"""`daycare daemon run|start|stop|status|install`, `daycare webhook url|rotate`, `daycare doctor`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from daycare_cli.cli.context import CliContext, get_context
+from daycare_cli.cli.run_cmds import complete_task_id, open_state
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `daemon` and `webhook` groups and `doctor`."""
+    daemon_app = typer.Typer(help="The daemon: run, start, stop, status, install.",
+                             no_args_is_help=True)
+    app.add_typer(daemon_app, name="daemon")
+    webhook_app = typer.Typer(help="Webhook URLs of tasks.", no_args_is_help=True)
+    app.add_typer(webhook_app, name="webhook")
+
+    @daemon_app.command("run")
+    def daemon_run(
+        ctx: typer.Context,
+        log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    ) -> None:
+        """Run the daemon in the foreground (what systemd runs)."""
+        from daycare_cli.daemon.service import run_daemon
+
+        cli = get_context(ctx)
+        raise typer.Exit(run_daemon(cli.paths, cli.config, log_level.upper()))
+
+    @daemon_app.command("start")
+    def daemon_start(
+        ctx: typer.Context,
+        wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for ready.")] = 15.0,
+    ) -> None:
+        """Start the daemon in the background (for systems without systemd)."""
+        from daycare_cli.daemon.service import daemon_pid
+
+        cli = get_context(ctx)
+        pid = daemon_pid(cli.paths)
+        if pid is not None:
+            typer.echo(f"daemon already running (pid {pid})")
+            return
+        cli.paths.home.mkdir(parents=True, exist_ok=True)
+        log_file = cli.paths.daemon_log.open("ab")
+        cmd = [sys.executable, "-m", "daycare_cli", "--home", str(cli.paths.home),
+               "--tasks-dir", str(cli.paths.tasks_dir), "--config", str(cli.paths.config_file),
+               "daemon", "run"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + wait
+        from daycare_cli.client import connect
+
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                from daycare_cli.core.errors import UserError
+
+                raise UserError(f"the daemon exited with code {proc.returncode}",
+                                path=str(cli.paths.daemon_log),
+                                hint="read the log above for the reason")
+            client = connect(cli.paths)
+            if client is not None:
+                client.close()
+                typer.echo(f"daemon started (pid {proc.pid}); log: {cli.paths.daemon_log}")
+                return
+            time.sleep(0.1)
+        typer.echo(f"daemon started (pid {proc.pid}) but not ready after {wait:g}s; "
+                   f"see {cli.paths.daemon_log}", err=True)
+        raise typer.Exit(1)
+
+    @daemon_app.command("stop")
+    def daemon_stop(
+        ctx: typer.Context,
+        timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+    ) -> None:
+        """Stop the daemon: runs get the grace period, then are marked interrupted."""
+        from daycare_cli.daemon.service import daemon_pid, pid_alive
+
+        cli = get_context(ctx)
+        pid = daemon_pid(cli.paths)
+        if pid is None:
+            typer.echo("daemon not running")
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            typer.echo(f"daemon (pid {pid}) still running after {timeout:g}s", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"daemon stopped (pid {pid})")
+
+    @daemon_app.command("status")
+    def daemon_status(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Whether the daemon runs; uptime, tasks, running runs, errors and next fires."""
+        from daycare_cli.cli.render import console, print_json
+        from daycare_cli.client import connect
+
+        cli = get_context(ctx)
+        client = connect(cli.paths)
+        if client is None:
+            if as_json:
+                print_json({"running": False})
+            else:
+                typer.echo("daemon not running (start it with `daycare daemon start` or "
+                           "`daycare daemon install`)")
+            raise typer.Exit(1)
+        try:
+            status = client.status()
+        finally:
+            client.close()
+        status["running"] = True
+        if as_json:
+            print_json(status)
+            return
+        out = console()
+        out.print(f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
+                  f"{status['tasks']} tasks ({status['enabled']} enabled), "
+                  f"{status['fires']} fires")
+        out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
+        for r in status.get("running", []):
+            out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
+        for e in status.get("errors", []):
+            stale = " (last good version still scheduled)" if e.get("stale") else ""
+            out.print(f"[red]error[/] {e['error']}{stale}", markup=False)
+        for n in status.get("next", [])[:5]:
+            out.print(f"  next {n['at']}  {n['task']}/{n['trigger']}", markup=False)
+
+    @daemon_app.command("install")
+    def daemon_install(
+        ctx: typer.Context,
+        enable: Annotated[bool, typer.Option("--enable/--no-enable",
+                                             help="Run systemctl --user enable --now.")] = True,
+    ) -> None:
+        """Install the systemd user unit and enable it; warns when lingering is off."""
+        from daycare_cli.daemon.unit import unit_text
+
+        exe = shutil.which("daycare") or os.path.abspath(sys.argv[0])
+        unit_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        target = unit_dir / "daycare.service"
+        target.write_text(unit_text(exe))
+        typer.echo(f"wrote {target}")
+        systemctl = shutil.which("systemctl")
+        if systemctl is None:
+            typer.echo("systemctl not found: start the daemon with `daycare daemon start`")
+            return
+        if enable:
+            for args in (["daemon-reload"], ["enable", "--now", "daycare.service"]):
+                res = subprocess.run([systemctl, "--user", *args], capture_output=True, text=True)
+                if res.returncode != 0:
+                    typer.echo(f"systemctl --user {' '.join(args)} failed: "
+                               f"{res.stderr.strip()}", err=True)
+                    raise typer.Exit(1)
+            typer.echo("enabled and started daycare.service")
+        user = os.environ.get("USER") or ""
+        linger = subprocess.run(["loginctl", "show-user", user, "-p", "Linger"],
+                                capture_output=True, text=True) if shutil.which("loginctl") else None
+        if linger is None or "Linger=yes" not in linger.stdout:
+            typer.echo(f"warning: lingering is off, so the daemon stops when you log out; "
+                       f"fix: loginctl enable-linger {user}", err=True)
+
+    def _url(cli: CliContext, task_id: str, trigger: str | None, rotate: bool) -> None:
+        from daycare_cli.core.errors import NotFoundError
+        from daycare_cli.core.task import WebhookTrigger
+
+        task = cli.store.get(task_id)
+        hooks = [t for t in task.triggers if isinstance(t, WebhookTrigger)]
+        if trigger is not None:
+            hooks = [t for t in hooks if t.id == trigger]
+        if not hooks:
+            raise NotFoundError(
+                f"task {task_id!r} has no webhook trigger{f' {trigger!r}' if trigger else ''}",
+                hint=f"add one with `daycare task trigger add {task_id} --webhook`",
+            )
+        hook = hooks[0]
+        state = open_state(cli)
+        try:
+            if rotate:
+                token = state.rotate_token(task.id, hook.id)
+                state.add_event("cli", "webhook.rotated", task=task.id,
+                                detail={"trigger": hook.id})
+            else:
+                token = state.issue_token(task.id, hook.id)
+        finally:
+            state.close()
+        base = _webhook_base(cli)
+        typer.echo(f"{base}/hooks/{token}")
+        if rotate:
+            typer.echo("the previous URL is revoked", err=True)
+
+    @webhook_app.command("url")
+    def webhook_url(
+        ctx: typer.Context,
+        task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+        trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    ) -> None:
+        """Print the webhook URL of a task (a token is made on first use)."""
+        _url(get_context(ctx), task_id, trigger, rotate=False)
+
+    @webhook_app.command("rotate")
+    def webhook_rotate(
+        ctx: typer.Context,
+        task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+        trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    ) -> None:
+        """Replace a task's webhook token; the old URL stops working at once."""
+        _url(get_context(ctx), task_id, trigger, rotate=True)
+
+    @app.command("doctor")
+    def doctor(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Check the installation: Python, sandbox isolation, model, paths, daemon."""
+        from daycare_cli.cli.render import console, print_json
+
+        cli = get_context(ctx)
+        checks = _doctor_checks(cli)
+        if as_json:
+            print_json(checks)
+        else:
+            out = console()
+            marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+            for c in checks:
+                out.print(f"{marks[c['level']]} {c['name']}: ", end="")
+                out.print(c["detail"], markup=False)
+        if any(c["level"] == "fail" for c in checks):
+            raise typer.Exit(1)
+
+
+def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
+    from daycare_cli.daemon.service import daemon_pid
+    from daycare_cli.run.sandbox import isolation_level
+
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, level: str, detail: str) -> None:
+        checks.append({"name": name, "level": level, "detail": detail})
+
+    add("python", "ok", f"{sys.version.split()[0]} at {sys.executable}")
+    level, reason = isolation_level()
+    bwrap = shutil.which("bwrap")
+    add("bubblewrap", "ok" if bwrap else "warn",
+        bwrap or "not found; install the bubblewrap package for full isolation")
+    add("isolation", "ok" if level == "bubblewrap" else "warn",
+        f"{level}" + (f" ({reason})" if reason else ""))
+    if os.geteuid() == 0:
+        add("user", "warn", "running as root: blocks run as an unprivileged user")
+    model = cli.config.model
+    if model and model.lower() != "none":
+        from daycare_cli.run.agent import model_known
+
+        known, msg = model_known(model)
+        add("model", "ok" if known else "fail", msg)
+    else:
+        add("model", "ok", "no default model: tasks without `model:` are reminders")
+    paths = cli.paths
+    for label, p in (("home", paths.home), ("tasks", paths.tasks_dir)):
+        add(label, "ok" if p.is_dir() else "warn",
+            f"{p}" + ("" if p.is_dir() else " (does not exist yet)"))
+    cfg = paths.config_file
+    if cfg.exists():
+        mode = cfg.stat().st_mode & 0o777
+        add("config", "ok" if mode & 0o077 == 0 else "warn",
+            f"{cfg} mode {mode:o}" + ("" if mode & 0o077 == 0 else
+                                       f"; it may hold secrets: chmod 600 {cfg}"))
+    else:
+        add("config", "ok", f"{cfg} (not created yet; defaults apply)")
+    if paths.state_db.exists():
+        mode = paths.state_db.stat().st_mode & 0o777
+        add("state", "ok" if mode & 0o077 == 0 else "warn", f"{paths.state_db} mode {mode:o}")
+    entries = cli.store.list()
+    bad = [e for e in entries if e.error is not None]
+    add("task files", "ok" if not bad else "warn",
+        f"{len(entries)} files, {len(bad)} invalid" + (" (run `daycare task lint`)" if bad else ""))
+    pid = daemon_pid(paths)
+    add("daemon", "ok" if pid else "warn",
+        f"running (pid {pid}), socket {paths.socket}" if pid else "not running")
+    return checks
+
+
+def _webhook_base(cli: CliContext) -> str:
+    published = cli.paths.runtime_dir / "webhook.url"
+    from daycare_cli.daemon.service import daemon_pid
+
+    if published.exists() and daemon_pid(cli.paths):
+        return published.read_text().strip()
+    host = cli.config.get("webhook.host") or "127.0.0.1"
+    port = cli.config.get("webhook.port") or 8765
+    return f"http://{host}:{port}"
+
+
+def _uptime(seconds: int) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m}m" if h else (f"{m}m {s}s" if m else f"{s}s")

@@ -1,0 +1,176 @@
+"""What the CLI shows about a task: its triggers in words and its next fires.
+
+Also the stable JSON shapes of DESIGN.md §7 (`task ls --json`, `task show --json`):
+extend them, never rename a field.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from daycare_cli.cli.render import error_text
+
+if TYPE_CHECKING:
+    from daycare_cli.cli.context import CliContext
+    from daycare_cli.core.task import Task, Trigger
+    from daycare_cli.store.tasks import TaskEntry
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One upcoming fire of one trigger of a task."""
+
+    when: datetime  # aware, UTC
+    task: Task
+    trigger: Trigger
+    zone: str
+
+
+def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list[Fire]:
+    """The next `n` fires of one trigger after now (none for webhooks and `@reboot`)."""
+    from daycare_cli.core.errors import ScheduleError
+    from daycare_cli.core.schedule import next_fires
+
+    zone = cli.trigger_zone(task, trigger)
+    try:
+        instants = next_fires(trigger, cli.now, n, tz=zone)
+    except ScheduleError:
+        return []
+    return [Fire(when, task, trigger, zone) for when in instants]
+
+
+def task_fires(cli: CliContext, task: Task, n: int) -> list[Fire]:
+    """The next `n` fires of a task across its triggers, soonest first; none when disabled."""
+    if not task.enabled:
+        return []
+    fires = [f for t in task.triggers for f in trigger_fires(cli, task, t, n)]
+    fires.sort(key=lambda f: f.when.timestamp())
+    return fires[:n]
+
+
+def describe(cli: CliContext, task: Task, trigger: Trigger) -> str:
+    """A trigger in words, e.g. 'At 09:00 every day (Europe/Berlin)'."""
+    from daycare_cli.core.schedule import explain
+
+    return explain(trigger, tz=cli.trigger_zone(task, trigger))
+
+
+def trigger_record(cli: CliContext, task: Task, trigger: Trigger) -> dict[str, Any]:
+    """`{id, type, spec, timezone, description}`; timezone is null for every and webhook."""
+    from daycare_cli.core.schedule import describe_trigger_spec
+
+    zoned = trigger.type in ("cron", "at")
+    return {
+        "id": trigger.id,
+        "type": trigger.type,
+        "spec": describe_trigger_spec(trigger),
+        "timezone": cli.trigger_zone(task, trigger) if zoned else None,
+        "description": describe(cli, task, trigger),
+    }
+
+
+def iso(fire: Fire) -> str:
+    """A fire as ISO 8601 in its zone, with the offset."""
+    from daycare_cli.core.schedule import format_instant
+
+    return format_instant(fire.when, fire.zone)
+
+
+def task_record(
+    cli: CliContext, entry: TaskEntry, fires: list[Fire] | None = None
+) -> dict[str, Any]:
+    """The `task ls --json` shape of one task file, valid or not (`fires`: already computed)."""
+    task = entry.task
+    if task is None:
+        assert entry.error is not None
+        return {
+            "id": entry.id,
+            "name": None,
+            "path": str(entry.path),
+            "enabled": None,
+            "triggers": [],
+            "next_fire": None,
+            "error": error_text(entry.error),
+        }
+    if fires is None:
+        fires = task_fires(cli, task, 1)
+    return {
+        "id": entry.id,
+        "name": task.name,
+        "path": str(entry.path),
+        "enabled": task.enabled,
+        "triggers": [trigger_record(cli, task, t) for t in task.triggers],
+        "next_fire": iso(fires[0]) if fires else None,
+        "error": None,
+    }
+
+
+def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
+    """`daycare task ls`: the JSON list, or the table. Never raises for a bad file.
+
+    Shared by the Typer command and the fast path in `entry.py`, which skips Typer.
+    """
+    entries = cli.store.list()
+    if tags:
+        wanted = set(tags)
+        # A file with errors has no readable tags; it stays listed so it is never hidden.
+        entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
+    rows = []
+    for entry in entries:
+        fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
+        rows.append((entry, fires, task_record(cli, entry, fires)))
+    if as_json:
+        from daycare_cli.cli.render import print_json
+
+        print_json([record for _, _, record in rows])
+        return
+    print_task_table(cli, rows)
+
+
+def print_task_table(
+    cli: CliContext, rows: list[tuple[TaskEntry, list[Fire], dict[str, Any]]]
+) -> None:
+    """The `task ls` table: one line a file; a file with errors shows its error in red."""
+    from daycare_cli.cli import render
+
+    if not rows:
+        sys.stdout.write(
+            f"No tasks in {render.display_path(cli.store.dir)}. Create one with "
+            "`daycare task create NAME --schedule '0 9 * * *' --prompt TEXT`.\n"
+        )
+        return
+    table: list[list[render.Cell]] = []
+    invalid = 0
+    for entry, fires, record in rows:
+        if entry.task is None:
+            invalid += 1
+            error = entry.error.message if entry.error else "invalid"
+            if entry.error and entry.error.line:
+                error = f"line {entry.error.line}: {error}"
+            table.append([("✗", "bold red"), (entry.id, "red"), (error, "red")])
+            continue
+        triggers = "; ".join(t["description"] for t in record["triggers"])
+        next_fire = ("-", "dim")
+        if fires:
+            next_fire = (render.when_text(fires[0].when, cli.now, fires[0].zone), "")
+        enabled = ("yes", "green") if entry.task.enabled else ("no", "yellow")
+        table.append(
+            [
+                ("", ""),
+                (entry.id, "bold"),
+                (entry.task.name, ""),
+                (triggers, "") if triggers else ("manual only", "dim"),
+                next_fire,
+                enabled,
+            ]
+        )
+    headers = ["", "ID", "NAME", "TRIGGERS", "NEXT FIRE", "ENABLED"]
+    # On a narrow terminal the words of the triggers give way first, then the name.
+    render.print_table(headers, table, shrink=(3, 2))
+    if invalid:
+        files = "file has" if invalid == 1 else "files have"
+        message = f"{invalid} {files} errors: `daycare task lint` shows how to fix them"
+        sys.stdout.write(render.paint(message, "red") + "\n")

@@ -1,0 +1,174 @@
+"""config.toml: read with tomllib, written with tomlkit so comments survive `config set`.
+
+```toml
+timezone = "Europe/Berlin"        # default zone of tasks that name none
+model = "gpt-4o-mini"             # default model; "none" or absent: no model
+tasks_dir = "~/notes/tasks"
+max_concurrent_runs = 4
+failure_streak = 5
+
+[webhook]
+host = "127.0.0.1"
+port = 8765
+
+[retention]
+keep_runs = 100
+max_age_days = 30
+
+[secrets]
+github_hook = "..."
+
+[notify.phone]
+url = "ntfy://my-topic"
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daycare_cli.core.errors import UsageError, UserError
+
+DEFAULTS: dict[str, Any] = {
+    "timezone": None,
+    "model": None,
+    "tasks_dir": None,
+    "max_concurrent_runs": 4,
+    "failure_streak": 5,
+    "webhook.host": "127.0.0.1",
+    "webhook.port": 8765,
+    "webhook.queue_size": 16,
+    "retention.keep_runs": 100,
+    "retention.max_age_days": 30,
+    "daemon.grace_period": 30,
+    "socket": None,
+}
+
+
+class ConfigError(UserError):
+    """config.toml cannot be read or a value has the wrong type."""
+
+    exit_code = 1
+
+
+@dataclass
+class Config:
+    """The parsed config file; `raw` is the whole TOML document as plain data."""
+
+    path: Path
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        """A dotted key (`webhook.port`), or its default."""
+        node: Any = self.raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return DEFAULTS.get(key)
+            node = node[part]
+        return node
+
+    @property
+    def timezone(self) -> str:
+        """The default zone of tasks: config, else the system's IANA zone."""
+        return self.get("timezone") or system_zone()
+
+    @property
+    def model(self) -> str | None:
+        value = self.get("model")
+        return str(value) if value else None
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        table = self.raw.get("secrets", {})
+        return {str(k): str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+
+    def secret(self, name: str) -> str | None:
+        """A secret by name from `[secrets]`, else from the environment `DAYCARE_SECRET_<NAME>`."""
+        if name in self.secrets:
+            return self.secrets[name]
+        return os.environ.get("DAYCARE_SECRET_" + name.upper().replace("-", "_"))
+
+    def notify_target(self, name: str) -> str | None:
+        """The apprise URL of a `[notify.NAME]` entry (a table with `url`, or a plain string)."""
+        table = self.raw.get("notify", {})
+        entry = table.get(name) if isinstance(table, dict) else None
+        if isinstance(entry, dict):
+            url = entry.get("url")
+            return str(url) if url else None
+        return str(entry) if isinstance(entry, str) else None
+
+
+def load_config(path: Path) -> Config:
+    """Read config.toml; a missing file is an empty config."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Config(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", path=str(path)) from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config is not valid TOML: {exc}",
+            path=str(path),
+            hint="fix the file, or move it away to start from defaults",
+        ) from None
+    return Config(path, raw)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML would read it (`4`, `true`, `"x"`); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_config_value(path: Path, key: str, value: Any) -> None:
+    """Set a dotted key in config.toml, keeping comments and layout; the file stays 0600."""
+    import tomlkit
+
+    from daycare_cli.store.paths import atomic_write
+
+    if not key or any(not part for part in key.split(".")):
+        raise UsageError(f"bad config key {key!r}", hint="use a dotted name like webhook.port")
+    try:
+        doc = tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
+    except Exception as exc:  # tomlkit raises several parse error types
+        raise ConfigError(f"config is not valid TOML: {exc}", path=str(path)) from None
+    node: Any = doc
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if part not in node:
+            node[part] = tomlkit.table()
+        node = node[part]
+        if not isinstance(node, dict):
+            raise UsageError(f"config key {part!r} is not a table", path=str(path))
+    node[parts[-1]] = value
+    atomic_write(path, tomlkit.dumps(doc), mode=0o600)
+
+
+def system_zone() -> str:
+    """The system's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, else UTC."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if (tz and "/" in tz) or tz == "UTC":
+        return tz
+    try:
+        name = Path("/etc/timezone").read_text().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        marker = "zoneinfo/"
+        if marker in target:
+            return target.split(marker, 1)[1]
+    except OSError:
+        pass
+    return "UTC"

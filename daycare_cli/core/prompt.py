@@ -1,0 +1,205 @@
+"""Find `<run_python>` blocks in a prompt body and splice their outputs (DESIGN.md §5.2-3).
+
+Pure: running a block is the caller's business, injected as `run_block`. Expansion is
+single-pass: each block's text is replaced by its rendered result by position, and the
+inserted output is never scanned for blocks again.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from daycare_cli.core.duration import parse_duration
+
+BLOCK_RE = re.compile(r"<run_python(\s[^>]*)?>(.*?)</run_python\s*>", re.DOTALL | re.IGNORECASE)
+OPEN_RE = re.compile(r"<run_python(\s[^>]*)?>", re.IGNORECASE)
+# key="value", key='value', key=value, or a bare key (value "").
+ATTR_RE = re.compile(
+    r"""([A-Za-z_][\w.-]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""",
+)
+
+OUTPUT_CAP = 64 * 1024
+TRUNCATION_MARKER = "\n[output truncated at 64 KiB]"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One `<run_python>` block: its span in the body, its code and its attributes.
+
+    `start`/`end` index the whole tag pair in the body; `line` is the 1-based line of
+    the opening tag; `code` is dedented with leading and trailing blank lines removed.
+    """
+
+    index: int
+    start: int
+    end: int
+    code: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What running a block gave: its output, or an error `Type: message`, or a skip."""
+
+    output: str = ""
+    error: str | None = None
+    truncated: bool = False
+    skipped: bool = False
+    skip_reason: str = ""
+
+
+@dataclass
+class Expansion:
+    """The expanded prompt and what each block that ran gave.
+
+    When a block skipped, `text` has the blocks before it spliced and the rest verbatim;
+    the run ends skipped and the text is only kept for the record.
+    """
+
+    text: str
+    results: list[BlockResult]
+    skipped: bool = False
+    skip_reason: str = ""
+    ran: int = 0
+
+
+def parse_attrs(raw: str | None) -> dict[str, str]:
+    """Attributes of an opening tag: `key="v"`, `key='v'`, `key=v`; keys lower-cased."""
+    attrs: dict[str, str] = {}
+    for m in ATTR_RE.finditer(raw or ""):
+        value = next((g for g in m.groups()[1:] if g is not None), "")
+        attrs[m.group(1).lower()] = value
+    return attrs
+
+
+def _clean_code(raw: str) -> str:
+    """Dedent, then drop blank lines at both ends (keeping inner indentation intact)."""
+    # CRLF task files: a lone "\r" line would otherwise count as text and block dedent.
+    lines = textwrap.dedent(raw.replace("\r\n", "\n")).split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _line_col(body: str, pos: int) -> tuple[int, int]:
+    line = body.count("\n", 0, pos) + 1
+    col = pos - (body.rfind("\n", 0, pos) + 1) + 1
+    return line, col
+
+
+def find_blocks(body: str) -> list[Block]:
+    """All closed `<run_python>` blocks of a prompt body, in order."""
+    blocks: list[Block] = []
+    for i, m in enumerate(BLOCK_RE.finditer(body)):
+        blocks.append(
+            Block(
+                index=i,
+                start=m.start(),
+                end=m.end(),
+                code=_clean_code(m.group(2)),
+                attrs=parse_attrs(m.group(1)),
+                line=_line_col(body, m.start())[0],
+            )
+        )
+    return blocks
+
+
+def find_unclosed_block(body: str) -> tuple[int, int] | None:
+    """(line, col), 1-based, of the first opening tag that has no closing tag, else None.
+
+    An opening tag inside a closed block's code belongs to that block's code, so only the
+    text between and after closed blocks is searched.
+    """
+    pos = 0
+    for m in [*BLOCK_RE.finditer(body), None]:
+        gap_end = m.start() if m else len(body)
+        opening = OPEN_RE.search(body, pos, gap_end)
+        if opening:
+            return _line_col(body, opening.start())
+        if m:
+            pos = m.end()
+    return None
+
+
+def block_timeout(block: Block, default: float) -> float:
+    """The block's `timeout` attribute in seconds (`10`, `10s`, `2m`), else `default`.
+
+    Raises whatever `parse_duration` raises for a malformed value.
+    """
+    raw = block.attrs.get("timeout")
+    if raw is None or not raw.strip():
+        return default
+    return parse_duration(raw.strip())
+
+
+def _cap(text: str, cap: int = OUTPUT_CAP) -> tuple[str, bool]:
+    """Cut `text` to at most `cap` UTF-8 bytes without splitting a character."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= cap:
+        return text, False
+    # errors="ignore" drops only the partial character the byte cut left at the end.
+    return data[:cap].decode("utf-8", errors="ignore"), True
+
+
+def render_result(result: BlockResult) -> str:
+    """The text that replaces a block: its output, or `<exec_error>Type: message</exec_error>`.
+
+    One trailing newline of the output is removed (a `print` adds it); output past
+    OUTPUT_CAP bytes is cut at a character boundary and marked, as is output the
+    executor already cut (`truncated`).
+    """
+    if result.error is not None:
+        message, _ = _cap(result.error)
+        return f"<exec_error>{message}</exec_error>"
+    output = result.output
+    if output.endswith("\r\n"):
+        output = output[:-2]
+    elif output.endswith("\n"):
+        output = output[:-1]
+    output, cut = _cap(output)
+    if cut or result.truncated:
+        output += TRUNCATION_MARKER
+    return output
+
+
+async def expand_prompt(
+    body: str,
+    run_block: Callable[[Block], Awaitable[BlockResult]],
+    *,
+    execute: bool = True,
+) -> Expansion:
+    """Run the body's blocks in order and splice each one's rendered result in its place.
+
+    A failing block becomes `<exec_error>` and the following blocks still run; a skipped
+    block stops everything (no further block runs). With `execute=False` the body is
+    returned verbatim and `run_block` is never called. Exceptions from `run_block`
+    propagate: they mean the executor itself failed, not the block.
+    """
+    if not execute:
+        return Expansion(text=body, results=[])
+    pieces: list[str] = []
+    results: list[BlockResult] = []
+    last = 0
+    for block in find_blocks(body):
+        result = await run_block(block)
+        results.append(result)
+        if result.skipped:
+            pieces.append(body[last:])
+            return Expansion(
+                text="".join(pieces),
+                results=results,
+                skipped=True,
+                skip_reason=result.skip_reason,
+                ran=len(results),
+            )
+        pieces.append(body[last : block.start])
+        pieces.append(render_result(result))
+        last = block.end
+    pieces.append(body[last:])
+    return Expansion(text="".join(pieces), results=results, ran=len(results))

@@ -1,0 +1,157 @@
+"""Task, Trigger and policy types (DESIGN.md §3).
+
+These are plain immutable values. `core/taskfile.py` builds them from a file and
+validates every key with precise positions; everything else only reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+Overlap = Literal["skip", "queue", "allow", "replace"]
+CatchUp = Literal["skip", "latest", "all"]
+NotifyEvent = Literal["response", "failure", "success", "skip", "recovery"]
+
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow", "replace")
+CATCH_UP_POLICIES: tuple[str, ...] = ("skip", "latest", "all")
+NOTIFY_EVENTS: tuple[str, ...] = ("response", "failure", "success", "skip", "recovery")
+SIGNATURES: tuple[str, ...] = ("github", "hmac-sha256")
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CronTrigger:
+    """Fires at the slots of a 5-field cron expression (or `@` macro) in a zone.
+
+    `expr` is the normalised 5-field form (macros expanded, except `@reboot`);
+    `source` is what the user wrote. `timezone` is the trigger's own zone, if any;
+    the task's zone applies otherwise.
+    """
+
+    expr: str
+    id: str = "cron"
+    timezone: str | None = None
+    source: str = ""
+
+    @property
+    def type(self) -> str:
+        return "cron"
+
+    @property
+    def reboot(self) -> bool:
+        """True for `@reboot`: fires once when the daemon starts, never on a clock."""
+        return self.expr == "@reboot"
+
+
+@dataclass(frozen=True)
+class AtTrigger:
+    """Fires once at an instant (aware datetime; zone from the trigger or the task)."""
+
+    at: datetime
+    id: str = "at"
+    timezone: str | None = None
+
+    @property
+    def type(self) -> str:
+        return "at"
+
+
+@dataclass(frozen=True)
+class EveryTrigger:
+    """Fires every `seconds` from the daemon's start or the last fire (1 s minimum)."""
+
+    seconds: float
+    id: str = "every"
+
+    @property
+    def type(self) -> str:
+        return "every"
+
+
+@dataclass(frozen=True)
+class WebhookTrigger:
+    """Fires on `POST /hooks/<token>`; optional signature check with a config secret."""
+
+    id: str = "webhook"
+    signature: str | None = None  # "github" | "hmac-sha256" | None
+    secret: str | None = None  # name of a secret in config, never the secret itself
+
+    @property
+    def type(self) -> str:
+        return "webhook"
+
+
+Trigger = CronTrigger | AtTrigger | EveryTrigger | WebhookTrigger
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """The `sandbox:` mapping of a task."""
+
+    network: bool = False
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    memory: int = 512 * MIB  # bytes of address space per process
+    cpu: float | None = None  # CPU seconds per block; default: the block timeout + 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task file. Defaults follow DESIGN.md §3.
+
+    `timezone` is the zone the file names (None: config default, else the system's).
+    `model` is None when the file does not name one (config default applies) and the
+    string "none" when the file turns the model off.
+    """
+
+    id: str
+    name: str
+    body: str = ""
+    description: str | None = None
+    timezone: str | None = None
+    triggers: tuple[Trigger, ...] = ()
+    enabled: bool = True
+    delete_after_run: bool = False
+    execute: bool = False
+    model: str | None = None
+    system: str | None = None
+    timeout: float = 60.0
+    run_timeout: float = 900.0
+    overlap: str = "skip"
+    catch_up: str = "latest"
+    catch_up_window: float | None = None  # None: one period, capped at 24 h
+    retries: int = 0
+    retry_delay: float = 30.0
+    jitter: float = 0.0
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    env: dict[str, str] = field(default_factory=dict)
+    notify: tuple[str, ...] = ()
+    notify_on: tuple[str, ...] = ("response", "failure")
+    tags: tuple[str, ...] = ()
+    path: str | None = None
+    body_line: int = 1  # 1-based line of the file where the body starts
+
+    @property
+    def once(self) -> bool:
+        """True when the task is archived after its first run (`delete_after_run` or `at`)."""
+        return self.delete_after_run or any(isinstance(t, AtTrigger) for t in self.triggers)
+
+    def trigger(self, trigger_id: str) -> Trigger | None:
+        """The trigger with that id, if any."""
+        for t in self.triggers:
+            if t.id == trigger_id:
+                return t
+        return None
+
+    def model_enabled(self, default: str | None) -> str | None:
+        """The model this task sends its prompt to, given the config default, or None."""
+        chosen = self.model if self.model is not None else default
+        if chosen is None or chosen.strip().lower() in ("", "none"):
+            return None
+        return chosen

@@ -1,0 +1,302 @@
+"""aiohttp servers: webhooks on loopback TCP and the control API on a 0600 unix socket.
+
+Neither starts runs by itself: both submit to the scheduler, which applies the same
+overlap policy and global cap as for scheduled fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daycare_cli.core.task import WebhookTrigger
+
+if TYPE_CHECKING:
+    from daycare_cli.daemon.service import Daemon
+
+log = logging.getLogger("daycare.server")
+
+MAX_BODY = 1024 * 1024
+NOT_FOUND = {"error": "not found"}
+
+
+def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
+    """Verify a webhook signature in constant time.
+
+    `github`: `X-Hub-Signature-256: sha256=<hex>`; `hmac-sha256`: `X-Signature-256`
+    (or `X-Daycare-Signature`) with the hex digest, `sha256=` prefix optional.
+    """
+    if kind == "github":
+        given = headers.get("X-Hub-Signature-256", "")
+    else:
+        given = headers.get("X-Signature-256") or headers.get("X-Daycare-Signature") or ""
+    given = given.strip()
+    if given.startswith("sha256="):
+        given = given[len("sha256=") :]
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given.lower().encode(), expected.encode())
+
+
+class WebhookServer:
+    """`POST /hooks/<token>` on 127.0.0.1:8765 (config `webhook.host`/`webhook.port`)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.stopping = False
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/hooks/{token}", self.handle)
+        # No access log: the URL path carries the token, which must never be logged.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        host = str(self.daemon.config.get("webhook.host") or "127.0.0.1")
+        port = int(self.daemon.config.get("webhook.port") or 8765)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            port = server.sockets[0].getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        self.daemon.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.daemon.paths.runtime_dir / "webhook.url").write_text(self.url + "\n")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.stopping:
+            return web.json_response({"error": "daemon is stopping"}, status=503)
+        length = request.content_length
+        if length is not None and length > MAX_BODY:
+            return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
+        daemon = self.daemon
+        assert daemon.state is not None and daemon.scheduler is not None
+        found = daemon.state.lookup_token(request.match_info["token"])
+        if found is None:
+            return web.json_response(NOT_FOUND, status=404)
+        task_id, trigger_id = found
+        sched = daemon.scheduler.tasks.get(task_id)
+        trigger = sched.task.trigger(trigger_id) if sched else None
+        if sched is None or not isinstance(trigger, WebhookTrigger) or not sched.task.enabled:
+            return web.json_response(NOT_FOUND, status=404)
+        if trigger.signature:
+            secret = daemon.config.secret(trigger.secret or "")
+            if secret is None:
+                log.warning(
+                    "%s: webhook secret %r is not configured; refusing", task_id, trigger.secret
+                )
+                return web.json_response({"error": "signature secret not configured"}, status=403)
+            if not check_signature(trigger.signature, secret, body, request.headers):
+                daemon.state.add_event("webhook", "webhook.bad_signature", task=task_id)
+                return web.json_response({"error": "bad signature"}, status=401)
+        delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get(
+            "Idempotency-Key"
+        )
+        if delivery:
+            seen = daemon.state.delivery_run(task_id, delivery)
+            if seen is not None:
+                return web.json_response({"run": seen, "duplicate": True}, status=202)
+        limit = int(daemon.config.get("webhook.queue_size") or 16)
+        if daemon.scheduler.queue_depth(task_id) >= limit:
+            return web.json_response({"error": "queue full, try again later"}, status=429)
+        run_id = daemon.scheduler.submit(
+            task_id, kind="webhook", trigger_id=trigger_id, payload=body
+        )
+        if run_id is None:
+            return web.json_response(NOT_FOUND, status=404)
+        if delivery:
+            earlier = daemon.state.remember_delivery(task_id, delivery, run_id)
+            if earlier is not None and earlier != run_id:
+                return web.json_response({"run": earlier, "duplicate": True}, status=202)
+        return web.json_response({"run": run_id}, status=202)
+
+
+class ControlServer:
+    """The control API on the unix socket: status, tasks, run now, reload, follow."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/tasks", self.tasks)
+        app.router.add_post("/tasks/{id}/run", self.run_now)
+        app.router.add_post("/reload", self.reload)
+        app.router.add_get("/follow", self.follow)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        path = self.daemon.paths.socket
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket of a dead daemon (we hold the daemon lock)
+        old = os.umask(0o177)
+        try:
+            site = web.UnixSite(self.runner, str(path))
+            await site.start()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        with contextlib.suppress(FileNotFoundError):
+            self.daemon.paths.socket.unlink()
+
+    async def status(self, request: web.Request) -> web.Response:
+        d = self.daemon
+        s = d.scheduler
+        assert s is not None and d.state is not None
+        running = [r.to_json() for r in d.state.running_runs()]
+        errors = [{"task": tid, "error": str(err)} for tid, err in sorted(s.broken.items())] + [
+            {"task": tid, "error": str(sch.error), "stale": True}
+            for tid, sch in sorted(s.tasks.items())
+            if sch.error is not None
+        ]
+        return web.json_response(
+            {
+                "pid": os.getpid(),
+                "started_at": d.started_at.isoformat(timespec="seconds"),
+                "uptime_s": int((datetime.now(UTC) - d.started_at).total_seconds()),
+                "tasks": len(s.tasks),
+                "enabled": sum(1 for x in s.tasks.values() if x.task.enabled),
+                "fires": s.fires,
+                "running": running,
+                "pending": len(s.pending),
+                "errors": errors,
+                "webhook_url": d.webhook_url,
+                "home": str(d.paths.home),
+                "tasks_dir": str(d.paths.tasks_dir),
+                "next": self._next(limit=10),
+            }
+        )
+
+    def _next(self, limit: int) -> list[dict[str, Any]]:
+        s = self.daemon.scheduler
+        assert s is not None
+        rows = []
+        for tid, sch in s.tasks.items():
+            for trig, when in sch.next_fire.items():
+                rows.append({"task": tid, "trigger": trig, "at": when.isoformat()})
+        rows.sort(key=lambda r: datetime.fromisoformat(r["at"]).timestamp())
+        return rows[:limit]
+
+    async def tasks(self, request: web.Request) -> web.Response:
+        s = self.daemon.scheduler
+        assert s is not None
+        out = {}
+        for tid, sch in s.tasks.items():
+            out[tid] = {
+                "next_fire": {k: v.isoformat() for k, v in sch.next_fire.items()},
+                "active": list(sch.active),
+                "queued": len(sch.queued),
+                "error": str(sch.error) if sch.error else None,
+            }
+        for tid, err in s.broken.items():
+            out[tid] = {"next_fire": {}, "active": [], "queued": 0, "error": str(err)}
+        return web.json_response(out)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        self.daemon.reload()
+        return web.json_response({"ok": True})
+
+    async def run_now(self, request: web.Request) -> web.StreamResponse:
+        d = self.daemon
+        assert d.scheduler is not None and d.state is not None
+        task_id = request.match_info["id"]
+        body = await request.read()
+        payload = body if request.query.get("payload") == "1" else None
+        if task_id not in d.scheduler.tasks:
+            err = d.scheduler.broken.get(task_id)
+            if err is not None:
+                return web.json_response({"error": str(err), "code": 4}, status=422)
+            return web.json_response({"error": f"no task {task_id!r}", "code": 3}, status=404)
+        run_id = d.scheduler.submit(task_id, kind="manual", payload=payload)
+        if run_id is None:
+            return web.json_response({"error": "could not start the run", "code": 1}, status=409)
+        # Subscribe before yielding to the loop, so no event of the run is missed.
+        queue = d.subscribe(run_id)
+        if request.query.get("stream") != "1":
+            d.unsubscribe(run_id, queue)
+            return web.json_response({"run": run_id}, status=202)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        try:
+            await resp.write(json.dumps({"event": "run.queued", "run": run_id}).encode() + b"\n")
+            await self._pump(queue, resp, run_id)
+        finally:
+            d.unsubscribe(run_id, queue)
+        run = d.state.get_run(run_id)
+        final = {"event": "run.result", "run": run_id, "result": run.to_json() if run else None}
+        await resp.write(json.dumps(final, default=str).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async def _pump(
+        self, queue: asyncio.Queue[dict[str, Any]], resp: web.StreamResponse, run_id: str | None
+    ) -> None:
+        """Forward events until the run ends (or forever when following all runs)."""
+        d = self.daemon
+        assert d.state is not None
+        while True:
+            try:
+                record = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except TimeoutError:
+                if run_id is not None:
+                    run = d.state.get_run(run_id)
+                    # Ended without events (skipped by overlap, or finished elsewhere).
+                    if run is not None and run.finished_at:
+                        return
+                continue
+            await resp.write(json.dumps(record, default=str).encode() + b"\n")
+            if run_id is not None and record.get("event") == "run.end":
+                return
+
+    async def follow(self, request: web.Request) -> web.StreamResponse:
+        """Stream the events of one run (`?run=ID`) or of every run, as NDJSON."""
+        d = self.daemon
+        run_id = request.query.get("run") or None
+        task = request.query.get("task") or None
+        queue = d.subscribe(run_id)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        try:
+            if task is None:
+                await self._pump(queue, resp, run_id)
+            else:
+                while True:
+                    record = await queue.get()
+                    if _run_task(d, record) == task:
+                        await resp.write(json.dumps(record, default=str).encode() + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            d.unsubscribe(run_id, queue)
+        return resp
+
+
+def _run_task(daemon: Daemon, record: dict[str, Any]) -> str | None:
+    assert daemon.state is not None
+    run = daemon.state.get_run(str(record.get("run")))
+    return run.task if run else None

@@ -1,0 +1,311 @@
+"""The daemon's lifecycle: start, sd_notify, signals, graceful stop (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daycare_cli.config import Config, load_config
+from daycare_cli.core.errors import UserError
+from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.state import State
+
+log = logging.getLogger("daycare.daemon")
+
+READY_LINE = "daycare daemon ready"
+
+
+def sd_notify(message: str) -> bool:
+    """Send a state line to systemd through $NOTIFY_SOCKET; False when not under systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with that pid exists (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """One line an event to stderr (journald adds its own timestamps under systemd)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("daycare")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class AlreadyRunning(UserError):
+    """Another daemon holds this home's daemon lock."""
+
+
+class Daemon:
+    """Everything the daemon runs: scheduler loop, watcher, servers, signal handling."""
+
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self.stop_event = asyncio.Event()
+        self.reload_requested = False
+        self.listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.all_listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.state: State | None = None
+        self.scheduler: Scheduler | None = None
+        self.lock_fd: int | None = None
+        self.webhook_url: str | None = None
+        self.started_at = datetime.now(UTC)
+        self.signal_wake = asyncio.Event()
+
+    # -- events for streaming clients ---------------------------------------------------
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """Fan a run event out to clients following that run or all runs."""
+        for q in list(self.listeners.get(str(record.get("run")), ())) + list(self.all_listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(record)
+
+    def subscribe(self, run_id: str | None) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        if run_id is None:
+            self.all_listeners.add(q)
+        else:
+            self.listeners.setdefault(run_id, set()).add(q)
+        return q
+
+    def unsubscribe(self, run_id: str | None, q: asyncio.Queue[dict[str, Any]]) -> None:
+        if run_id is None:
+            self.all_listeners.discard(q)
+        else:
+            self.listeners.get(run_id, set()).discard(q)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        self.paths.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.paths.runtime_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = None
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self.paths.pid_file.read_text().strip())
+            raise AlreadyRunning(
+                f"a daemon is already running for this home (pid {pid})",
+                path=str(self.paths.home),
+                hint="stop it with `daycare daemon stop`, or use another --home",
+            ) from None
+        self.lock_fd = fd
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+
+    def _on_signal(self, signum: int) -> None:
+        # Handlers only set flags; the main coroutine does the work.
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stop_event.set()
+        self.signal_wake.set()
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        from daycare_cli.daemon.server import ControlServer, WebhookServer
+        from daycare_cli.daemon.watcher import watch
+
+        self._take_lock()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+        self.state = state = State.open(self.paths.state_db)
+        interrupted = state.mark_interrupted(pid_alive, now=datetime.now(UTC))
+        for run in interrupted:
+            log.warning(
+                "run %s of %s was left %s by a dead process: marked interrupted",
+                run.id,
+                run.task,
+                "running",
+            )
+        self.scheduler = scheduler = Scheduler(
+            self.paths, self.config, state, on_event=self.publish
+        )
+        scheduler.load_all(starting=True)
+        state.add_event("daemon", "daemon.started", detail={"pid": os.getpid()})
+
+        webhooks = WebhookServer(self)
+        control = ControlServer(self)
+        try:
+            await control.start()
+            await webhooks.start()
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            await control.stop()
+            await webhooks.stop()
+            state.close()
+            return 1
+        self.webhook_url = webhooks.url
+
+        n_triggers = sum(len(s.task.triggers) for s in scheduler.tasks.values())
+        status = (
+            f"{len(scheduler.tasks)} tasks, {n_triggers} triggers, {len(scheduler.broken)} invalid"
+        )
+        print(
+            f"{READY_LINE}: {status}; webhooks on {webhooks.url}; control on {self.paths.socket}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+
+        watcher_stop = asyncio.Event()
+        background = [
+            loop.create_task(scheduler.run_forever(), name="scheduler"),
+            loop.create_task(watch(scheduler, watcher_stop), name="watcher"),
+            loop.create_task(self._watchdog(), name="watchdog"),
+        ]
+        try:
+            while not self.stop_event.is_set():
+                await self.signal_wake.wait()
+                self.signal_wake.clear()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.reload()
+        finally:
+            await self._shutdown(scheduler, webhooks, control, watcher_stop, background)
+        return 0
+
+    def reload(self) -> None:
+        """Re-read config and every task file (SIGHUP or the control API)."""
+        assert self.scheduler is not None
+        sd_notify("RELOADING=1")
+        self.config = load_config(self.paths.config_file)
+        self.scheduler.config = self.config
+        self.scheduler.gate.resize(int(self.config.get("max_concurrent_runs") or 4))
+        self.scheduler.load_all(starting=False, actor="daemon")
+        log.info("reloaded config and %d tasks", len(self.scheduler.tasks))
+        sd_notify("READY=1")
+
+    async def _watchdog(self) -> None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec:
+            return
+        interval = max(int(usec) / 2e6, 0.5)
+        while True:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _shutdown(
+        self,
+        scheduler: Scheduler,
+        webhooks: Any,
+        control: Any,
+        watcher_stop: asyncio.Event,
+        background: list[asyncio.Task[Any]],
+    ) -> None:
+        assert self.state is not None
+        log.info("stopping: no new runs; waiting for %d active run(s)", len(scheduler.runs))
+        sd_notify("STOPPING=1")
+        scheduler.stopping = True
+        webhooks.stopping = True
+        scheduler.wake.set()
+        watcher_stop.set()
+        grace = float(self.config.get("daemon.grace_period") or 30)
+        active = list(scheduler.runs.items())
+        if active:
+            _done, still = await asyncio.wait([t for _, t in active], timeout=grace)
+            for t in still:
+                t.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+            for run_id, t in active:
+                if t in still:
+                    self.state.finish_run(
+                        run_id,
+                        status="interrupted",
+                        error="daemon stopped before the run finished",
+                        now=datetime.now(UTC),
+                    )
+                    log.warning("run %s interrupted by shutdown", run_id)
+        for run_id in list(scheduler.pending):
+            self.state.finish_run(
+                run_id,
+                status="interrupted",
+                error="daemon stopped before the run started",
+                now=datetime.now(UTC),
+            )
+        for sched in scheduler.tasks.values():
+            for req in sched.queued:
+                if req.run_id:
+                    self.state.finish_run(
+                        req.run_id,
+                        status="interrupted",
+                        error="daemon stopped before the run started",
+                        now=datetime.now(UTC),
+                    )
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await webhooks.stop()
+        await control.stop()
+        self.state.add_event("daemon", "daemon.stopped", detail={"pid": os.getpid()})
+        self.state.close()
+        with contextlib.suppress(OSError):
+            self.paths.pid_file.unlink()
+        log.info("stopped")
+
+
+def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:
+    """`daycare daemon run`: the foreground service systemd starts."""
+    setup_logging(log_level)
+    paths.home.mkdir(parents=True, exist_ok=True)
+    paths.tasks_dir.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> int:
+        return await Daemon(paths, config).serve()
+
+    return asyncio.run(main())
+
+
+def daemon_pid(paths: Paths) -> int | None:
+    """The pid of the running daemon of this home, if one runs."""
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None

@@ -1,0 +1,35 @@
+"""The systemd user unit `daycare daemon install` writes (a copy of daemon/daycare.service)."""
+
+from __future__ import annotations
+
+UNIT = """\
+# systemd user unit for the daycare daemon.
+# Install with `daycare daemon install` (writes ~/.config/systemd/user/daycare.service),
+# or copy by hand and run: systemctl --user daemon-reload && systemctl --user enable --now daycare
+# Keep it running while logged out: loginctl enable-linger "$USER"
+[Unit]
+Description=daycare task daemon
+Documentation=file://%h/.local/share/daycare
+After=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=%h/.local/bin/daycare daemon run
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=5s
+WatchdogSec=60s
+TimeoutStopSec=45s
+KillMode=mixed
+# Runs get a grace period on SIGTERM (daemon.grace_period, 30s) before they are marked interrupted.
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def unit_text(executable: str) -> str:
+    """The unit with ExecStart pointing at this installation's `daycare`."""
+    return UNIT.replace("%h/.local/bin/daycare", executable)

@@ -1,0 +1,452 @@
+"""One run end to end: row -> lock -> expand -> agent -> record -> notify -> prune (DESIGN.md §5).
+
+The CLI (`daycare task run`) and the daemon both call `Runner.run`; progress is reported
+as event dicts through `on_event` (the same dicts go to the run's `log.jsonl`), so the CLI
+spinner and the daemon's streaming control API show the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daycare_cli.config import Config
+from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
+from daycare_cli.core.task import Task
+from daycare_cli.run.notify import (
+    Notification,
+    notify_events,
+    resolve_targets,
+    send,
+    should_notify,
+)
+from daycare_cli.store.paths import LockBusy, Paths, TaskLock
+from daycare_cli.store.state import Run, State
+
+log = logging.getLogger("daycare.runner")
+
+SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunRequest:
+    """What to run: a task, why (trigger kind and id), which slot, and an optional payload."""
+
+    task: Task
+    trigger: str = "manual"  # schedule | webhook | manual | catch-up | retry
+    trigger_id: str | None = None
+    slot: datetime | None = None
+    attempt: int = 1
+    payload: bytes | None = None
+    run_id: str | None = None  # set when the row already exists (daemon, webhook)
+    wait_for_lock: float | None = None  # None: per the task's overlap policy
+
+
+@dataclass
+class RunContext:
+    """Paths of one run's directory and its log."""
+
+    run_id: str
+    workspace: Path
+    run_dir: Path
+    files_dir: Path
+    artifacts_dir: Path
+    log_path: Path
+    secrets: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs tasks against one home: its paths, config and state database."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        config: Config,
+        state: State,
+        *,
+        actor: str = "cli",
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.state = state
+        self.actor = actor
+        self.on_event = on_event
+
+    # -- public -----------------------------------------------------------------------
+
+    async def run(self, req: RunRequest) -> Run | None:
+        """Run a task once; returns the finished run row, or None for a slot already taken."""
+        task = req.task
+        now = datetime.now(UTC)
+        if req.run_id is None:
+            created = self.state.create_run(
+                task.id,
+                req.trigger,
+                req.trigger_id,
+                req.slot,
+                status="queued",
+                attempt=req.attempt,
+                now=now,
+            )
+            if created is None:
+                return None
+            run_id = created.id
+        else:
+            run_id = req.run_id
+
+        lock = TaskLock(self.paths.workspace(task.id) / ".lock")
+        if task.overlap != "allow":
+            wait = req.wait_for_lock
+            if wait is None:
+                wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
+            try:
+                await asyncio.to_thread(lock.acquire, wait)
+            except LockBusy as busy:
+                reason = (
+                    f"another run of this task is active (pid {busy.holder_pid}); "
+                    f"overlap: {task.overlap}"
+                )
+                self.state.finish_run(
+                    run_id, status="skipped", skip_reason=reason, now=datetime.now(UTC)
+                )
+                self.state.add_event(
+                    self.actor, "run.skipped", task=task.id, run=run_id, detail={"reason": reason}
+                )
+                return self.state.get_run(run_id)
+        try:
+            return await self._run_locked(req, run_id)
+        finally:
+            lock.release()
+
+    # -- steps ------------------------------------------------------------------------
+
+    async def _run_locked(self, req: RunRequest, run_id: str) -> Run | None:
+        task = req.task
+        ctx = self._prepare(task, run_id, req.payload)
+        started = time.monotonic()
+        self.state.start_run(run_id, pid=os.getpid(), now=datetime.now(UTC))
+        self.state.add_event(
+            self.actor,
+            "run.started",
+            task=task.id,
+            run=run_id,
+            detail={"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
+        )
+        self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
+
+        outcome: dict[str, Any] = {}
+        try:
+            outcome = await asyncio.wait_for(
+                self._execute(req, ctx), timeout=max(task.run_timeout, 1.0)
+            )
+        except TimeoutError:
+            outcome = {
+                "status": "timed_out",
+                "error": f"run exceeded its run_timeout of {task.run_timeout:g}s",
+            }
+        except asyncio.CancelledError:
+            self.state.finish_run(
+                run_id, status="cancelled", error="run cancelled", now=datetime.now(UTC)
+            )
+            self._emit(ctx, "run.end", status="cancelled")
+            raise
+        except Exception as exc:  # a bug in a step must still leave a finished row
+            log.exception("run %s crashed", run_id)
+            outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+        status = outcome.get("status", "failed")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        self.state.finish_run(
+            run_id,
+            status=status,
+            now=datetime.now(UTC),
+            error=outcome.get("error"),
+            skip_reason=outcome.get("skip_reason"),
+            output=outcome.get("output"),
+            response=outcome.get("response"),
+            model=outcome.get("model"),
+            input_tokens=outcome.get("input_tokens"),
+            output_tokens=outcome.get("output_tokens"),
+            isolation=outcome.get("isolation"),
+        )
+        self._emit(
+            ctx,
+            "run.end",
+            status=status,
+            duration_ms=duration_ms,
+            error=outcome.get("error"),
+            skip_reason=outcome.get("skip_reason"),
+        )
+        self.state.add_event(
+            self.actor,
+            "run.finished",
+            task=task.id,
+            run=run_id,
+            detail={"status": status, "duration_ms": duration_ms},
+        )
+        run = self.state.get_run(run_id)
+        await self._deliver(task, run, outcome, ctx)
+        self._prune(task.id)
+        return run
+
+    def _prepare(self, task: Task, run_id: str, payload: bytes | None) -> RunContext:
+        workspace = self.paths.workspace(task.id)
+        run_dir = workspace / "runs" / run_id
+        files_dir = workspace / "files"
+        artifacts = run_dir / "artifacts"
+        for d in (files_dir, artifacts):
+            d.mkdir(parents=True, exist_ok=True)
+        memory = workspace / "memory.md"
+        if not memory.exists():
+            memory.touch()
+        ctx = RunContext(
+            run_id=run_id,
+            workspace=workspace,
+            run_dir=run_dir,
+            files_dir=files_dir,
+            artifacts_dir=artifacts,
+            log_path=run_dir / "log.jsonl",
+            secrets=[],
+        )
+        if payload is not None:
+            (run_dir / "payload.json").write_bytes(payload)
+        self.state.set_run_dir(run_id, str(run_dir))
+        return ctx
+
+    def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:
+        """The task's env with `${secret:NAME}` taken from config; unknown secrets are errors."""
+        env: dict[str, str] = {}
+        for key, value in task.env.items():
+
+            def sub(m: re.Match[str], key: str = key) -> str:
+                secret = self.config.secret(m.group(1))
+                if secret is None:
+                    raise LookupError(
+                        f"env {key}: secret {m.group(1)!r} is not in config [secrets]; "
+                        f"add it with `daycare config set secrets.{m.group(1)} VALUE`"
+                    )
+                ctx.secrets.append(secret)
+                return secret
+
+            env[key] = SECRET_RE.sub(sub, value)
+        return env
+
+    async def _execute(self, req: RunRequest, ctx: RunContext) -> dict[str, Any]:
+        task = req.task
+        outcome: dict[str, Any] = {}
+        payload_file = ctx.run_dir / "payload.json" if req.payload is not None else None
+        isolation: str | None = None
+        block_errors: list[str] = []
+
+        if task.execute:
+            from daycare_cli.run.sandbox import BlockSpec, run_block
+
+            try:
+                env = self._resolve_env(task, ctx)
+            except LookupError as exc:
+                return {"status": "failed", "error": str(exc)}
+            hide = self._hidden_paths()
+
+            async def run_one(block: Block) -> BlockResult:
+                nonlocal isolation
+                timeout = block_timeout(block, task.timeout)
+                self._emit(ctx, "block.start", block=block.index, line=block.line)
+                spec = BlockSpec(
+                    code=block.code,
+                    files_dir=ctx.files_dir,
+                    artifacts_dir=ctx.artifacts_dir,
+                    workspace=ctx.workspace,
+                    timeout=timeout,
+                    sandbox=task.sandbox,
+                    env=env,
+                    task={"id": task.id, "name": task.name},
+                    run={
+                        "id": ctx.run_id,
+                        "trigger": req.trigger,
+                        "slot": req.slot.isoformat() if req.slot else None,
+                    },
+                    payload_file=payload_file,
+                    hide=hide,
+                )
+                res = await run_block(spec)
+                isolation = res.isolation
+                if res.error:
+                    block_errors.append(f"block {block.index + 1}: {res.error}")
+                self._emit(
+                    ctx,
+                    "block.end",
+                    block=block.index,
+                    exit_code=res.exit_code,
+                    duration_ms=res.duration_ms,
+                    error=res.error,
+                    skipped=res.skipped,
+                    truncated=res.truncated,
+                    isolation=res.isolation,
+                    stderr=self._redact(res.stderr, ctx)[-4000:] if res.stderr else "",
+                )
+                return BlockResult(
+                    output=res.output,
+                    error=res.error,
+                    truncated=res.truncated,
+                    skipped=res.skipped,
+                    skip_reason=res.skip_reason,
+                )
+
+            expansion = await expand_prompt(task.body, run_one, execute=True)
+            if isolation:
+                self._emit(ctx, "isolation", level=isolation)
+            outcome["isolation"] = isolation
+            text = expansion.text
+            if expansion.skipped:
+                (ctx.run_dir / "prompt.md").write_text(text, "utf-8")
+                return {
+                    **outcome,
+                    "status": "skipped",
+                    "skip_reason": expansion.skip_reason or "skipped by a block",
+                    "output": None,
+                }
+        else:
+            text = task.body
+        (ctx.run_dir / "prompt.md").write_text(text, "utf-8")
+        outcome["output"] = text
+        if block_errors:
+            outcome["error"] = "; ".join(block_errors)
+
+        model = task.model_enabled(self.config.model)
+        if model is None:
+            outcome["status"] = "failed" if block_errors else "succeeded"
+            return outcome
+
+        from daycare_cli.run.agent import AgentRequest, run_agent
+
+        payload_text = None
+        if req.payload is not None and not (task.execute and "payload" in task.body):
+            payload_text = req.payload.decode("utf-8", "replace")
+        self._emit(ctx, "model.start", model=model)
+        result = await run_agent(
+            AgentRequest(
+                model_id=model,
+                prompt=text,
+                system=task.system,
+                task_id=task.id,
+                task_name=task.name,
+                trigger=req.trigger,
+                now=datetime.now(UTC),
+                tz=task.timezone or self.config.timezone,
+                memory_path=ctx.workspace / "memory.md",
+                payload_text=payload_text,
+            )
+        )
+        self._emit(
+            ctx,
+            "model.end",
+            model=model,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            tool_calls=result.tool_calls,
+            error=result.error,
+        )
+        if result.response:
+            (ctx.run_dir / "response.md").write_text(result.response, "utf-8")
+        outcome.update(
+            model=model,
+            response=result.response or None,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+        )
+        if result.status == "skipped":
+            outcome.update(status="skipped", skip_reason=result.skip_reason or "skipped by model")
+        elif result.status == "failed":
+            outcome.update(status="failed", error=result.error or "model failed")
+        else:
+            outcome["status"] = "failed" if block_errors else "succeeded"
+        return outcome
+
+    def _hidden_paths(self) -> list[Path]:
+        """Places a block must not see: daycare's config, state and other tasks' workspaces."""
+        candidates = [
+            self.paths.config_file.parent,
+            self.paths.state_db,
+            Path(str(self.paths.state_db) + "-wal"),
+            Path(str(self.paths.state_db) + "-shm"),
+            self.paths.workspaces,
+            self.paths.runtime_dir,
+        ]
+        return [p for p in candidates if p.exists()]
+
+    # -- recording --------------------------------------------------------------------
+
+    def _redact(self, text: str, ctx: RunContext) -> str:
+        from daycare_cli.run.notify import redact
+
+        return redact(text, ctx.secrets + list(self.config.secrets.values()))
+
+    def _emit(self, ctx: RunContext, event: str, **fields: Any) -> None:
+        record = {
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "run": ctx.run_id,
+            **fields,
+        }
+        with contextlib.suppress(OSError), ctx.log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        if self.on_event is not None:
+            try:
+                self.on_event(record)
+            except Exception:  # a broken listener must not break the run
+                log.exception("event listener failed")
+
+    async def _deliver(
+        self, task: Task, run: Run | None, outcome: dict[str, Any], ctx: RunContext
+    ) -> None:
+        if run is None:
+            return
+        threshold = int(self.config.get("failure_streak") or 5)
+        change = self.state.record_outcome(task.id, run.status, run.id, threshold=threshold)
+        if change.event == "failure-streak":
+            self.state.add_event(
+                self.actor, "task.flagged", task=task.id, run=run.id, detail={"streak": threshold}
+            )
+        if not task.notify:
+            return
+        body_text = run.response or run.output or ""
+        events = notify_events(run.status, bool(body_text.strip()), change.event)
+        if change.event == "failure-streak":
+            events.add("failure")
+        if not should_notify(task.notify_on, events, change.event, change.flagged):
+            return
+        title = f"{task.name}: {run.status}"
+        if change.event == "failure-streak":
+            title = f"{task.name}: failed {change.streak} times in a row"
+        elif change.event == "recovery":
+            title = f"{task.name}: recovered"
+        body = body_text if run.status == "succeeded" else (run.error or run.skip_reason or "")
+        lookup = {n: self.config.notify_target(n) for n in task.notify if "://" not in n}
+        urls = resolve_targets(task.notify, lookup)
+        errors = await send(urls, Notification(title, body), ctx.secrets)
+        for err in errors:
+            self.state.add_event(
+                self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}
+            )
+
+    def _prune(self, task_id: str) -> None:
+        keep = int(self.config.get("retention.keep_runs") or 100)
+        days = int(self.config.get("retention.max_age_days") or 30)
+        for run_dir in self.state.prune(task_id, keep=keep, max_age_days=days):
+            if run_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)

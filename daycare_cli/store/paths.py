@@ -1,0 +1,211 @@
+"""Where things live (DESIGN.md §2), atomic writes, and per-task lock files."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+APP = "daycare"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Resolved locations of one daycare installation.
+
+    `home` holds tasks, workspaces and the state database; `config_file` may live
+    elsewhere (platformdirs' config dir) unless the home was overridden.
+    """
+
+    home: Path
+    tasks_dir: Path
+    config_file: Path
+    runtime_dir: Path
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def workspaces(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.tasks_dir / ".archive"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "daycare.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / "daycare.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "daemon.log"
+
+    def workspace(self, task_id: str) -> Path:
+        """The workspace directory of a task (not created)."""
+        return self.workspaces / task_id
+
+    def task_file(self, task_id: str) -> Path:
+        return self.tasks_dir / f"{task_id}.md"
+
+    @classmethod
+    def resolve(
+        cls,
+        home: str | Path | None = None,
+        tasks_dir: str | Path | None = None,
+        config_file: str | Path | None = None,
+        configured_tasks_dir: str | None = None,
+    ) -> Paths:
+        """Resolve paths from flags, then environment, then platformdirs defaults.
+
+        An overridden home (flag or `DAYCARE_HOME`) is self-contained: its config file and
+        control socket live inside it unless `DAYCARE_CONFIG` says otherwise, so a test or
+        a second installation never touches the user's real one.
+        """
+        import platformdirs
+
+        env_home = os.environ.get("DAYCARE_HOME")
+        chosen = home or env_home
+        overridden = bool(chosen)
+        home_path = Path(chosen).expanduser() if chosen else Path(platformdirs.user_data_dir(APP))
+        home_path = home_path.absolute()
+
+        env_config = config_file or os.environ.get("DAYCARE_CONFIG")
+        if env_config:
+            config_path = Path(env_config).expanduser().absolute()
+        elif overridden:
+            config_path = home_path / "config.toml"
+        else:
+            config_path = Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+        tasks = tasks_dir or os.environ.get("DAYCARE_TASKS_DIR") or configured_tasks_dir
+        tasks_path = Path(tasks).expanduser().absolute() if tasks else home_path / "tasks"
+
+        if overridden:
+            runtime = home_path / "run"
+        else:
+            base = Path(platformdirs.user_runtime_dir(APP))
+            runtime = base if base.parent.is_dir() else home_path / "run"
+        return cls(home_path, tasks_path, config_path, runtime)
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
+    """Write a file so that readers see the old or the new content, never a mix.
+
+    Temp file in the same directory, fsync, rename, fsync of the directory. The mode of
+    an existing file is kept unless `mode` is given.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class LockBusy(Exception):
+    """The lock is held by a live process."""
+
+    def __init__(self, holder_pid: int | None, since: float | None) -> None:
+        super().__init__(f"held by pid {holder_pid}")
+        self.holder_pid = holder_pid
+        self.since = since
+
+
+@dataclass
+class TaskLock:
+    """A per-task lock file holding the holder's pid and start time.
+
+    The lock is an `flock` on the file, so a dead holder releases it automatically;
+    the pid and time inside are for people and for `daycare doctor`. A lock file left
+    by a dead process is simply taken over.
+    """
+
+    path: Path
+    fd: int | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait` s; LockBusy when a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    pid, since = _read_holder(fd)
+                    os.close(fd)
+                    raise LockBusy(pid, since) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> TaskLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> tuple[int | None, float | None]:
+    try:
+        raw = os.pread(fd, 100, 0).decode().split()
+        return int(raw[0]), float(raw[1])
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+@contextlib.contextmanager
+def task_lock(paths: Paths, task_id: str, wait: float = 0.0) -> Iterator[TaskLock]:
+    """Hold the per-task run lock for the duration of the block."""
+    lock = TaskLock(paths.workspace(task_id) / ".lock")
+    lock.acquire(wait)
+    try:
+        yield lock
+    finally:
+        lock.release()

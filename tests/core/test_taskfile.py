@@ -1,0 +1,507 @@
+"""Tests for core/taskfile.py: splitting, reading valid task files, lint warnings, rendering.
+
+Malformed files are in test_taskfile_errors.py, round-trip edits in test_taskfile_update.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from daycare_cli.core.task import (
+    MIB,
+    AtTrigger,
+    CronTrigger,
+    EveryTrigger,
+    SandboxSpec,
+    Task,
+    WebhookTrigger,
+)
+from daycare_cli.core.taskfile import (
+    ALIASES,
+    KEYS,
+    SplitFile,
+    lint_warnings,
+    parse_task,
+    render_task,
+    split_file,
+    trigger_to_dict,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "tasks.example"
+
+
+def parse(text: str | bytes, path: str = "tasks/demo.md") -> Task:
+    return parse_task(text, path=path)
+
+
+# ----------------------------------------------------------------------------- split_file
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("---\na: 1\n---\nbody\n", SplitFile("a: 1\n", "body\n", 2, 4, "\n", False)),
+        ("---\na: 1\n...\nbody\n", SplitFile("a: 1\n", "body\n", 2, 4, "\n", False)),
+        ("---\n---\n", SplitFile("", "", 2, 3, "\n", False)),
+        ("---\na: 1\n---", SplitFile("a: 1\n", "", 2, 4, "\n", False)),
+        ("---\na: 1\n---\nx\n---\ny\n", SplitFile("a: 1\n", "x\n---\ny\n", 2, 4, "\n", False)),
+        ("---\na: 1\n--- \nbody", SplitFile("a: 1\n", "body", 2, 4, "\n", False)),
+        ("---\r\na: 1\r\n---\r\nb\r\n", SplitFile("a: 1\r\n", "b\r\n", 2, 4, "\r\n", False)),
+        ("\ufeff---\na: 1\n---\nb\n", SplitFile("a: 1\n", "b\n", 2, 4, "\n", True)),
+        ("plain body\n---\n", SplitFile(None, "plain body\n---\n", 0, 1, "\n", False)),
+        ("\n---\na: 1\n---\n", SplitFile(None, "\n---\na: 1\n---\n", 0, 1, "\n", False)),
+        ("----\na\n", SplitFile(None, "----\na\n", 0, 1, "\n", False)),
+        ("\ufeffbody", SplitFile(None, "body", 0, 1, "\n", True)),
+        ("", SplitFile(None, "", 0, 1, "\n", False)),
+        ("---\na: |\n  x\n\n  y\n---\n", SplitFile("a: |\n  x\n\n  y\n", "", 2, 7, "\n", False)),
+    ],
+)
+def test_split_file(text: str, expected: SplitFile) -> None:
+    assert split_file(text, "t.md") == expected
+
+
+# ----------------------------------------------------------------------------- valid files
+
+FULL = """\
+---
+name: Error monitor
+description: Counts recent errors.
+schedule: "*/15 * * * *"
+timezone: Europe/Berlin
+triggers:
+  - cron: "0 9 * * MON-FRI"
+    timezone: America/New_York
+  - every: 90s
+  - webhook: true
+  - webhook:
+      signature: github
+      secret: GH_SECRET
+    id: push
+  - at: 2026-11-24T12:00:00
+enabled: false
+execute: true
+delete_after_run: true
+model: gpt-4o-mini
+system: Be brief.
+timeout: 30s
+run_timeout: 1h
+overlap: queue
+catch_up: all
+catch_up_window: 6h
+retries: 3
+retry_delay: 2m
+jitter: 10
+sandbox:
+  network: true
+  read: [/var/log, ~/notes]
+  write:
+    - /tmp/out
+  memory: 1G
+  cpu: 30
+env:
+  API_URL: https://example.com/api
+  PORT: 8080
+  DEBUG: true
+notify: ["mailto://me@example.com", ops]
+notify_on: [failure, recovery]
+tags: [ops, daily]
+---
+<run_python>
+print("hi")
+</run_python>
+
+Summarise.
+"""
+
+
+def test_full_file() -> None:
+    task = parse(FULL)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert task == Task(
+        id="demo",
+        name="Error monitor",
+        body='<run_python>\nprint("hi")\n</run_python>\n\nSummarise.\n',
+        description="Counts recent errors.",
+        timezone="Europe/Berlin",
+        triggers=(
+            CronTrigger("*/15 * * * *", id="cron", source="*/15 * * * *"),
+            CronTrigger(
+                "0 9 * * MON-FRI",
+                id="cron-2",
+                timezone="America/New_York",
+                source="0 9 * * MON-FRI",
+            ),
+            EveryTrigger(90.0, id="every"),
+            WebhookTrigger(id="webhook"),
+            WebhookTrigger(id="push", signature="github", secret="GH_SECRET"),
+            AtTrigger(datetime(2026, 11, 24, 12, tzinfo=berlin), id="at"),
+        ),
+        enabled=False,
+        delete_after_run=True,
+        execute=True,
+        model="gpt-4o-mini",
+        system="Be brief.",
+        timeout=30.0,
+        run_timeout=3600.0,
+        overlap="queue",
+        catch_up="all",
+        catch_up_window=21600.0,
+        retries=3,
+        retry_delay=120.0,
+        jitter=10.0,
+        sandbox=SandboxSpec(
+            network=True,
+            read=("/var/log", "~/notes"),
+            write=("/tmp/out",),
+            memory=1024 * MIB,
+            cpu=30.0,
+        ),
+        env={"API_URL": "https://example.com/api", "PORT": "8080", "DEBUG": "true"},
+        notify=("mailto://me@example.com", "ops"),
+        notify_on=("failure", "recovery"),
+        tags=("ops", "daily"),
+        path="tasks/demo.md",
+        body_line=44,
+    )
+    assert task.body.splitlines()[0] == FULL.splitlines()[task.body_line - 1]
+
+
+def test_defaults() -> None:
+    task = parse("---\nname: Hello\n---\nSay hello.\n")
+    assert task == Task(
+        id="demo", name="Hello", body="Say hello.\n", path="tasks/demo.md", body_line=4
+    )
+    assert (task.timeout, task.run_timeout, task.overlap, task.catch_up) == (
+        60.0,
+        900.0,
+        "skip",
+        "latest",
+    )
+    assert task.notify_on == ("response", "failure")
+    assert task.sandbox == SandboxSpec(network=False, memory=512 * MIB)
+
+
+def test_empty_values_mean_the_default() -> None:
+    text = "---\nname:\ndescription:\nschedule:\ntimeout: ~\nsandbox:\n  memory:\nenv:\n---\nx\n"
+    task = parse(text)
+    assert task == Task(id="demo", name="demo", body="x\n", path="tasks/demo.md", body_line=10)
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "value"),
+    [
+        ("deleteAfterRun: true", "delete_after_run", True),
+        ("once: true", "delete_after_run", True),
+        ("delete_after_run: true", "delete_after_run", True),
+        ("catchUp: all", "catch_up", "all"),
+        ("catchUpWindow: 2h", "catch_up_window", 7200.0),
+        ("notifyOn: [skip, success]", "notify_on", ("skip", "success")),
+        ("runTimeout: 5m", "run_timeout", 300.0),
+        ("retryDelay: 1m", "retry_delay", 60.0),
+        ("notify_on: [failure, failure]", "notify_on", ("failure",)),
+        ("notify_on: []", "notify_on", ()),
+        ("model: none", "model", "none"),
+        ("timeout: 1h30m", "timeout", 5400.0),
+        ("timeout: 2.5", "timeout", 2.5),
+        ("jitter: 0", "jitter", 0.0),
+        ("retries: 0", "retries", 0),
+        ("tags: []", "tags", ()),
+        ("name: 2026-01-01", "name", "2026-01-01"),  # a YAML 1.1 date reads as its text
+        ("name: !!str yes", "name", "yes"),  # an explicit tag is not ambiguous
+        ("name: 'yes'", "name", "yes"),
+        ('name: "9:30"', "name", "9:30"),
+        ("name: Café ☕", "name", "Café ☕"),
+        ("description: |\n  two\n  lines", "description", "two\nlines\n"),
+        ("overlap: replace", "overlap", "replace"),
+        ("catch_up: skip", "catch_up", "skip"),
+        ("enabled: True", "enabled", True),
+        ("enabled: FALSE", "enabled", False),
+        ("sandbox: {memory: 268435456}", "sandbox", SandboxSpec(memory=256 * MIB)),
+        ("sandbox: {memory: 256MiB}", "sandbox", SandboxSpec(memory=256 * MIB)),
+        ("sandbox: {memory: 2g}", "sandbox", SandboxSpec(memory=2048 * MIB)),
+        ("sandbox: {cpu: 1m}", "sandbox", SandboxSpec(cpu=60.0)),
+        ("sandbox: {}", "sandbox", SandboxSpec()),
+        ("env: {EMPTY: ''}", "env", {"EMPTY": ""}),
+        ("env: {SECRET: '${secret:API}'}", "env", {"SECRET": "${secret:API}"}),
+        ("env: {HEX: 0x1F}", "env", {"HEX": "0x1F"}),
+        ("timezone: UTC", "timezone", "UTC"),
+    ],
+)
+def test_single_keys(line: str, field: str, value: Any) -> None:
+    task = parse(f"---\n{line}\n---\nbody\n")
+    assert getattr(task, field) == value
+
+
+def test_every_alias_is_camel_case_of_a_key() -> None:
+    expected = {"deleteAfterRun", "runTimeout", "catchUp", "catchUpWindow", "retryDelay"}
+    assert expected | {"notifyOn", "once"} <= set(ALIASES)
+    assert set(ALIASES.values()) == set(KEYS)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("frontmatter", "triggers"),
+    [
+        ('schedule: "0 9 * * *"', (CronTrigger("0 9 * * *", source="0 9 * * *"),)),
+        ("schedule: 0 9 * * 1-5", (CronTrigger("0 9 * * 1-5", source="0 9 * * 1-5"),)),
+        ('schedule: "@daily"', (CronTrigger("0 0 * * *", source="@daily"),)),
+        ('schedule: "@reboot"', (CronTrigger("@reboot", source="@reboot"),)),
+        (
+            'schedule: "0 9 * * *"\ntriggers: [{cron: "0 17 * * *"}, {cron: "0 12 * * *"}]',
+            (
+                CronTrigger("0 9 * * *", id="cron", source="0 9 * * *"),
+                CronTrigger("0 17 * * *", id="cron-2", source="0 17 * * *"),
+                CronTrigger("0 12 * * *", id="cron-3", source="0 12 * * *"),
+            ),
+        ),
+        (
+            # the schedule comes first even when written after the list
+            'triggers: [{every: 1m}]\nschedule: "0 9 * * *"',
+            (CronTrigger("0 9 * * *", source="0 9 * * *"), EveryTrigger(60.0)),
+        ),
+        (
+            # an explicit id takes precedence; unnamed triggers go around it
+            'triggers: [{every: 1s}, {every: 2m, id: every}, {cron: "0 1 * * *", id: night}]',
+            (
+                EveryTrigger(1.0, id="every-2"),
+                EveryTrigger(120.0, id="every"),
+                CronTrigger("0 1 * * *", id="night", source="0 1 * * *"),
+            ),
+        ),
+        ("triggers: [{webhook: {}}]", (WebhookTrigger(),)),
+        ("triggers:\n  - webhook:", (WebhookTrigger(),)),
+        (
+            "triggers: [{webhook: {signature: hmac-sha256, secret: HOOK}, id: hook}]",
+            (WebhookTrigger(id="hook", signature="hmac-sha256", secret="HOOK"),),
+        ),
+        # `at`: naive times take the trigger's zone, else the task's, else UTC
+        (
+            'triggers: [{at: "2026-11-24T12:00"}]',
+            (AtTrigger(datetime(2026, 11, 24, 12, tzinfo=UTC)),),
+        ),
+        (
+            'timezone: Europe/Berlin\ntriggers: [{at: "2026-11-24T12:00"}]',
+            (AtTrigger(datetime(2026, 11, 24, 12, tzinfo=BERLIN)),),
+        ),
+        (
+            'timezone: UTC\ntriggers: [{at: "2026-07-01 08:30", timezone: Europe/Berlin}]',
+            (AtTrigger(datetime(2026, 7, 1, 8, 30, tzinfo=BERLIN), timezone="Europe/Berlin"),),
+        ),
+        (
+            "triggers: [{at: 2026-11-24 12:00:00+02:00}]",  # a YAML timestamp with an offset
+            (AtTrigger(datetime(2026, 11, 24, 12, tzinfo=timezone(timedelta(hours=2)))),),
+        ),
+        (
+            'timezone: Europe/Berlin\ntriggers: [{at: "2026-11-24T12:00Z"}]',  # offset wins
+            (AtTrigger(datetime(2026, 11, 24, 12, tzinfo=UTC)),),
+        ),
+        ("triggers: []", ()),
+        ("triggers:", ()),
+    ],
+)
+def test_triggers(frontmatter: str, triggers: tuple[object, ...]) -> None:
+    task = parse(f"---\n{frontmatter}\n---\nbody\n")
+    assert task.triggers == triggers
+    if triggers and isinstance(triggers[0], AtTrigger):
+        assert task.triggers[0].at == triggers[0].at  # type: ignore[union-attr]
+        assert task.once
+
+
+def test_at_instants_are_aware() -> None:
+    task = parse('---\ntimezone: Europe/Berlin\ntriggers: [{at: "2026-11-24T12:00"}]\n---\nx\n')
+    trigger = task.triggers[0]
+    assert isinstance(trigger, AtTrigger)
+    assert trigger.at.astimezone(UTC) == datetime(2026, 11, 24, 11, tzinfo=UTC)
+
+
+def test_no_frontmatter_is_a_task_without_triggers() -> None:
+    text = "Remind me to stretch.\n---\nmore\n"
+    task = parse(text, path="/home/me/tasks/stretch.md")
+    assert (task.id, task.name, task.triggers, task.body, task.body_line) == (
+        "stretch",
+        "stretch",
+        (),
+        text,
+        1,
+    )
+
+
+def test_bom_is_stripped_and_lines_still_count() -> None:
+    task = parse("\ufeff---\nname: BOM\n---\nbody\n".encode())
+    assert (task.name, task.body, task.body_line) == ("BOM", "body\n", 4)
+
+
+def test_crlf_body_is_normalised() -> None:
+    task = parse(b"---\r\nname: Win\r\ntags: [a]\r\n---\r\nline 1\r\nline 2\r\n")
+    assert (task.name, task.tags, task.body, task.body_line) == (
+        "Win",
+        ("a",),
+        "line 1\nline 2\n",
+        5,
+    )
+
+
+def test_dots_terminator_and_dashes_in_body() -> None:
+    text = "---\nname: Dots\n...\nIntro\n---\nnot: frontmatter\n---\nEnd\n"
+    task = parse(text)
+    assert task.name == "Dots"
+    assert task.body == "Intro\n---\nnot: frontmatter\n---\nEnd\n"
+    assert task.body_line == 4
+
+
+def test_task_id_argument_wins_over_the_file_name() -> None:
+    task = parse_task("---\n---\nx", path="Some File.txt", task_id="some-file")
+    assert (task.id, task.name, task.path) == ("some-file", "some-file", "Some File.txt")
+
+
+def test_closed_blocks_and_nested_opening_tags_are_fine() -> None:
+    text = "<run_python>\nx = '<run_python>'\n</run_python>\n<RUN_PYTHON t=5>1</run_python >\n"
+    assert parse(text).body == text
+
+
+def test_examples_parse() -> None:
+    files = sorted(EXAMPLES.glob("*.md"))
+    assert files, "tasks.example/ has no task files"
+    for path in files:
+        task = parse_task(path.read_bytes(), path=str(path))
+        assert task.id == path.stem
+        assert task.triggers
+
+
+# ----------------------------------------------------------------------------- lint
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("---\nexecute: true\n---\n<run_python>print(1)</run_python>\n", []),
+        ("---\n---\n<run_python>print(1)</run_python>\n", ["`execute` is false"]),
+        ("---\nexecute: true\n---\nno code\n", ["no <run_python> blocks"]),
+        ("---\nsandbox: {network: true}\n---\ntext\n", ["no effect without `execute: true`"]),
+        ("---\nenv: {A: b}\n---\ntext\n", ["no effect without `execute: true`"]),
+        ("---\nname: Quiet\n---\n\n", ["body is empty"]),
+        ("Just text.\n", []),
+        ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read as UTC"]),
+        ("---\ntimezone: UTC\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", []),
+        ("---\ntriggers: [{at: '2026-11-24T12:00+01:00'}]\n---\nx\n", []),
+    ],
+)
+def test_lint_warnings(text: str, expected: list[str]) -> None:
+    warnings = lint_warnings(parse(text))
+    assert len(warnings) == len(expected)
+    for warning, fragment in zip(warnings, expected, strict=True):
+        assert fragment in warning
+
+
+# ----------------------------------------------------------------------------- render_task
+
+
+def test_render_task_order_and_quoting() -> None:
+    fields: dict[str, Any] = {
+        "tags": ["ops"],
+        "execute": True,
+        "schedule": "*/5 * * * *",
+        "name": "Fehler-Überwachung",
+        "env": {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"},
+        "deleteAfterRun": False,
+        "description": None,
+    }
+    text = render_task(fields, "Body")
+    assert text == (
+        "---\n"
+        "name: Fehler-Überwachung\n"
+        'schedule: "*/5 * * * *"\n'
+        "execute: true\n"
+        "delete_after_run: false\n"
+        "env:\n"
+        '  FLAG: "yes"\n'
+        '  AT: "9:30"\n'
+        '  MODE: "0755"\n'
+        "  URL: https://x.example/a\n"
+        "tags: [ops]\n"
+        "---\n"
+        "Body\n"
+    )
+    task = parse(text)
+    assert task.env == {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"}
+
+
+def test_render_task_cron_is_always_double_quoted() -> None:
+    text = render_task({"schedule": "0 9 * * *", "triggers": [{"cron": "30 8 * * 1"}]}, "")
+    assert 'schedule: "0 9 * * *"' in text
+    assert '- cron: "30 8 * * 1"' in text
+    assert text.endswith("---\n")
+
+
+def test_render_task_round_trips_through_parse() -> None:
+    original = parse(FULL)
+    fields: dict[str, Any] = {
+        "name": original.name,
+        "description": original.description,
+        "timezone": original.timezone,
+        "triggers": list(original.triggers),
+        "enabled": original.enabled,
+        "execute": original.execute,
+        "delete_after_run": original.delete_after_run,
+        "model": original.model,
+        "system": "two\nlines\n",
+        "timeout": "30s",
+        "run_timeout": "1h",
+        "overlap": original.overlap,
+        "catch_up": original.catch_up,
+        "catch_up_window": "6h",
+        "retries": original.retries,
+        "retry_delay": "2m",
+        "jitter": 10,
+        "sandbox": {"network": True, "read": ["/var/log", "~/notes"], "write": ["/tmp/out"]},
+        "env": original.env,
+        "notify": list(original.notify),
+        "notify_on": list(original.notify_on),
+        "tags": list(original.tags),
+    }
+    fields["sandbox"].update(memory="1G", cpu=30)
+    again = parse(render_task(fields, original.body))
+    assert again.triggers == original.triggers
+    assert again.system == "two\nlines\n"
+    for name in ("timeout", "run_timeout", "catch_up_window", "retry_delay", "jitter", "env"):
+        assert getattr(again, name) == getattr(original, name)
+    assert (again.sandbox, again.notify, again.notify_on, again.tags, again.body) == (
+        original.sandbox,
+        original.notify,
+        original.notify_on,
+        original.tags,
+        original.body,
+    )
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (CronTrigger("0 0 * * *", source="@daily"), {"cron": "@daily"}),
+        (CronTrigger("0 9 * * *", id="cron-2"), {"cron": "0 9 * * *"}),
+        (
+            CronTrigger("0 9 * * *", id="morning", timezone="UTC"),
+            {"cron": "0 9 * * *", "timezone": "UTC", "id": "morning"},
+        ),
+        (EveryTrigger(5400.0), {"every": "1h30m"}),
+        (WebhookTrigger(), {"webhook": True}),
+        (
+            WebhookTrigger(id="gh", signature="github", secret="S"),
+            {"webhook": {"signature": "github", "secret": "S"}, "id": "gh"},
+        ),
+        (
+            AtTrigger(datetime(2026, 1, 1, 12, tzinfo=BERLIN), timezone="Europe/Berlin"),
+            {"at": "2026-01-01T12:00:00", "timezone": "Europe/Berlin"},
+        ),
+        (AtTrigger(datetime(2026, 1, 1, 12, tzinfo=UTC)), {"at": "2026-01-01T12:00:00+00:00"}),
+    ],
+)
+def test_trigger_to_dict(trigger: Any, expected: dict[str, Any]) -> None:
+    assert trigger_to_dict(trigger) == expected

@@ -1,0 +1,102 @@
+"""Fixtures for running real sandboxed blocks.
+
+The workspace lives in a fresh directory under /var/tmp that every user may enter, so
+that when the tests run as root (CI does) the unprivileged sandbox user can reach it
+and what stops a block is the sandbox, not a 0700 pytest directory. Tests that need a
+path the block must not reach keep it outside /tmp too: bubblewrap gives every block a
+private /tmp, which would hide a /tmp path whether or not the rule under test works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, run_block
+
+HAVE_BWRAP = isolation_level()[0] == "bubblewrap"
+
+
+@pytest.fixture
+def require_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip (with the reason) where bubblewrap isolation is unavailable."""
+    if not HAVE_BWRAP:
+        pytest.skip(f"bubblewrap isolation unavailable: {isolation_level()[1]}")
+    monkeypatch.delenv("DAYCARE_SANDBOX", raising=False)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A world-enterable scratch directory outside /tmp, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="daycare-test-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["bubblewrap", "reduced"])
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once under bubblewrap (when available) and once reduced."""
+    if request.param == "reduced":
+        monkeypatch.setenv("DAYCARE_SANDBOX", "reduced")
+    elif not HAVE_BWRAP:
+        pytest.skip(f"bubblewrap isolation unavailable: {isolation_level()[1]}")
+    else:
+        monkeypatch.delenv("DAYCARE_SANDBOX", raising=False)
+    return str(request.param)
+
+
+Runner = Callable[..., BlockOutcome]
+
+
+@pytest.fixture
+def block(base: Path) -> Runner:
+    """`block(code, **spec_fields)`: run one block in the task workspace under `base`."""
+
+    def run(code: str, **kw: Any) -> BlockOutcome:
+        ws = base / "ws"
+        fields: dict[str, Any] = {
+            "code": code,
+            "files_dir": ws / "files",
+            "artifacts_dir": ws / "runs" / "r1" / "artifacts",
+            "workspace": ws,
+            "timeout": 10.0,
+            "task": {"id": "t1", "name": "Task one"},
+            "run": {"id": f"run-{uuid.uuid4().hex}", "trigger": "manual", "slot": None},
+        }
+        fields.update(kw)
+        return asyncio.run(run_block(BlockSpec(**fields)))
+
+    return run
+
+
+@pytest.fixture
+def alive_with() -> Callable[[str], list[int]]:
+    """`alive_with(marker)`: live processes whose environment holds `marker`."""
+    return _alive_with
+
+
+def _alive_with(marker: str) -> list[int]:
+    # Zombies have no environment left, so only processes still running match.
+    found = []
+    needle = marker.encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read():
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
