@@ -19,7 +19,7 @@ SCRIPTS = {"bash": "daycare.bash", "zsh": "_daycare", "fish": "daycare.fish"}
 
 
 def completion_script(shell: str) -> str:
-    """The completion script for one shell, as `_DAYCARE_COMPLETE=source_<shell> daycare` prints it."""
+    """One shell's script, as `_DAYCARE_COMPLETE=source_<shell> daycare` prints it."""
     from typer.testing import CliRunner
 
     from daycare_cli.cli.app import build_app

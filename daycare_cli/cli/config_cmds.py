@@ -37,7 +37,7 @@ def value_text(value: Any) -> str:
         return value
     if isinstance(value, dict):
         return tomlkit.dumps(value).rstrip("\n")
-    return tomlkit.item(value).as_string()
+    return str(tomlkit.item(value).as_string())
 
 
 def get(
@@ -70,7 +70,7 @@ def get(
 def set_(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="Dotted key, e.g. timezone or webhook.port.")],
-    value: Annotated[str, typer.Argument(help="Value, read as TOML: 4, true, \"text\", bare word.")],
+    value: Annotated[str, typer.Argument(help='Value, read as TOML: 4, true, "text", bare word.')],
 ) -> None:
     """Set a config value; the file's comments and layout are kept."""
     from daycare_cli.config import parse_value, set_config_value

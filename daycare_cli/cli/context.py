@@ -88,4 +88,3 @@ def get_context(ctx: typer.Context) -> CliContext:
         obj = CliContext()
         root.obj = obj
     return obj
-

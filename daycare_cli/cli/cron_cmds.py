@@ -39,7 +39,9 @@ def parse_from(value: str | None, zone: str, now: datetime) -> datetime:
 
 def explain_cmd(
     ctx: typer.Context,
-    expression: Annotated[str, typer.Argument(help="Cron expression; quote it: '*/15 * * * *'.")],
+    expression: Annotated[
+        str, typer.Argument(metavar="EXPR", help="Cron expression; quote it: '*/15 * * * *'.")
+    ],
     tz: Annotated[
         str | None, typer.Option("--tz", help="IANA zone (default: config, else the system's).")
     ] = None,

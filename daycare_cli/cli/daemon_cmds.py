@@ -1,4 +1,4 @@
-"""`daycare daemon run|start|stop|status|install`, `daycare webhook url|rotate`, `daycare doctor`."""
+"""`daycare daemon run|start|stop|status|install`, `webhook url|rotate` and `doctor`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.run_cmds import complete_task_id, open_state
+from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.run_cmds import open_state
 
 
 def register(app: typer.Typer) -> None:
     """Add the `daemon` and `webhook` groups and `doctor`."""
-    daemon_app = typer.Typer(help="The daemon: run, start, stop, status, install.",
-                             no_args_is_help=True)
+    daemon_app = typer.Typer(
+        help="The daemon: run, start, stop, status, install.", no_args_is_help=True
+    )
     app.add_typer(daemon_app, name="daemon")
     webhook_app = typer.Typer(help="Webhook URLs of tasks.", no_args_is_help=True)
     app.add_typer(webhook_app, name="webhook")
@@ -51,11 +53,27 @@ def register(app: typer.Typer) -> None:
             return
         cli.paths.home.mkdir(parents=True, exist_ok=True)
         log_file = cli.paths.daemon_log.open("ab")
-        cmd = [sys.executable, "-m", "daycare_cli", "--home", str(cli.paths.home),
-               "--tasks-dir", str(cli.paths.tasks_dir), "--config", str(cli.paths.config_file),
-               "daemon", "run"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                start_new_session=True, close_fds=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "daycare_cli",
+            "--home",
+            str(cli.paths.home),
+            "--tasks-dir",
+            str(cli.paths.tasks_dir),
+            "--config",
+            str(cli.paths.config_file),
+            "daemon",
+            "run",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
+        )
         deadline = time.monotonic() + wait
         from daycare_cli.client import connect
 
@@ -63,17 +81,22 @@ def register(app: typer.Typer) -> None:
             if proc.poll() is not None:
                 from daycare_cli.core.errors import UserError
 
-                raise UserError(f"the daemon exited with code {proc.returncode}",
-                                path=str(cli.paths.daemon_log),
-                                hint="read the log above for the reason")
+                raise UserError(
+                    f"the daemon exited with code {proc.returncode}",
+                    path=str(cli.paths.daemon_log),
+                    hint="read the log above for the reason",
+                )
             client = connect(cli.paths)
             if client is not None:
                 client.close()
                 typer.echo(f"daemon started (pid {proc.pid}); log: {cli.paths.daemon_log}")
                 return
             time.sleep(0.1)
-        typer.echo(f"daemon started (pid {proc.pid}) but not ready after {wait:g}s; "
-                   f"see {cli.paths.daemon_log}", err=True)
+        typer.echo(
+            f"daemon started (pid {proc.pid}) but not ready after {wait:g}s; "
+            f"see {cli.paths.daemon_log}",
+            err=True,
+        )
         raise typer.Exit(1)
 
     @daemon_app.command("stop")
@@ -113,8 +136,10 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json({"running": False})
             else:
-                typer.echo("daemon not running (start it with `daycare daemon start` or "
-                           "`daycare daemon install`)")
+                typer.echo(
+                    "daemon not running (start it with `daycare daemon start` or "
+                    "`daycare daemon install`)"
+                )
             raise typer.Exit(1)
         try:
             status = client.status()
@@ -125,11 +150,13 @@ def register(app: typer.Typer) -> None:
             print_json(status)
             return
         out = console()
-        out.print(f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
-                  f"{status['tasks']} tasks ({status['enabled']} enabled), "
-                  f"{status['fires']} fires")
+        out.print(
+            f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
+            f"{status['tasks']} tasks ({status['enabled']} enabled), "
+            f"{status['fires']} fires"
+        )
         out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
-        for r in status.get("running", []):
+        for r in status.get("active_runs", []):
             out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
         for e in status.get("errors", []):
             stale = " (last good version still scheduled)" if e.get("stale") else ""
@@ -140,14 +167,17 @@ def register(app: typer.Typer) -> None:
     @daemon_app.command("install")
     def daemon_install(
         ctx: typer.Context,
-        enable: Annotated[bool, typer.Option("--enable/--no-enable",
-                                             help="Run systemctl --user enable --now.")] = True,
+        enable: Annotated[
+            bool, typer.Option("--enable/--no-enable", help="Run systemctl --user enable --now.")
+        ] = True,
     ) -> None:
         """Install the systemd user unit and enable it; warns when lingering is off."""
         from daycare_cli.daemon.unit import unit_text
 
         exe = shutil.which("daycare") or os.path.abspath(sys.argv[0])
-        unit_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
+        unit_dir = (
+            Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
+        )
         unit_dir.mkdir(parents=True, exist_ok=True)
         target = unit_dir / "daycare.service"
         target.write_text(unit_text(exe))
@@ -160,16 +190,25 @@ def register(app: typer.Typer) -> None:
             for args in (["daemon-reload"], ["enable", "--now", "daycare.service"]):
                 res = subprocess.run([systemctl, "--user", *args], capture_output=True, text=True)
                 if res.returncode != 0:
-                    typer.echo(f"systemctl --user {' '.join(args)} failed: "
-                               f"{res.stderr.strip()}", err=True)
+                    typer.echo(
+                        f"systemctl --user {' '.join(args)} failed: {res.stderr.strip()}", err=True
+                    )
                     raise typer.Exit(1)
             typer.echo("enabled and started daycare.service")
         user = os.environ.get("USER") or ""
-        linger = subprocess.run(["loginctl", "show-user", user, "-p", "Linger"],
-                                capture_output=True, text=True) if shutil.which("loginctl") else None
+        linger = (
+            subprocess.run(
+                ["loginctl", "show-user", user, "-p", "Linger"], capture_output=True, text=True
+            )
+            if shutil.which("loginctl")
+            else None
+        )
         if linger is None or "Linger=yes" not in linger.stdout:
-            typer.echo(f"warning: lingering is off, so the daemon stops when you log out; "
-                       f"fix: loginctl enable-linger {user}", err=True)
+            typer.echo(
+                f"warning: lingering is off, so the daemon stops when you log out; "
+                f"fix: loginctl enable-linger {user}",
+                err=True,
+            )
 
     def _url(cli: CliContext, task_id: str, trigger: str | None, rotate: bool) -> None:
         from daycare_cli.core.errors import NotFoundError
@@ -189,8 +228,7 @@ def register(app: typer.Typer) -> None:
         try:
             if rotate:
                 token = state.rotate_token(task.id, hook.id)
-                state.add_event("cli", "webhook.rotated", task=task.id,
-                                detail={"trigger": hook.id})
+                state.add_event("cli", "webhook.rotated", task=task.id, detail={"trigger": hook.id})
             else:
                 token = state.issue_token(task.id, hook.id)
         finally:
@@ -252,10 +290,16 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
     add("python", "ok", f"{sys.version.split()[0]} at {sys.executable}")
     level, reason = isolation_level()
     bwrap = shutil.which("bwrap")
-    add("bubblewrap", "ok" if bwrap else "warn",
-        bwrap or "not found; install the bubblewrap package for full isolation")
-    add("isolation", "ok" if level == "bubblewrap" else "warn",
-        f"{level}" + (f" ({reason})" if reason else ""))
+    add(
+        "bubblewrap",
+        "ok" if bwrap else "warn",
+        bwrap or "not found; install the bubblewrap package for full isolation",
+    )
+    add(
+        "isolation",
+        "ok" if level == "bubblewrap" else "warn",
+        f"{level}" + (f" ({reason})" if reason else ""),
+    )
     if os.geteuid() == 0:
         add("user", "warn", "running as root: blocks run as an unprivileged user")
     model = cli.config.model
@@ -268,14 +312,20 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
         add("model", "ok", "no default model: tasks without `model:` are reminders")
     paths = cli.paths
     for label, p in (("home", paths.home), ("tasks", paths.tasks_dir)):
-        add(label, "ok" if p.is_dir() else "warn",
-            f"{p}" + ("" if p.is_dir() else " (does not exist yet)"))
+        add(
+            label,
+            "ok" if p.is_dir() else "warn",
+            f"{p}" + ("" if p.is_dir() else " (does not exist yet)"),
+        )
     cfg = paths.config_file
     if cfg.exists():
         mode = cfg.stat().st_mode & 0o777
-        add("config", "ok" if mode & 0o077 == 0 else "warn",
-            f"{cfg} mode {mode:o}" + ("" if mode & 0o077 == 0 else
-                                       f"; it may hold secrets: chmod 600 {cfg}"))
+        add(
+            "config",
+            "ok" if mode & 0o077 == 0 else "warn",
+            f"{cfg} mode {mode:o}"
+            + ("" if mode & 0o077 == 0 else f"; it may hold secrets: chmod 600 {cfg}"),
+        )
     else:
         add("config", "ok", f"{cfg} (not created yet; defaults apply)")
     if paths.state_db.exists():
@@ -283,11 +333,17 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
         add("state", "ok" if mode & 0o077 == 0 else "warn", f"{paths.state_db} mode {mode:o}")
     entries = cli.store.list()
     bad = [e for e in entries if e.error is not None]
-    add("task files", "ok" if not bad else "warn",
-        f"{len(entries)} files, {len(bad)} invalid" + (" (run `daycare task lint`)" if bad else ""))
+    add(
+        "task files",
+        "ok" if not bad else "warn",
+        f"{len(entries)} files, {len(bad)} invalid" + (" (run `daycare task lint`)" if bad else ""),
+    )
     pid = daemon_pid(paths)
-    add("daemon", "ok" if pid else "warn",
-        f"running (pid {pid}), socket {paths.socket}" if pid else "not running")
+    add(
+        "daemon",
+        "ok" if pid else "warn",
+        f"running (pid {pid}), socket {paths.socket}" if pid else "not running",
+    )
     return checks
 
 

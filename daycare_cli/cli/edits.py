@@ -37,7 +37,7 @@ def frontmatter_data(text: str, path: str) -> dict[str, Any]:
         return {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(split.frontmatter, Loader=loader)  # noqa: S506 - a safe loader
+        data = yaml.load(split.frontmatter, Loader=loader)
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}

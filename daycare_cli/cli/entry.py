@@ -60,7 +60,12 @@ def run_fast_ls(parsed: tuple[dict[str, Path], bool, list[str]]) -> None:
     from daycare_cli.cli.summary import list_tasks
 
     paths, as_json, tags = parsed
-    list_tasks(CliContext(**paths), as_json=as_json, tags=tags)
+    cli = CliContext(
+        home=paths.get("home"),
+        tasks_dir=paths.get("tasks_dir"),
+        config_file=paths.get("config_file"),
+    )
+    list_tasks(cli, as_json=as_json, tags=tags)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,6 +121,8 @@ def next_fires_cmd(
         fires.extend(task_fires(cli, entry.task, count))
     fires.sort(key=lambda f: (f.when.timestamp(), f.task.id))
     fires = fires[:count]
+    if skipped:
+        render.warn(f"{skipped} invalid task file(s) left out; see `daycare task lint`")
     if json_:
         render.print_json(
             [
@@ -154,5 +156,3 @@ def next_fires_cmd(
                 f.trigger.id,
             )
         out.print(table)
-    if skipped:
-        render.warn(f"{skipped} invalid task file(s) left out; see `daycare task lint`")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
+from daycare_cli.cli.params import complete_task_id
 
 if TYPE_CHECKING:
     from daycare_cli.store.state import Run, State
@@ -28,18 +29,6 @@ STATUS_STYLE = {
     "queued": "cyan",
 }
 FAILED = ("failed", "timed_out", "interrupted", "cancelled")
-
-
-def complete_task_id(incomplete: str) -> list[str]:
-    """Task ids for shell completion."""
-    from daycare_cli.store.paths import Paths
-    from daycare_cli.store.tasks import TaskStore
-
-    try:
-        store = TaskStore(Paths.resolve())
-        return [p.name[:-3] for p in store.files() if p.name.startswith(incomplete)]
-    except Exception:
-        return []
 
 
 def open_state(cli: CliContext) -> State:
@@ -241,8 +230,9 @@ def register_task_commands(task_app: typer.Typer) -> None:
                         "truncated": res.truncated,
                     }
                 )
-                return BlockResult(res.output, res.error, res.truncated, res.skipped,
-                                   res.skip_reason)
+                return BlockResult(
+                    res.output, res.error, res.truncated, res.skipped, res.skip_reason
+                )
 
             expansion = asyncio.run(expand_prompt(task.body, one, execute=task.execute))
             progress._stop()
@@ -283,9 +273,7 @@ def register(app: typer.Typer) -> None:
     @runs_app.command("ls")
     def runs_ls(
         ctx: typer.Context,
-        task: Annotated[
-            str | None, typer.Option("--task", autocompletion=complete_task_id)
-        ] = None,
+        task: Annotated[str | None, typer.Option("--task", autocompletion=complete_task_id)] = None,
         status: Annotated[str | None, typer.Option("--status")] = None,
         limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
         as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -313,8 +301,7 @@ def register(app: typer.Typer) -> None:
             dur = f"{(r.duration_ms or 0) / 1000:.1f}s" if r.duration_ms is not None else ""
             note = r.error or r.skip_reason or ""
             style = STATUS_STYLE.get(r.status, "")
-            table.add_row(r.id, r.task, r.trigger, f"[{style}]{r.status}[/]", ago, dur,
-                          note[:60])
+            table.add_row(r.id, r.task, r.trigger, f"[{style}]{r.status}[/]", ago, dur, note[:60])
         out = console()
         if not runs:
             out.print("no runs yet")
@@ -349,19 +336,28 @@ def register(app: typer.Typer) -> None:
         out = console()
         style = STATUS_STYLE.get(run.status, "")
         slot = f" · slot {run.slot.isoformat()}" if run.slot else ""
-        out.print(f"[bold]run {run.id}[/] · task {run.task} · {run.trigger}{slot}"
-                  f" · attempt {run.attempt}")
-        out.print(f"status [{style}]{run.status}[/]"
-                  f"{f' in {run.duration_ms / 1000:.2f}s' if run.duration_ms is not None else ''}")
-        for label, value in (("error", run.error), ("skipped", run.skip_reason),
-                             ("model", run.model), ("isolation", run.isolation)):
+        out.print(
+            f"[bold]run {run.id}[/] · task {run.task} · {run.trigger}{slot} · attempt {run.attempt}"
+        )
+        out.print(
+            f"status [{style}]{run.status}[/]"
+            f"{f' in {run.duration_ms / 1000:.2f}s' if run.duration_ms is not None else ''}"
+        )
+        for label, value in (
+            ("error", run.error),
+            ("skipped", run.skip_reason),
+            ("model", run.model),
+            ("isolation", run.isolation),
+        ):
             if value:
                 out.print(f"{label}: {value}", markup=False)
         for b in blocks:
             mark = "✗" if b.get("error") else ("↷" if b.get("skipped") else "✓")
-            out.print(f"  {mark} block {b['block'] + 1}: exit {b.get('exit_code')}, "
-                      f"{b.get('duration_ms')} ms{' · ' + b['error'] if b.get('error') else ''}",
-                      markup=False)
+            out.print(
+                f"  {mark} block {b['block'] + 1}: exit {b.get('exit_code')}, "
+                f"{b.get('duration_ms')} ms{' · ' + b['error'] if b.get('error') else ''}",
+                markup=False,
+            )
         for a in artifacts:
             out.print(f"  artifact {a}", markup=False)
         if run.output:
@@ -394,8 +390,10 @@ def register(app: typer.Typer) -> None:
         for e in rows:
             detail = json.dumps(e.detail, ensure_ascii=False) if e.detail else ""
             at = e.at.astimezone().isoformat(timespec="seconds")
-            out.print(f"{at}  {e.actor:<8} {e.kind:<18} {e.task or '-':<20} "
-                      f"{e.run or ''} {detail}", markup=False)
+            out.print(
+                f"{at}  {e.actor:<8} {e.kind:<18} {e.task or '-':<20} {e.run or ''} {detail}",
+                markup=False,
+            )
 
     @app.command("logs")
     def logs(
@@ -440,8 +438,11 @@ def register(app: typer.Typer) -> None:
 def _print_log_line(record: dict[str, Any], task: str | None) -> None:
     at = str(record.get("at", ""))[11:23]
     event = record.get("event", "")
-    rest = {k: v for k, v in record.items() if k not in ("at", "event", "run") and v not in
-            (None, "", False)}
+    rest = {
+        k: v
+        for k, v in record.items()
+        if k not in ("at", "event", "run") and v not in (None, "", False)
+    }
     fields = " ".join(f"{k}={v}" for k, v in rest.items())
     typer.echo(f"{at} {record.get('run', '')} {event} {fields}".rstrip())
 
@@ -455,7 +456,8 @@ def _poll_events(cli: CliContext, task: str | None) -> None:
         while True:
             for e in state.list_events(task=task, limit=200, since_id=since):
                 since = max(since, e.id)
-                typer.echo(f"{e.at.astimezone().isoformat(timespec='seconds')} {e.actor} {e.kind} {e.task or ''} {e.run or ''}")
+                at = e.at.astimezone().isoformat(timespec="seconds")
+                typer.echo(f"{at} {e.actor} {e.kind} {e.task or ''} {e.run or ''}")
             time.sleep(0.5)
     finally:
         state.close()
@@ -475,11 +477,21 @@ def _run_details(run: Run) -> tuple[list[dict[str, Any]], list[str]]:
             except ValueError:
                 continue
             if rec.get("event") == "block.end":
-                blocks.append({k: rec.get(k) for k in (
-                    "block", "exit_code", "duration_ms", "error", "skipped", "truncated",
-                    "isolation")})
+                blocks.append(
+                    {
+                        k: rec.get(k)
+                        for k in (
+                            "block",
+                            "exit_code",
+                            "duration_ms",
+                            "error",
+                            "skipped",
+                            "truncated",
+                            "isolation",
+                        )
+                    }
+                )
     art = run_dir / "artifacts"
     if art.is_dir():
         artifacts = sorted(str(p.relative_to(art)) for p in art.rglob("*") if p.is_file())
     return blocks, artifacts
-

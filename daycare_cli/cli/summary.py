@@ -108,6 +108,50 @@ def task_record(
     }
 
 
+def daemon_view(cli: CliContext) -> dict[str, Any] | None:
+    """The running daemon's view of the tasks (next fires, stale versions), if one runs."""
+    from daycare_cli.client import connect
+
+    client = connect(cli.paths)
+    if client is None:
+        return None
+    try:
+        return client.tasks()
+    except Exception:  # a daemon that does not answer properly: show the files' view
+        return None
+
+
+def apply_daemon_view(
+    cli: CliContext,
+    entry: TaskEntry,
+    record: dict[str, Any],
+    fires: list[Fire],
+    seen: dict[str, Any] | None,
+) -> list[Fire]:
+    """Prefer the daemon's next fire (it knows `every` anchors and catch-up) and note a
+    stale version it still runs after an invalid edit. Adds `record["daemon"]`."""
+    from daycare_cli.core.schedule import format_instant
+
+    if seen is None:
+        record["daemon"] = {"scheduled": False, "next_fire": None, "active": []}
+        return fires
+    planned = [datetime.fromisoformat(v) for v in seen.get("next_fire", {}).values()]
+    nxt = min(planned, key=lambda d: d.timestamp()) if planned else None
+    zone = fires[0].zone if fires else cli.default_zone
+    if entry.task is not None:
+        zone = cli.task_zone(entry.task) if not fires else zone
+    record["daemon"] = {
+        "scheduled": True,
+        "next_fire": format_instant(nxt, zone) if nxt else None,
+        "active": list(seen.get("active", [])),
+        "stale": entry.task is None,
+    }
+    if entry.task is not None and nxt is not None and fires:
+        record["next_fire"] = record["daemon"]["next_fire"]
+        return [Fire(nxt, fires[0].task, fires[0].trigger, zone)]
+    return fires
+
+
 def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
     """`daycare task ls`: the JSON list, or the table. Never raises for a bad file.
 
@@ -118,10 +162,14 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         wanted = set(tags)
         # A file with errors has no readable tags; it stays listed so it is never hidden.
         entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
+    view = daemon_view(cli)
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
-        rows.append((entry, fires, task_record(cli, entry, fires)))
+        record = task_record(cli, entry, fires)
+        if view is not None:
+            fires = apply_daemon_view(cli, entry, record, fires, view.get(entry.id))
+        rows.append((entry, fires, record))
     if as_json:
         from daycare_cli.cli.render import print_json
 
@@ -150,6 +198,8 @@ def print_task_table(
             error = entry.error.message if entry.error else "invalid"
             if entry.error and entry.error.line:
                 error = f"line {entry.error.line}: {error}"
+            if record.get("daemon", {}).get("stale"):
+                error += " (the daemon keeps running the last good version)"
             table.append([("✗", "bold red"), (entry.id, "red"), (error, "red")])
             continue
         triggers = "; ".join(t["description"] for t in record["triggers"])

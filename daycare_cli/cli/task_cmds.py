@@ -14,6 +14,7 @@ from daycare_cli.cli.params import JsonFlag, TaskId, complete_task_id
 from daycare_cli.core.errors import TaskFileError, UsageError, UserError
 
 if TYPE_CHECKING:
+    from daycare_cli.cli.edits import Change
     from daycare_cli.core.task import Task
     from daycare_cli.store.tasks import TaskEntry
 
@@ -83,14 +84,15 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
 def task_warnings(cli: CliContext, task: Task) -> list[str]:
     """Lint warnings and frequency warnings of a valid task."""
     from daycare_cli.core.schedule import frequency_warning
+    from daycare_cli.core.task import AtTrigger
     from daycare_cli.core.taskfile import lint_warnings
 
     warnings = list(lint_warnings(task))
     for trigger in task.triggers:
+        if isinstance(trigger, AtTrigger) and trigger.at.timestamp() <= cli.now.timestamp():
+            warnings.append(f"trigger {trigger.id}: its time has passed; it will not fire")
         try:
-            message = frequency_warning(
-                trigger, tz=cli.trigger_zone(task, trigger), now=cli.now
-            )
+            message = frequency_warning(trigger, tz=cli.trigger_zone(task, trigger), now=cli.now)
         except UserError:
             message = None
         if message:
@@ -126,13 +128,18 @@ def create(
     execute: Annotated[
         bool, typer.Option("--execute", help="Run the <run_python> blocks of the prompt.")
     ] = False,
-    once: Annotated[bool, typer.Option("--once", help="Archive the task after its first run.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Archive the task after its first run.")
+    ] = False,
     model: ModelOpt = None,
     task_id: Annotated[
         str | None, typer.Option("--id", help="Task id (default: made from the name).")
     ] = None,
 ) -> None:
     """Create a task file. Without --prompt or --prompt-file, opens $EDITOR on a template."""
+    from rich.text import Text
+
+    from daycare_cli.cli.editor import edit_until_valid
     from daycare_cli.cli.edits import (
         check_at_option,
         check_cron_option,
@@ -140,7 +147,6 @@ def create(
         check_zone_option,
         read_prompt,
     )
-    from daycare_cli.cli.editor import edit_until_valid
     from daycare_cli.core.taskfile import parse_task, render_task
 
     cli = get_context(ctx)
@@ -209,10 +215,7 @@ def create(
         text = render_task(fields, body)
     task = validate(text)
     written = store.create(new_id, text)
-    out = render.console()
-    from rich.text import Text
-
-    out.print(Text.assemble("Created ", (render.display_path(written), "bold")))
+    render.console().print(Text.assemble("Created ", (render.display_path(written), "bold")))
     print_schedule(cli, task, 3)
     for message in task_warnings(cli, task):
         render.warn(message)
@@ -236,6 +239,7 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     from rich.text import Text
 
     from daycare_cli.cli.summary import iso, task_fires, task_record
+    from daycare_cli.core.taskfile import split_file
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
@@ -252,12 +256,14 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     if task is None:
         assert entry.error is not None
         raise entry.error
-    from daycare_cli.core.taskfile import split_file
-
     assert entry.text is not None
     split = split_file(entry.text, str(entry.path))
     out = render.console()
-    out.print(Text.assemble((task.id, "bold"), "  ", task.name, "  ", (render.display_path(entry.path), "dim")))
+    out.print(
+        Text.assemble(
+            (task.id, "bold"), "  ", task.name, "  ", (render.display_path(entry.path), "dim")
+        )
+    )
     out.print(Text("frontmatter", "bold underline"))
     out.print(Text((split.frontmatter or "").rstrip("\r\n")))
     out.print(Text("triggers", "bold underline"))
@@ -331,7 +337,7 @@ def update(
 
 
 def plan_time_trigger(
-    change: Any, raw: dict[str, Any], *, schedule: str | None, at: str | None, every: str | None
+    change: Change, raw: dict[str, Any], *, schedule: str | None, at: str | None, every: str | None
 ) -> None:
     """Plan replacing the time triggers (cron, at, every) of a file, keeping its webhooks."""
     from daycare_cli.cli.edits import trigger_mapping
@@ -375,7 +381,9 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def finish_change(cli: CliContext, entry: TaskEntry, change: Any, before: dict[str, Any]) -> None:
+def finish_change(
+    cli: CliContext, entry: TaskEntry, change: Change, before: dict[str, Any]
+) -> None:
     """Validate and write a change, then say what changed and when the task fires next."""
     from rich.text import Text
 
@@ -384,7 +392,11 @@ def finish_change(cli: CliContext, entry: TaskEntry, change: Any, before: dict[s
     text, task = save_change(cli.store, entry, change)
     out = render.console()
     if text == entry.text:
-        out.print(Text.assemble("No change: ", (render.display_path(entry.path), "bold"), " already says so"))
+        out.print(
+            Text.assemble(
+                "No change: ", (render.display_path(entry.path), "bold"), " already says so"
+            )
+        )
     else:
         out.print(Text.assemble("Updated ", (render.display_path(entry.path), "bold")))
         after = frontmatter_data(text, str(entry.path))
@@ -403,6 +415,11 @@ def set_enabled(ctx: typer.Context, task_id: str, value: bool) -> None:
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
+    if entry.task is not None and entry.task.enabled == value:
+        # Nothing to write: `enable` of a file without the key must not add `enabled: true`.
+        state = "enabled" if value else "disabled"
+        render.console().print(f"{task_id} is already {state}", markup=False)
+        return
     before = frontmatter_data(entry.text or "", str(entry.path))
     finish_change(cli, entry, Change(set_keys={"enabled": value}), before)
 
@@ -542,7 +559,9 @@ def print_lint(results: list[tuple[TaskEntry, list[str]]], invalid: int) -> None
         for message in warnings:
             warned += 1
             out.print(
-                Text.assemble(("warning:", "bold yellow"), f" {render.display_path(entry.path)}: {message}")
+                Text.assemble(
+                    ("warning:", "bold yellow"), f" {render.display_path(entry.path)}: {message}"
+                )
             )
     summary = f"{len(results)} file{'s' if len(results) != 1 else ''} checked"
     summary += f", {invalid} invalid" if invalid else ", all valid"

@@ -27,14 +27,15 @@ def add(
     ctx: typer.Context,
     task_id: TaskId,
     cron: Annotated[str | None, typer.Option("--cron", help="Cron expression.")] = None,
-    tz: Annotated[
-        str | None, typer.Option("--tz", help="Zone of this cron or at trigger.")
+    tz: Annotated[str | None, typer.Option("--tz", help="Zone of this cron or at trigger.")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Fire once at an ISO date and time.")
     ] = None,
-    at: Annotated[str | None, typer.Option("--at", help="Fire once at an ISO date and time.")] = None,
     every: Annotated[str | None, typer.Option("--every", help="Interval: 90s, 15m, 2h.")] = None,
     webhook: Annotated[bool, typer.Option("--webhook", help="Fire on an HTTP webhook.")] = False,
     signature: Annotated[
-        str | None, typer.Option("--signature", help="Webhook signature check: github or hmac-sha256.")
+        str | None,
+        typer.Option("--signature", help="Webhook signature check: github or hmac-sha256."),
     ] = None,
     secret: Annotated[
         str | None, typer.Option("--secret", help="Name of the secret in config for --signature.")
@@ -103,11 +104,11 @@ def rm(
     task = entry.require()
     ids = [t.id for t in task.triggers]
     if trigger_id not in ids:
-        listed = ", ".join(ids) if ids else "none"
+        names = ", ".join(ids) if ids else "none"
         raise NotFoundError(
             f"task {task_id!r} has no trigger {trigger_id!r}",
             path=str(entry.path),
-            hint=f"its triggers: {listed}",
+            hint=f"its triggers: {names}",
         )
     raw = frontmatter_data(entry.text or "", str(entry.path))
     entries = current_trigger_list(raw)
@@ -119,8 +120,8 @@ def rm(
         )
     index = ids.index(trigger_id)
     has_schedule = raw.get("schedule") is not None
-    listed = raw.get("triggers")
-    listed = listed if isinstance(listed, list) else []
+    found = raw.get("triggers")
+    listed: list[Any] = found if isinstance(found, list) else []
     change = Change()
     if has_schedule and index == 0:
         change.unset.append("schedule")  # the shorthand's trigger: one line goes

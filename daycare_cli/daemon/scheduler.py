@@ -560,8 +560,9 @@ class Scheduler:
         return datetime.now(UTC) - self.started_at
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _parse_time(value: datetime | str | None) -> datetime | None:
+    # State.get_trigger_state already returns datetimes; older callers passed text.
     if not value:
         return None
-    dt = datetime.fromisoformat(value)
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -62,7 +62,8 @@ class WebhookServer:
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         host = str(self.daemon.config.get("webhook.host") or "127.0.0.1")
-        port = int(self.daemon.config.get("webhook.port") or 8765)
+        # Port 0 (an ephemeral port, as tests use) is a valid setting, not "unset".
+        port = int(self.daemon.config.get("webhook.port"))
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
         server = site._server
@@ -182,7 +183,7 @@ class ControlServer:
                 "tasks": len(s.tasks),
                 "enabled": sum(1 for x in s.tasks.values() if x.task.enabled),
                 "fires": s.fires,
-                "running": running,
+                "active_runs": running,
                 "pending": len(s.pending),
                 "errors": errors,
                 "webhook_url": d.webhook_url,
@@ -227,6 +228,12 @@ class ControlServer:
         task_id = request.match_info["id"]
         body = await request.read()
         payload = body if request.query.get("payload") == "1" else None
+        path = d.paths.task_file(task_id)
+        if task_id not in d.scheduler.tasks and path.exists():
+            # Created a moment ago and not yet seen by the watcher: read it now.
+            from daycare_cli.store.tasks import read_entry
+
+            d.scheduler.apply_entry(read_entry(path), actor="cli")
         if task_id not in d.scheduler.tasks:
             err = d.scheduler.broken.get(task_id)
             if err is not None:

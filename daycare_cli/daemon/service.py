@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from daycare_cli.config import Config, load_config
@@ -182,9 +181,16 @@ class Daemon:
             return 1
         self.webhook_url = webhooks.url
 
+        from daycare_cli.run.sandbox import isolation_level
+
+        # Probe once now, off the loop, so the first block does not stall the scheduler.
+        isolation, reason = await asyncio.to_thread(isolation_level)
+        if isolation != "bubblewrap":
+            log.warning("sandbox isolation: %s (%s)", isolation, reason)
         n_triggers = sum(len(s.task.triggers) for s in scheduler.tasks.values())
         status = (
-            f"{len(scheduler.tasks)} tasks, {n_triggers} triggers, {len(scheduler.broken)} invalid"
+            f"{len(scheduler.tasks)} tasks, {n_triggers} triggers, "
+            f"{len(scheduler.broken)} invalid, isolation {isolation}"
         )
         print(
             f"{READY_LINE}: {status}; webhooks on {webhooks.url}; control on {self.paths.socket}",
@@ -225,7 +231,9 @@ class Daemon:
         usec = os.environ.get("WATCHDOG_USEC")
         if not usec:
             return
-        interval = max(int(usec) / 2e6, 0.5)
+        # Half the watchdog period, as systemd asks; a floor above that (a short
+        # WatchdogSec) would let systemd kill a healthy daemon.
+        interval = max(int(usec) / 2e6, 0.05)
         while True:
             sd_notify("WATCHDOG=1")
             await asyncio.sleep(interval)

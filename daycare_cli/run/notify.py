@@ -87,7 +87,10 @@ async def send(urls: list[str], note: Notification, secrets: Iterable[str] = ())
         body = body[:BODY_LIMIT] + "\n[…]"
 
     def deliver() -> list[str]:
-        import apprise
+        try:
+            import apprise
+        except Exception as exc:  # a broken install must not fail the run either
+            return [f"apprise could not be loaded: {type(exc).__name__}: {exc}"]
 
         errors: list[str] = []
         for url in urls:

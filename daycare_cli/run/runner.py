@@ -361,11 +361,14 @@ class Runner:
             tool_calls=result.tool_calls,
             error=result.error,
         )
-        if result.response:
-            (ctx.run_dir / "response.md").write_text(result.response, "utf-8")
+        # A model that called skip has nothing to deliver: text it wrote beside the call
+        # is not a response (as with a block's skip, its output is discarded).
+        response = result.response if result.status != "skipped" else ""
+        if response:
+            (ctx.run_dir / "response.md").write_text(response, "utf-8")
         outcome.update(
             model=model,
-            response=result.response or None,
+            response=response or None,
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
         )

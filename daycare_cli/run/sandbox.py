@@ -123,8 +123,9 @@ class BlockOutcome:
     """What a block did.
 
     `output` is its stdout without the trailing newline, or, when it printed nothing,
-    the value of its last expression (str as is, dict/list as JSON); a cut output ends
-    with a marker and sets `truncated`. `error` is "Type: message" for a failing block
+    the value of its last expression (str as is, dict/list as JSON); a cut output sets
+    `truncated` (core/prompt.render_result adds the marker). `error` is "Type: message"
+    for a failing block
     (`TimeoutError: block exceeded 60s`, `SystemExit: 3`, `Killed: signal 9 (...)`),
     None otherwise. A block that called `skip()` has `skipped` set and no output.
     """
@@ -156,8 +157,9 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
         launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS])
         payload_text = _read_payload(spec.payload_file)
     except (OSError, SandboxError) as exc:
+        why = f"{exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
         return BlockOutcome(
-            error=f"SandboxError: {_one_line(exc)}",
+            error=f"SandboxError: {_one_line(why)}",
             isolation=level,
             duration_ms=_ms_since(started),
         )
@@ -688,8 +690,7 @@ def _outcome(
         text = value
         if len(text) > spec.stdout_cap:
             text, truncated = text[: spec.stdout_cap], True
-    if truncated:
-        text += f"\n[output truncated: the block printed more than {_size(spec.stdout_cap)}]"
+    # No marker here: core/prompt.render_result marks cut output (one marker, one place).
     out.output = text
     out.truncated = truncated
     if timed_out:
@@ -703,6 +704,8 @@ def _outcome(
         out.error = f"SandboxError: {last[0]}"
     else:
         out.error = _exit_error(returncode, level)
+        if level == "bubblewrap" and returncode is not None and returncode > 128:
+            out.exit_code = 128 - returncode  # as without bubblewrap: -N for signal N
     return out
 
 
@@ -985,9 +988,9 @@ def _is_within(path: Path, top: Path) -> bool:
     return path == top or top in path.parents
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _one_line(what: object) -> str:
+    text = str(what).strip().splitlines()
+    return text[0] if text else type(what).__name__
 
 
 def _ms_since(started: float) -> int:

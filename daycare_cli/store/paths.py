@@ -92,11 +92,12 @@ class Paths:
         tasks = tasks_dir or os.environ.get("DAYCARE_TASKS_DIR") or configured_tasks_dir
         tasks_path = Path(tasks).expanduser().absolute() if tasks else home_path / "tasks"
 
-        if overridden:
+        xdg_runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if overridden or not xdg_runtime or not Path(xdg_runtime).is_dir():
+            # No per-user runtime dir (cron, ssh without a session): keep it in the home.
             runtime = home_path / "run"
         else:
-            base = Path(platformdirs.user_runtime_dir(APP))
-            runtime = base if base.parent.is_dir() else home_path / "run"
+            runtime = Path(xdg_runtime) / APP
         return cls(home_path, tasks_path, config_path, runtime)
 
 

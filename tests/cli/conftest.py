@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner, Result
 

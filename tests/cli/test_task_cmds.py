@@ -68,7 +68,10 @@ def test_lifecycle_create_ls_show_update_triggers_disable_delete(run, tasks: Pat
     text = path.read_text()
     assert "schedule:" not in text  # the shorthand became the full list
     assert 'triggers:\n  - cron: "0 10 * * *"\n  - webhook: true\n' in text
-    types = [t["type"] for t in json.loads(run("task", "show", "morning-news", "--json").stdout)["triggers"]]
+    types = [
+        t["type"]
+        for t in json.loads(run("task", "show", "morning-news", "--json").stdout)["triggers"]
+    ]
     assert types == ["cron", "webhook"]
 
     removed = run("task", "trigger", "rm", "morning-news", "cron")
@@ -145,7 +148,7 @@ def test_create_rejects_bad_input(
     assert not (home / "tasks" / "broken.md").exists()
 
 
-BAD = '---\nname: Bad\nschedule: */15 * * * *\n---\nhi\n'
+BAD = "---\nname: Bad\nschedule: */15 * * * *\n---\nhi\n"
 GOOD = '---\nname: Good\nschedule: "0 9 * * *"\ntimezone: Europe/Berlin\n---\nhello\n'
 
 
@@ -168,7 +171,7 @@ def test_an_invalid_file_is_listed_with_its_error(run, write) -> None:
 
 
 def test_ls_filters_by_tag_but_never_hides_invalid_files(run, write) -> None:
-    write("tagged", '---\nname: T\ntags: [ops]\n---\nx\n')
+    write("tagged", "---\nname: T\ntags: [ops]\n---\nx\n")
     write("plain", "---\nname: P\n---\nx\n")
     write("bad", BAD)
     ids = [t["id"] for t in json.loads(run("task", "ls", "--json", "--tag", "ops").stdout)]
@@ -196,7 +199,9 @@ def test_lint_prints_file_line_col_with_a_caret_and_exits_4(run, write, no_trace
     assert result.exit_code == 4
     lines = result.stdout.splitlines()
     head = next(line for line in lines if line.startswith("error:"))
-    assert head.endswith("bad.md:3:11: cron expression must be quoted (YAML reads a leading `*` as an alias)")
+    assert head.endswith(
+        "bad.md:3:11: cron expression must be quoted (YAML reads a leading `*` as an alias)"
+    )
     at = lines.index(head)
     assert lines[at + 1] == "  schedule: */15 * * * *"
     assert lines[at + 2] == "            ^"
@@ -223,16 +228,13 @@ def test_lint_takes_paths_and_reports_warnings(run, tmp_path: Path) -> None:
     assert "warning:" in result.stdout and "`execute` is false" in result.stdout
 
 
-def test_lint_of_the_examples_passes() -> None:
+def test_lint_of_the_examples_passes(run) -> None:
     examples = REPO / "tasks.example"
     if not any(examples.glob("*.md")):
         pytest.skip("no examples yet")
-    from typer.testing import CliRunner
-
-    from daycare_cli.cli.app import build_app
-
-    result = CliRunner().invoke(build_app(), ["task", "lint", "--tasks-dir", str(examples)])
+    result = run("task", "lint", "--tasks-dir", str(examples))
     assert result.exit_code == 0, result.output
+    assert "all valid" in result.stdout
 
 
 COMMENTED = (
@@ -253,7 +255,9 @@ def test_update_of_one_key_changes_only_its_line(run, write, newline: str) -> No
     result = run("task", "update", "backup", "--schedule", "30 1 * * 0")
     assert result.exit_code == 0, result.output
     after = path.read_bytes().decode()
-    expected = COMMENTED.replace('schedule: "0 0 * * 0"  # Sundays', 'schedule: "30 1 * * 0"  # Sundays')
+    expected = COMMENTED.replace(
+        'schedule: "0 0 * * 0"  # Sundays', 'schedule: "30 1 * * 0"  # Sundays'
+    )
     assert after == expected.replace("\n", newline)
 
 
@@ -309,7 +313,9 @@ def test_edit_saves_a_valid_change(run, write, editor) -> None:
     assert path.read_text() == COMMENTED.replace("photos", "videos")
 
 
-def test_edit_with_an_invalid_result_and_no_answer_keeps_the_file(run, write, editor, no_traceback) -> None:
+def test_edit_with_an_invalid_result_and_no_answer_keeps_the_file(
+    run, write, editor, no_traceback
+) -> None:
     path = write("backup", COMMENTED)
     editor("text = text.replace(\"name:   'Backup'\", 'name: [Backup')")
     result = run("task", "edit", "backup")  # no input: "edit again?" is answered no
@@ -355,3 +361,43 @@ def test_global_options_may_follow_the_command(run, tmp_path: Path) -> None:
         result = run(*args)
         assert result.exit_code == 0, result.output
         assert [t["id"] for t in json.loads(result.stdout)] == ["one"]
+
+
+def test_enable_of_an_enabled_task_writes_nothing(run, write) -> None:
+    path = write("backup", COMMENTED)
+    result = run("task", "enable", "backup")
+    assert result.exit_code == 0 and "already enabled" in result.stdout
+    assert path.read_text() == COMMENTED
+
+
+HOOKED = (
+    "---\nname: Hooked\ntriggers:\n"
+    '  - cron: "0 9 * * *"\n  - webhook: true\n  - every: 1h\n---\nx\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--every", "10m"], [("webhook", "webhook"), ("every", "10m")]),
+        (
+            ["--at", "2030-05-01T10:00"],
+            [("webhook", "webhook"), ("at", "2030-05-01T10:00:00+00:00")],
+        ),
+        (["--schedule", "0 7 * * *"], [("webhook", "webhook"), ("cron", "0 7 * * *")]),
+    ],
+)
+def test_update_replaces_time_triggers_and_keeps_webhooks(
+    run, write, args: list[str], expected: list[tuple[str, str]]
+) -> None:
+    write("hooked", HOOKED)
+    result = run("task", "update", "hooked", *args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(run("task", "show", "hooked", "--json").stdout)
+    assert [(t["type"], t["spec"]) for t in record["triggers"]] == expected
+
+
+def test_create_warns_about_an_at_time_in_the_past(run, tasks: Path) -> None:
+    result = run("task", "create", "Late", "--at", "2001-01-01T00:00", "--prompt", "x")
+    assert result.exit_code == 0, result.output
+    assert "its time has passed" in result.stderr

@@ -48,9 +48,9 @@ def test_fork_bomb_is_contained(block, isolation, marker, alive_with):
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     )
     t0 = time.monotonic()
-    out = block(code, timeout=2, run={"id": marker})
-    assert out.error == "TimeoutError: block exceeded 2s"
-    assert time.monotonic() - t0 < 8
+    out = block(code, timeout=1, run={"id": marker})
+    assert out.error == "TimeoutError: block exceeded 1s"
+    assert time.monotonic() - t0 < 6
     assert alive_with(marker) == []
     still_fine(block)
 
@@ -69,7 +69,7 @@ def test_flood_of_stdout_is_cut_fast(block, isolation, marker, alive_with):
     out = block(code, timeout=30, run={"id": marker})
     assert out.truncated
     assert out.error is None
-    assert out.output.startswith("x" * 65536 + "\n[output truncated")
+    assert out.output == "x" * 65536
     assert out.duration_ms < 5000
     assert alive_with(marker) == []
     still_fine(block)
@@ -100,8 +100,8 @@ def test_sigterm_ignoring_processes_are_killed(block, base, isolation, marker, a
         "while True:\n"
         "    time.sleep(1)\n"
     )
-    out = block(code, timeout=1.5, run={"id": marker})
-    assert out.error == "TimeoutError: block exceeded 1.5s"
+    out = block(code, timeout=1.2, run={"id": marker})
+    assert out.error == "TimeoutError: block exceeded 1.2s"
     assert (base / "ws" / "files" / "started").exists()
     assert alive_with(marker) == []
     still_fine(block)
@@ -277,4 +277,5 @@ def test_cancelled_block_leaves_nothing(block, base, isolation, marker, alive_wi
 def test_killed_by_a_signal(block, isolation, code, sandbox, error):
     out = block(code, sandbox=sandbox, timeout=10)
     assert out.error == error
+    assert out.exit_code == -int(error.split()[2])
     still_fine(block)

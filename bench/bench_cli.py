@@ -1,0 +1,178 @@
+"""CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (DESIGN.md §10).
+
+Makes 100 task files (cron in several zones, `every`, webhook, a few with two triggers)
+in a temporary DAYCARE_HOME, then times the installed console script `.venv/bin/daycare`
+as a subprocess: a warm-up call, then the median (and min, max) of N runs (10 by default)
+of `--version`, `task ls` and `task ls --json`. No daemon runs, so `task ls` reads the
+files itself. When `task ls` is above the goal (150 ms), `python -X importtime` shows
+which imports cost the most.
+
+Run: `.venv/bin/python bench/bench_cli.py [-n 10]`; prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DAYCARE = ROOT / ".venv" / "bin" / "daycare"
+GOAL_MS = 150.0
+
+CRONS = [
+    "*/15 * * * *",
+    "0 9 * * 1-5",
+    "30 2 * * *",
+    "0 0 * * 0",
+    "0 17 * * mon-fri",
+    "15 */2 * * *",
+    "0 12 1 * *",
+    "0 8 L * *",
+    "@daily",
+    "5 4 * * sun",
+]
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Tokyo", "UTC"]
+EVERIES = ["30s", "5m", "15m", "1h", "90s", "2h"]
+
+
+def task_text(i: int) -> str:
+    """The i-th benchmark task: a mix of cron (several zones), every and webhook triggers."""
+    kind = i % 10
+    head = f"name: Bench task {i}\ndescription: generated for bench_cli\nmodel: none\n"
+    if kind < 5:
+        trig = f'schedule: "{CRONS[i % len(CRONS)]}"\ntimezone: {ZONES[i % len(ZONES)]}\n'
+    elif kind < 7:
+        trig = f"triggers:\n  - every: {EVERIES[i % len(EVERIES)]}\n"
+    elif kind < 9:
+        trig = "triggers:\n  - webhook: true\n"
+    else:
+        trig = (
+            f'triggers:\n  - cron: "{CRONS[i % len(CRONS)]}"\n'
+            f"    timezone: {ZONES[(i + 1) % len(ZONES)]}\n  - webhook: true\n"
+        )
+    body = f"Reminder number {i}: check the thing.\n"
+    return f"---\n{head}{trig}---\n{body}"
+
+
+def make_home(root: Path, n: int) -> Path:
+    """A DAYCARE_HOME with n task files and a config that points nowhere else."""
+    tasks = root / "tasks"
+    tasks.mkdir(parents=True)
+    (root / "config.toml").write_text("[webhook]\nport = 0\n")
+    for i in range(n):
+        (tasks / f"bench-{i:03d}.md").write_text(task_text(i))
+    return root
+
+
+def time_cmd(args: list[str], env: dict[str, str], n: int) -> list[float]:
+    """Wall times (ms) of n runs of a subprocess, after one warm-up run."""
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(args, env=env, check=True, capture_output=True)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def importtime(args: list[str], env: dict[str, str], top: int = 12) -> list[tuple[str, int, int]]:
+    """(module, self µs, cumulative µs) of the top imports of one run, by cumulative time.
+
+    Only imports at nesting level 0 and 1 are listed, so a package and its heavy
+    children show without every leaf.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        head, cum, name = line.split("|", 2)
+        self_us = int(head.split(":", 1)[1])
+        cum_us = int(cum)
+        name = name[1:]  # one space after the bar; the rest is the nesting indent
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        if depth <= 1:
+            rows.append((("  " * depth) + name.strip(), self_us, cum_us))
+    rows.sort(key=lambda r: -r[2])
+    return rows[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10, help="runs per command (default 10)")
+    parser.add_argument("--tasks", type=int, default=100, help="task files (default 100)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="daycare-bench-cli-") as tmp:
+        home = make_home(Path(tmp), args.tasks)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+        env.update(DAYCARE_HOME=str(home), NO_COLOR="1", COLUMNS="200", TERM="dumb")
+        # A sanity check: every file is valid and listed.
+        out = subprocess.run(
+            [str(DAYCARE), "task", "ls", "--json"], env=env, check=True, capture_output=True
+        )
+        import json
+
+        listed = json.loads(out.stdout)
+        bad = [t["id"] for t in listed if t.get("error")]
+        assert len(listed) == args.tasks and not bad, (len(listed), bad)
+
+        cases = [
+            ("daycare --version", [str(DAYCARE), "--version"]),
+            (f"daycare task ls ({args.tasks} tasks)", [str(DAYCARE), "task", "ls"]),
+            (
+                f"daycare task ls --json ({args.tasks} tasks)",
+                [str(DAYCARE), "task", "ls", "--json"],
+            ),
+            ("python -c pass (floor)", [sys.executable, "-c", "pass"]),
+        ]
+        # Two settings of the bytecode cache: this sandbox exports PYTHONDONTWRITEBYTECODE=1,
+        # so an editable install recompiles every daycare module on every start; a normal
+        # install (pip writes .pyc files) or a user shell reuses cached bytecode. The cache
+        # goes to a temporary PYTHONPYCACHEPREFIX so the repository is not touched.
+        cached = dict(env, PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
+        cached.pop("PYTHONDONTWRITEBYTECODE", None)
+        uncached = dict(env, PYTHONDONTWRITEBYTECODE="1")
+        print(f"CLI wall time, {args.n} runs each after a warm-up (goal < {GOAL_MS:.0f} ms)\n")
+        print("| command | bytecode cache | median ms | min ms | max ms | goal met |")
+        print("|---|---|---:|---:|---:|---|")
+        medians = {}
+        for label, cmd in cases:
+            for mode, menv in (("yes", cached), ("no", uncached)):
+                times = time_cmd(cmd, menv, args.n)
+                med = statistics.median(times)
+                medians[label, mode] = med
+                ok = "yes" if med < GOAL_MS else f"no (+{med - GOAL_MS:.0f} ms)"
+                if label.startswith("python"):
+                    ok = ""
+                print(
+                    f"| `{label}` | {mode} | {med:.0f} | {min(times):.0f} | {max(times):.0f} "
+                    f"| {ok} |"
+                )
+
+        ls_label = cases[1][0]
+        if medians[ls_label, "yes"] > GOAL_MS or os.environ.get("BENCH_IMPORTTIME"):
+            print(
+                "\n`python -X importtime daycare task ls` (bytecode cached): "
+                "top imports by cumulative time\n"
+            )
+            print("| module (indented: imported by the one above) | self ms | cumulative ms |")
+            print("|---|---:|---:|")
+            for name, self_us, cum_us in importtime([str(DAYCARE), "task", "ls"], cached):
+                print(f"| `{name}` | {self_us / 1000:.1f} | {cum_us / 1000:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Fire lateness: daycare's daemon beside APScheduler 3 on the same schedule (DESIGN.md §10).
+
+Both run at the same time for the same duration, so they see the same machine load:
+
+- daycare: `daycare daemon run` (the installed console script) on a temporary home with
+  20 tasks `every: 1s`, `execute: false`, `model: none` (a run does no block and no model,
+  only its bookkeeping). Lateness of a fire = `runs.started_at − runs.slot` (the run has
+  its row, lock and workspace and is about to expand the prompt), and, to separate the
+  scheduler from the run set-up, `runs.queued_at − runs.slot` (the scheduler woke up and
+  wrote the row). Default config, so at most 4 runs at once (`max_concurrent_runs`).
+- APScheduler 3.x: an `AsyncIOScheduler` in a second process with 20 jobs on
+  `IntervalTrigger(seconds=1)`; the job is a coroutine that records `time.time()`.
+  Lateness = that time − the job's `scheduled_run_time` (from EVENT_JOB_EXECUTED).
+
+20 jobs × 50 s ≈ 1,000 fires each. Prints Markdown rows; total time about a minute.
+
+Run: `.venv/bin/python bench/bench_lateness.py [--seconds 50] [--jobs 20]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DAYCARE = ROOT / ".venv" / "bin" / "daycare"
+READY = "daycare daemon ready"
+GOAL_P99_MS = 20.0
+
+TASK = """---
+name: Lateness {i}
+triggers:
+  - every: 1s
+execute: false
+model: none
+---
+Tick {i}.
+"""
+
+APS_CHILD = r"""
+import asyncio, json, sys, time
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, EVENT_JOB_ERROR
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+jobs, seconds = int(sys.argv[1]), float(sys.argv[2])
+calls = {}       # job id -> [call time, ...]
+scheduled = {}   # job id -> [scheduled_run_time, ...]
+missed = 0
+
+async def tick(job_id):
+    calls.setdefault(job_id, []).append(time.time())
+
+def on_event(ev):
+    global missed
+    if ev.code == EVENT_JOB_MISSED:
+        missed += 1
+    else:
+        scheduled.setdefault(ev.job_id, []).append(ev.scheduled_run_time.timestamp())
+
+async def main():
+    sched = AsyncIOScheduler()
+    sched.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+    for i in range(jobs):
+        jid = f"job{i}"
+        sched.add_job(tick, IntervalTrigger(seconds=1), args=[jid], id=jid)
+    sched.start()
+    print("ready", flush=True)
+    await asyncio.sleep(seconds)
+    sched.shutdown(wait=True)
+    await asyncio.sleep(0.1)
+    late = []
+    for jid, ts in calls.items():
+        for call, slot in zip(ts, scheduled.get(jid, [])):
+            late.append((call - slot) * 1000)
+    print(json.dumps({"late_ms": late, "missed": missed}), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of a non-empty list."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def row(label: str, values: list[float], extra: str = "") -> str:
+    p99 = pct(values, 99)
+    ok = "yes" if p99 < GOAL_P99_MS else f"no (+{p99 - GOAL_P99_MS:.1f} ms)"
+    return (
+        f"| {label} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 90):.1f} "
+        f"| {p99:.1f} | {max(values):.1f} | {min(values):.1f} | {ok} | {extra} |"
+    )
+
+
+def start_daemon(home: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+    """Start the daemon; a thread drains stderr (it logs every run) and flags the ready line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+    env["DAYCARE_HOME"] = str(home)
+    proc = subprocess.Popen(
+        [str(DAYCARE), "daemon", "run"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if line.startswith(READY):
+                ready.set()
+        ready.set()  # exited: let the waiter look at the return code
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, lines, ready
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=50.0)
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+
+    # Two daemons: the default config (at most 4 runs at once, so 20 simultaneous fires
+    # start in waves), and one with max_concurrent_runs = jobs (no wait at the gate).
+    configs = [
+        ("default, max_concurrent_runs 4", ""),
+        (f"max_concurrent_runs {args.jobs}", f"max_concurrent_runs = {args.jobs}\n"),
+    ]
+    with tempfile.TemporaryDirectory(prefix="daycare-bench-late-") as tmp:
+        daemons = []
+        for n, (label, extra) in enumerate(configs):
+            home = Path(tmp) / f"home{n}"
+            (home / "tasks").mkdir(parents=True)
+            (home / "config.toml").write_text(extra + "[webhook]\nport = 0\n")
+            for i in range(args.jobs):
+                (home / "tasks" / f"tick-{i:02d}.md").write_text(TASK.format(i=i))
+            proc, lines, ready = start_daemon(home)
+            daemons.append((label, home, proc, lines, ready))
+        for _label, _home, proc, lines, ready in daemons:
+            if not ready.wait(60) or proc.poll() is not None:
+                sys.exit("daemon did not start:\n" + "\n".join(lines[-20:]))
+        aps = subprocess.Popen(
+            [sys.executable, "-c", APS_CHILD, str(args.jobs), str(args.seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert aps.stdout is not None
+        assert aps.stdout.readline().strip() == "ready"
+        aps_out = json.loads(aps.stdout.read())
+        aps.wait()
+        for _label, _home, proc, _lines, _ready in daemons:
+            proc.send_signal(signal.SIGTERM)
+        for _label, _home, proc, _lines, _ready in daemons:
+            proc.wait(60)
+        load = os.getloadavg()
+
+        print(
+            f"Fire lateness, {args.jobs} schedules of every 1 s for {args.seconds:.0f} s, "
+            f"two daycare daemons and APScheduler at once (load average after: "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}); goal p99 < {GOAL_P99_MS:.0f} ms\n"
+        )
+        print(
+            "| scheduler | fires | p50 ms | p90 ms | p99 ms | max ms | min ms | goal met | notes |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+        for label, home, _proc, lines, _ready in daemons:
+            db = sqlite3.connect(home / "state.db")
+            rows = db.execute(
+                "SELECT slot, queued_at, started_at, finished_at FROM runs "
+                "WHERE trigger = 'schedule'"
+            ).fetchall()
+            statuses = dict(
+                db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+            )
+            db.close()
+            started = [ms(r[2], r[0]) for r in rows if r[2]]
+            queued = [ms(r[1], r[0]) for r in rows]
+            took = [ms(r[3], r[2]) for r in rows if r[2] and r[3]]
+            st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+            print(
+                row(
+                    f"daycare ({label}): run started, `started_at − slot`",
+                    started,
+                    f"runs: {st}; a run took {pct(took, 50):.0f} ms median, "
+                    f"{pct(took, 99):.0f} ms p99 (started → finished)",
+                )
+            )
+            print(
+                row(
+                    f"daycare ({label}): row written, `queued_at − slot`",
+                    queued,
+                    "the scheduler's wake-up and run row only",
+                )
+            )
+            errors = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln]
+            if errors:
+                print("\ndaemon errors:\n" + "\n".join(errors[:10]) + "\n")
+        print(
+            row(
+                "APScheduler 3.11 AsyncIOScheduler, `call − scheduled_run_time`",
+                aps_out["late_ms"],
+                f"missed {aps_out['missed']}; the job only records the time",
+            )
+        )
+
+
+def ms(a: str, b: str) -> float:
+    """`a − b` in milliseconds, for two ISO 8601 times with offsets."""
+    return (datetime.fromisoformat(a).timestamp() - datetime.fromisoformat(b).timestamp()) * 1000
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,550 @@
+"""The daemon as a person runs it: `daycare daemon run` in a subprocess on a temp home.
+
+Every test asserts on what the daemon left behind (rows of `state.db`, task files, run
+directories), not only on its output. Schedules are `every: 1s`, `at:` a second or two
+ahead and `@reboot`, so that the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import socket
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import DaemonHome
+
+
+def utc(text: str | None) -> datetime:
+    """A stored time (ISO 8601 with offset) as an aware datetime."""
+    assert text is not None
+    return datetime.fromisoformat(text)
+
+
+def iso_in(seconds: float) -> str:
+    """The instant `seconds` from now, for an `at:` trigger."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+RUN_KEYS = {
+    "id", "task", "trigger", "slot", "attempt", "status", "queued_at", "started_at",
+    "finished_at", "duration_ms", "output", "response", "error", "skip_reason", "run_dir",
+}  # fmt: skip
+
+
+def task_file(triggers: str, body: str = 'print("tick")', extra: str = "") -> str:
+    """A task file: `triggers` is the YAML list (one item a line), `body` one block's code."""
+    items = "".join(f"  - {t}\n" for t in triggers.splitlines())
+    code = "\n".join(body.splitlines())
+    return (
+        f"---\ntriggers:\n{items}execute: true\n{extra}---\n<run_python>\n{code}\n</run_python>\n"
+    )
+
+
+def every(body: str = 'print("tick")', extra: str = "") -> str:
+    return task_file("every: 1s", body, extra)
+
+
+def reboot(body: str = 'print("tick")', extra: str = "") -> str:
+    return task_file('cron: "@reboot"', body, extra)
+
+
+def seconds(a: str | None, b: str | None) -> float:
+    """b - a in seconds, for two stored times."""
+    return (utc(b) - utc(a)).total_seconds()
+
+
+def succeeded(home: DaemonHome, task: str, n: int, timeout: float = 8.0) -> list[object]:
+    """Wait until `task` has at least `n` succeeded runs; return them."""
+    return list(
+        home.wait_for(
+            lambda: (rows := home.runs(task, status="succeeded")) and len(rows) >= n and rows,
+            timeout,
+            f"{n} succeeded runs of {task}",
+        )
+    )
+
+
+def queued_after(home: DaemonHome, task: str, when: datetime) -> list[object]:
+    return [r for r in home.runs(task) if utc(r["queued_at"]) > when]
+
+
+# --- firing on schedule -------------------------------------------------------------------
+
+
+def test_every_second_fires_repeatedly_one_run_per_slot(daemon: DaemonHome) -> None:
+    daemon.write("tick", every())
+    daemon.start()
+    succeeded(daemon, "tick", 3)
+    rows = [r for r in daemon.runs("tick") if r["finished_at"]]
+
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert {(r["trigger"], r["trigger_id"], r["attempt"]) for r in rows} == {
+        ("schedule", "every", 1)
+    }
+    assert {r["pid"] for r in rows} == {daemon.pid}
+    slots = [utc(r["slot"]) for r in rows]
+    assert len(set(slots)) == len(slots)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
+    assert all(abs(g - 1.0) < 0.01 for g in gaps), gaps
+    for r in rows:
+        lateness = seconds(r["slot"], r["started_at"])
+        assert 0 <= lateness < 0.5, lateness
+        assert r["output"].strip() == "tick"
+        run_dir = Path(r["run_dir"])
+        assert (run_dir / "prompt.md").read_text().strip() == "tick"
+        log = [json.loads(x)["event"] for x in (run_dir / "log.jsonl").read_text().splitlines()]
+        assert log[0] == "run.start" and log[-1] == "run.end"
+    fired = daemon.events("run.fired", "tick")
+    assert {e["run"] for e in fired} >= {r["id"] for r in rows}
+    assert daemon.duplicate_slots() == []
+
+
+def test_at_fires_exactly_once_and_is_archived(daemon: DaemonHome) -> None:
+    daemon.start()
+    at = iso_in(1.5)
+    path = daemon.write("remind", task_file(f'at: "{at}"', 'print("now")'))
+    archived = daemon.tasks / ".archive" / "remind.md"
+    daemon.wait_for(archived.exists, 6, "the one-off task to be archived")
+
+    assert not path.exists()
+    rows = daemon.runs("remind")
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row["trigger"], row["trigger_id"], row["status"]) == ("schedule", "at", "succeeded")
+    assert utc(row["slot"]) == datetime.fromisoformat(at)
+    assert 0 <= seconds(row["slot"], row["started_at"]) < 0.5
+    assert row["output"].strip() == "now"
+    assert "at:" in archived.read_text()
+    assert len(daemon.events("task.archived", "remind")) == 1
+    daemon.holds_for(lambda: len(daemon.runs("remind")) == 1, 1.0, "a single run of the at task")
+
+
+# --- the watcher --------------------------------------------------------------------------
+
+
+def test_edit_reschedules_within_a_second_without_restart(daemon: DaemonHome) -> None:
+    path = daemon.write("tick", every())
+    daemon.start()
+    succeeded(daemon, "tick", 2)
+
+    edited = datetime.now(UTC)
+    path.write_text(every('print("tock")'))
+    (changed,) = daemon.wait_for(lambda: daemon.events("task.changed", "tick"), 3, "task.changed")
+    assert (utc(changed["at"]) - edited).total_seconds() < 1.0
+    tock = daemon.wait_for(
+        lambda: [r for r in daemon.runs("tick", status="succeeded") if r["output"] == "tock\n"],
+        4,
+        "a run of the edited block",
+    )
+    assert (utc(tock[0]["started_at"]) - edited).total_seconds() < 2.5
+    # Every run queued after the change runs the new version.
+    after = [r for r in queued_after(daemon, "tick", utc(changed["at"])) if r["finished_at"]]
+    assert after and {r["output"] for r in after} == {"tock\n"}
+
+    path.write_text(every('print("tock")', extra="enabled: false\n"))
+    disabled = daemon.wait_for(
+        lambda: (ev := daemon.events("task.changed", "tick")) and len(ev) == 2 and ev[1],
+        3,
+        "the disabling edit",
+    )
+    assert (utc(disabled["at"]) - edited).total_seconds() < 60
+    daemon.holds_for(
+        lambda: not queued_after(daemon, "tick", utc(disabled["at"])), 1.5, "no run once disabled"
+    )
+    status = daemon.cli_json("daemon", "status")
+    assert status["tasks"] == 1 and status["enabled"] == 0
+    assert [n for n in status["next"] if n["task"] == "tick"] == []
+    assert daemon.proc is not None and daemon.proc.poll() is None  # never restarted
+
+
+def test_broken_edit_keeps_the_old_schedule_and_is_reported(daemon: DaemonHome) -> None:
+    path = daemon.write("tick", every())
+    daemon.start()
+    succeeded(daemon, "tick", 1)
+
+    path.write_text(every().replace("every: 1s", "every: soon"))
+    (invalid,) = daemon.wait_for(lambda: daemon.events("task.invalid", "tick"), 3, "task.invalid")
+    assert "tick.md" in json.loads(invalid["detail"])["error"]
+    since = utc(invalid["at"])
+    daemon.wait_for(
+        lambda: len([r for r in queued_after(daemon, "tick", since) if r["finished_at"]]) >= 2,
+        4,
+        "two runs of the last good version after the broken edit",
+    )
+    after = [r for r in queued_after(daemon, "tick", since) if r["finished_at"]]
+    assert {(r["status"], r["output"]) for r in after} == {("succeeded", "tick\n")}
+
+    (listed,) = [t for t in daemon.cli_json("task", "ls") if t["id"] == "tick"]
+    assert listed["error"] and "tick.md" in listed["error"]
+    status = daemon.cli_json("daemon", "status")
+    (error,) = status["errors"]
+    assert error["task"] == "tick" and error["stale"] is True and "tick.md" in error["error"]
+    assert status["tasks"] == 1
+
+    path.write_text(every('print("fixed")'))
+    daemon.wait_for(
+        lambda: not daemon.cli_json("daemon", "status")["errors"], 3, "the error to clear"
+    )
+    daemon.wait_for(
+        lambda: [r for r in daemon.runs("tick") if r["output"] == "fixed\n"], 3, "the fixed task"
+    )
+    assert len(daemon.events("task.invalid", "tick")) == 1
+
+
+def test_deleting_the_file_stops_the_task(daemon: DaemonHome) -> None:
+    path = daemon.write("tick", every())
+    daemon.start()
+    succeeded(daemon, "tick", 2)
+    before = len(daemon.runs("tick"))
+
+    path.unlink()
+    (removed,) = daemon.wait_for(lambda: daemon.events("task.removed", "tick"), 3, "task.removed")
+    gone = utc(removed["at"])
+    daemon.holds_for(lambda: not queued_after(daemon, "tick", gone), 2.0, "no run after deletion")
+    assert len(daemon.runs("tick")) >= before  # history stays
+    assert daemon.cli_json("daemon", "status")["tasks"] == 0
+
+
+# --- crashes: SIGKILL mid-run, 3 s down, restart -----------------------------------------
+
+
+@dataclass
+class Crash:
+    home: DaemonHome
+    first_pid: int
+    killed_at: datetime
+    restarted_at: datetime
+
+
+POLICIES = ("skip", "latest", "all")
+
+
+def contiguous(slots: list[datetime]) -> bool:
+    """True when sorted `slots` are exactly one second apart, with no gap and no repeat."""
+    slots = sorted(slots)
+    return all(abs((b - a).total_seconds() - 1.0) < 0.01 for a, b in itertools.pairwise(slots))
+
+
+@pytest.fixture(scope="module")
+def crash(module_daemon: DaemonHome) -> Crash:
+    """One daemon with a task per catch_up policy and a long run; SIGKILL, 3 s down, restart."""
+    home = module_daemon
+    for policy in POLICIES:
+        # A window of a minute so that all missed slots are inside it; `allow` so that a
+        # staggered catch-up run never meets a scheduled one as an overlap.
+        extra = f"catch_up: {policy}\ncatch_up_window: 1m\noverlap: allow\n"
+        home.write(f"cu-{policy}", every(extra=extra))
+    home.write("long", task_file(f'at: "{iso_in(1.0)}"', "import time\ntime.sleep(30)"))
+    home.start()
+    first_pid = home.pid
+    home.wait_for(lambda: home.runs("long", status="running"), 8, "the long run to start")
+    for policy in POLICIES:
+        succeeded(home, f"cu-{policy}", 1)
+    killed_at = datetime.now(UTC)
+    home.kill()
+    time.sleep(3.0)  # the downtime is the scenario, not a synchronisation
+    restarted_at = datetime.now(UTC)
+    home.start()
+
+    def settled(task: str) -> bool:
+        rows = home.runs(task)
+        resumed = [
+            r
+            for r in rows
+            if r["trigger"] == "schedule"
+            and r["status"] != "missed"
+            and utc(r["slot"]) > restarted_at
+        ]
+        busy = [r for r in rows if r["trigger"] == "catch-up" and not r["finished_at"]]
+        return bool(resumed) and not busy and contiguous([utc(r["slot"]) for r in rows])
+
+    for policy in POLICIES:
+        home.wait_for(lambda p=policy: settled(f"cu-{p}"), 10, f"cu-{policy} to settle")
+    return Crash(home, first_pid, killed_at, restarted_at)
+
+
+def gap_rows(c: Crash, task: str) -> list[object]:
+    """The rows of the slots that passed while the daemon was down (and starting)."""
+    rows = c.home.runs(task)
+    before = max(utc(r["slot"]) for r in rows if utc(r["queued_at"]) < c.killed_at)
+    resumed = min(
+        utc(r["slot"])
+        for r in rows
+        if r["trigger"] == "schedule"
+        and r["status"] != "missed"
+        and utc(r["slot"]) > c.restarted_at
+    )
+    gap = [r for r in rows if before < utc(r["slot"]) < resumed]
+    # Down for 3 s plus a start: at least three slots were missed.
+    assert len(gap) >= 3, [dict(r) for r in rows]
+    assert contiguous([before, *(utc(r["slot"]) for r in gap), resumed])
+    return sorted(gap, key=lambda r: r["slot"])
+
+
+def test_crash_marks_the_killed_run_interrupted(crash: Crash) -> None:
+    (row,) = crash.home.runs("long")
+    assert row["status"] == "interrupted"
+    assert row["pid"] == crash.first_pid
+    assert utc(row["started_at"]) < crash.killed_at < utc(row["finished_at"])
+    assert "ended before the run finished" in row["error"]
+    assert any(row["id"] in line and "interrupted" in line for line in crash.home.lines)
+    # Its `at` slot had its run: the restarted daemon does not fire it again.
+    assert crash.home.runs("long", trigger="catch-up") == []
+
+
+def test_crash_never_runs_a_slot_twice(crash: Crash) -> None:
+    rows = crash.home.query(
+        "SELECT task, trigger_id, slot, COUNT(*) AS n FROM runs WHERE slot IS NOT NULL "
+        "GROUP BY task, trigger_id, slot HAVING n > 1"
+    )
+    assert [tuple(r) for r in rows] == []
+    assert crash.home.duplicate_slots() == []
+    assert len(crash.home.runs()) > 15
+
+
+@pytest.mark.parametrize(
+    ("policy", "catch_up_runs", "missed"),
+    [("skip", "none", "all"), ("latest", "newest", "all but the newest"), ("all", "every", "none")],
+)
+def test_crash_missed_slots_follow_catch_up(
+    crash: Crash, policy: str, catch_up_runs: str, missed: str
+) -> None:
+    gap = gap_rows(crash, f"cu-{policy}")
+    ran = [r for r in gap if r["trigger"] == "catch-up"]
+    lost = [r for r in gap if r["status"] == "missed"]
+    assert len(ran) + len(lost) == len(gap)
+    assert {r["status"] for r in ran} <= {"succeeded"}
+    assert all(r["skip_reason"] for r in lost)
+    if catch_up_runs == "none":
+        assert ran == [] and len(lost) == len(gap)
+    elif catch_up_runs == "newest":
+        assert [r["slot"] for r in ran] == [gap[-1]["slot"]] and len(lost) == len(gap) - 1
+    else:
+        assert lost == [] and len(ran) == len(gap)
+        starts = sorted(utc(r["started_at"]) for r in ran)
+        # Staggered a second apart, not all at once.
+        assert all((b - a).total_seconds() > 0.8 for a, b in itertools.pairwise(starts))
+
+
+# --- stopping -----------------------------------------------------------------------------
+
+
+def test_sigterm_lets_a_run_finish_within_the_grace_period(daemon: DaemonHome) -> None:
+    daemon.write("slow", reboot('import time\ntime.sleep(2)\nprint("done")'))
+    daemon.start()
+    daemon.wait_for(lambda: daemon.runs("slow", status="running"), 5, "the run to start")
+    termed = datetime.now(UTC)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0
+
+    (row,) = daemon.runs("slow")
+    assert row["status"] == "succeeded" and row["output"] == "done\n"
+    assert utc(row["finished_at"]) > termed
+    assert daemon.events("daemon.stopped")
+    assert not (daemon.home / "run" / "daycare.pid").exists()
+
+
+def test_sigterm_interrupts_a_run_longer_than_the_grace_period(daemon: DaemonHome) -> None:
+    daemon.config.write_text(daemon.CONFIG.replace("grace_period = 5", "grace_period = 2"))
+    daemon.write("slow", reboot("import time\ntime.sleep(30)"))
+    daemon.start()
+    daemon.wait_for(lambda: daemon.runs("slow", status="running"), 5, "the run to start")
+    termed = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0
+    took = time.monotonic() - termed
+    assert 2.0 <= took < 6.0, took
+
+    (row,) = daemon.runs("slow")
+    assert row["status"] == "interrupted"
+    assert "daemon stopped" in row["error"]
+    assert 2000 <= row["duration_ms"] < 6000
+
+
+def test_sighup_reloads_config(daemon: DaemonHome) -> None:
+    daemon.write("tick", every())
+    daemon.start()
+    succeeded(daemon, "tick", 3)  # the default retention keeps them all
+
+    daemon.config.write_text(daemon.CONFIG + "\n[retention]\nkeep_runs = 2\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(
+        lambda: any("reloaded config" in line for line in daemon.lines), 3, "the reload"
+    )
+    daemon.wait_for(lambda: len(daemon.runs("tick")) <= 2, 4, "runs pruned to the new keep_runs")
+    runs_dirs = {p.name for p in (daemon.home / "workspaces" / "tick" / "runs").iterdir()}
+    assert runs_dirs <= {r["id"] for r in daemon.runs("tick")} | {
+        r["id"] for r in daemon.runs("tick", status="running")
+    }
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_reboot_fires_once_per_start(daemon: DaemonHome) -> None:
+    daemon.write("boot", reboot('print("booted")'))
+    daemon.start()
+    (first,) = succeeded(daemon, "boot", 1)
+    daemon.holds_for(lambda: len(daemon.runs("boot")) == 1, 1.0, "a single @reboot run")
+    assert (first["trigger"], first["trigger_id"]) == ("schedule", "cron")
+    assert first["pid"] == daemon.pid
+    assert daemon.stop() == 0
+
+    daemon.start()
+    rows = succeeded(daemon, "boot", 2)
+    assert len(rows) == 2 and rows[0]["slot"] != rows[1]["slot"]
+    assert rows[1]["pid"] == daemon.pid != first["pid"]
+
+
+# --- overlap, the global cap, retries -----------------------------------------------------
+
+
+def test_overlap_skip_records_skipped_fires(daemon: DaemonHome) -> None:
+    daemon.write("slow", every("import time\ntime.sleep(2.2)"))
+    daemon.start()
+    daemon.wait_for(lambda: len(daemon.runs("slow", status="skipped")) >= 2, 8, "two skipped fires")
+
+    rows = daemon.runs("slow")
+    ran = [r for r in rows if r["status"] in ("running", "succeeded")]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert {r["status"] for r in rows} <= {"running", "succeeded", "skipped"}
+    assert all("overlap" in r["skip_reason"] for r in skipped)
+    assert all(r["started_at"] is None for r in skipped)
+    for r in skipped:  # each skipped fire came while a run was active
+        assert any(
+            utc(a["started_at"]) <= utc(r["queued_at"])
+            and (a["finished_at"] is None or utc(r["queued_at"]) <= utc(a["finished_at"]))
+            for a in ran
+        )
+    assert contiguous([utc(r["slot"]) for r in rows])
+
+
+def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
+    daemon.config.write_text("max_concurrent_runs = 1\n" + daemon.CONFIG)
+    daemon.write("a", every("import time\ntime.sleep(0.3)"))
+    daemon.write("b", every("import time\ntime.sleep(0.3)"))
+    daemon.start()
+    daemon.wait_for(
+        lambda: all(len(daemon.runs(t, status="succeeded")) >= 3 for t in "ab"), 10, "runs of a, b"
+    )
+
+    rows = [r for r in daemon.runs() if r["started_at"]]
+    spans = sorted((utc(r["started_at"]), utc(r["finished_at"] or r["started_at"])) for r in rows)
+    running = [r for r in rows if r["finished_at"] is None]
+    assert len(running) <= 1
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start, (end, start)
+    # Both fire at the same instants, so one of each pair waited for the other.
+    waited = [seconds(r["queued_at"], r["started_at"]) for r in rows]
+    assert max(waited) > 0.2
+
+
+def test_retries_a_failing_run_with_backoff(daemon: DaemonHome) -> None:
+    daemon.write(
+        "flaky",
+        reboot('raise RuntimeError("boom")', extra="retries: 2\nretry_delay: 1s\n"),
+    )
+    daemon.start()
+    daemon.wait_for(
+        lambda: daemon.runs("flaky", attempt=3, status="failed"), 8, "the third attempt"
+    )
+    daemon.holds_for(lambda: not daemon.runs("flaky", attempt=4), 0.8, "no fourth attempt")
+
+    rows = sorted(daemon.runs("flaky"), key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["trigger"], r["status"]) for r in rows] == [
+        (1, "schedule", "failed"),
+        (2, "retry", "failed"),
+        (3, "retry", "failed"),
+    ]
+    assert len({(r["trigger_id"], r["slot"]) for r in rows}) == 1
+    assert all("RuntimeError: boom" in r["error"] for r in rows)
+    # retry_delay 1s doubling, with +-25 % jitter (plus a little start-up time).
+    first = seconds(rows[0]["finished_at"], rows[1]["started_at"])
+    second = seconds(rows[1]["finished_at"], rows[2]["started_at"])
+    assert 0.75 <= first < 1.25 + 0.3, first
+    assert 1.5 <= second < 2.5 + 0.3, second
+
+
+# --- systemd and the CLI ------------------------------------------------------------------
+
+
+def test_sd_notify_ready_watchdog_stopping(daemon: DaemonHome, tmp_path: Path) -> None:
+    address = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(address))
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        while not done.is_set():
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            messages.append((time.monotonic(), data.decode()))
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    try:
+        daemon.write("tick", every())
+        daemon.start(env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "200000"})
+        daemon.wait_for(
+            lambda: sum("WATCHDOG=1" in m for _, m in messages) >= 5, 5, "watchdog pings"
+        )
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for(lambda: any("STOPPING=1" in m for _, m in messages), 5, "STOPPING=1")
+        assert daemon.wait_exit(10) == 0
+    finally:
+        done.set()
+        thread.join(2)
+        sock.close()
+
+    texts = [m for _, m in messages]
+    ready = texts[0].split("\n")
+    assert "READY=1" in ready
+    assert any(line.startswith("STATUS=") and "1 tasks" in line for line in ready)
+    assert f"MAINPID={daemon.pid}" in ready
+    pings = [t for t, m in messages if m == "WATCHDOG=1"]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    # systemd wants a ping every half WATCHDOG_USEC (0.1 s here), never past 0.2 s.
+    assert statistics.median(gaps) < 0.2 and max(gaps) < 0.35, gaps
+    stopping = next(i for i, m in enumerate(texts) if "STOPPING=1" in m)
+    assert all("READY=1" not in m for m in texts[stopping:])
+
+
+def test_cli_goes_through_the_running_daemon(daemon: DaemonHome) -> None:
+    daemon.write("hello", "---\nexecute: true\n---\n<run_python>\nprint('hello')\n</run_python>\n")
+    daemon.write("tick", every())
+    local = daemon.cli_json("task", "run", "hello")  # no daemon yet: in the CLI's process
+    daemon.start()
+
+    via = daemon.cli_json("task", "run", "hello")
+    assert set(via) == set(local) and set(via) >= RUN_KEYS
+    assert (via["task"], via["trigger"], via["status"]) == ("hello", "manual", "succeeded")
+    assert via["output"] == "hello\n" and via["id"] != local["id"]
+    (row,) = daemon.runs("hello", id=via["id"])
+    assert row["pid"] == daemon.pid
+    (local_row,) = daemon.runs("hello", id=local["id"])
+    assert local_row["pid"] != daemon.pid
+    assert Path(via["run_dir"], "prompt.md").read_text().strip() == "hello"
+
+    status = daemon.cli_json("daemon", "status")
+    assert status["running"] is True and status["pid"] == daemon.pid
+    assert status["tasks"] == 2 and status["errors"] == []
+    assert any(n["task"] == "tick" for n in status["next"])
+
+    upcoming = daemon.cli_json("next")
+    ticks = [f for f in upcoming if f["task"] == "tick"]
+    assert ticks and ticks[0]["trigger"] == "every"
+    soonest = datetime.fromisoformat(ticks[0]["slot"])
+    assert timedelta(0) <= soonest - datetime.now(UTC) + timedelta(seconds=1) < timedelta(seconds=3)
