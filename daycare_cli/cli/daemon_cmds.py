@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         """Install the systemd user unit and enable it; warns when lingering is off."""
         from daycare_cli.daemon.unit import unit_text
 
-        exe = shutil.which("daycare") or os.path.abspath(sys.argv[0])
+        exe = shutil.which("daycare") or f"{sys.executable} -m daycare_cli"
         unit_dir = (
             Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
         )

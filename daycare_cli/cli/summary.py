@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from daycare_cli.cli.render import error_text
@@ -35,8 +35,13 @@ def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list
     from daycare_cli.core.schedule import next_fires
 
     zone = cli.trigger_zone(task, trigger)
+    after, anchor = cli.now, None
+    planned = daemon_next(cli, task.id, trigger.id)
+    if planned is not None and trigger.type == "every":
+        # `every` counts from the daemon's start or last fire, which only the daemon knows.
+        after = anchor = planned - timedelta(milliseconds=1)
     try:
-        instants = next_fires(trigger, cli.now, n, tz=zone)
+        instants = next_fires(trigger, after, n, tz=zone, anchor=anchor)
     except ScheduleError:
         return []
     return [Fire(when, task, trigger, zone) for when in instants]
@@ -108,17 +113,37 @@ def task_record(
     }
 
 
+_NO_VIEW: dict[str, Any] = {}
+
+
 def daemon_view(cli: CliContext) -> dict[str, Any] | None:
-    """The running daemon's view of the tasks (next fires, stale versions), if one runs."""
+    """The running daemon's view of the tasks (next fires, stale versions), if one runs.
+
+    Asked once per invocation (cached on the context).
+    """
+    cached = cli.__dict__.get("_daemon_view")
+    if cached is not None:
+        return None if cached is _NO_VIEW else dict(cached)
     from daycare_cli.client import connect
 
+    view: dict[str, Any] | None = None
     client = connect(cli.paths)
-    if client is None:
+    if client is not None:
+        try:
+            view = client.tasks()
+        except Exception:  # a daemon that does not answer properly: show the files' view
+            view = None
+    cli.__dict__["_daemon_view"] = _NO_VIEW if view is None else view
+    return view
+
+
+def daemon_next(cli: CliContext, task_id: str, trigger_id: str) -> datetime | None:
+    """The daemon's planned next fire of one trigger, if a daemon runs and plans one."""
+    view = daemon_view(cli)
+    if not view or task_id not in view:
         return None
-    try:
-        return client.tasks()
-    except Exception:  # a daemon that does not answer properly: show the files' view
-        return None
+    value = view[task_id].get("next_fire", {}).get(trigger_id)
+    return datetime.fromisoformat(value) if value else None
 
 
 def apply_daemon_view(

@@ -165,6 +165,13 @@ class Daemon:
         self.scheduler = scheduler = Scheduler(
             self.paths, self.config, state, on_event=self.publish
         )
+        # Watch before the first scan: a file written between the scan and the watch
+        # (e.g. right after the ready line) would otherwise go unseen until a rescan.
+        # One turn of the loop lets `awatch` register its inotify watch; the changes it
+        # queues meanwhile are applied after the scan (same digest: no-op).
+        watcher_stop = asyncio.Event()
+        watcher = loop.create_task(watch(scheduler, watcher_stop), name="watcher")
+        await asyncio.sleep(0)
         scheduler.load_all(starting=True)
         state.add_event("daemon", "daemon.started", detail={"pid": os.getpid()})
 
@@ -175,6 +182,9 @@ class Daemon:
             await webhooks.start()
         except OSError as exc:
             log.error("cannot listen: %s", exc)
+            watcher_stop.set()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await control.stop()
             await webhooks.stop()
             state.close()
@@ -199,10 +209,9 @@ class Daemon:
         )
         sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
 
-        watcher_stop = asyncio.Event()
         background = [
             loop.create_task(scheduler.run_forever(), name="scheduler"),
-            loop.create_task(watch(scheduler, watcher_stop), name="watcher"),
+            watcher,
             loop.create_task(self._watchdog(), name="watchdog"),
         ]
         try:

@@ -67,6 +67,20 @@ class RunContext:
     secrets: list[str] = field(default_factory=list)
 
 
+async def acquire_lock(lock: TaskLock, wait: float) -> None:
+    """Take a task lock, polling up to `wait` s without a thread, so cancelling the wait
+    can never leave a lock taken behind the caller's back."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock.acquire(0.0)
+            return
+        except LockBusy:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 class Runner:
     """Runs tasks against one home: its paths, config and state database."""
 
@@ -113,7 +127,15 @@ class Runner:
             if wait is None:
                 wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
             try:
-                await asyncio.to_thread(lock.acquire, wait)
+                await acquire_lock(lock, wait)
+            except asyncio.CancelledError:
+                self.state.finish_run(
+                    run_id,
+                    status="cancelled",
+                    error="cancelled while waiting for the previous run",
+                    now=datetime.now(UTC),
+                )
+                raise
             except LockBusy as busy:
                 reason = (
                     f"another run of this task is active (pid {busy.holder_pid}); "
@@ -167,6 +189,8 @@ class Runner:
             log.exception("run %s crashed", run_id)
             outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
 
+        if outcome.get("skip_reason"):
+            outcome["skip_reason"] = self._redact(str(outcome["skip_reason"]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
         self.state.finish_run(
@@ -283,15 +307,17 @@ class Runner:
                 )
                 res = await run_block(spec)
                 isolation = res.isolation
-                if res.error:
-                    block_errors.append(f"block {block.index + 1}: {res.error}")
+                # An exception message may quote a secret: keep it out of the log and row.
+                logged_error = self._redact(res.error, ctx) if res.error else None
+                if logged_error:
+                    block_errors.append(f"block {block.index + 1}: {logged_error}")
                 self._emit(
                     ctx,
                     "block.end",
                     block=block.index,
                     exit_code=res.exit_code,
                     duration_ms=res.duration_ms,
-                    error=res.error,
+                    error=logged_error,
                     skipped=res.skipped,
                     truncated=res.truncated,
                     isolation=res.isolation,
@@ -448,8 +474,10 @@ class Runner:
             )
 
     def _prune(self, task_id: str) -> None:
-        keep = int(self.config.get("retention.keep_runs") or 100)
-        days = int(self.config.get("retention.max_age_days") or 30)
+        keep_value = self.config.get("retention.keep_runs")
+        days_value = self.config.get("retention.max_age_days")
+        keep = int(100 if keep_value is None else keep_value)
+        days = int(30 if days_value is None else days_value)
         for run_dir in self.state.prune(task_id, keep=keep, max_age_days=days):
             if run_dir:
                 shutil.rmtree(run_dir, ignore_errors=True)

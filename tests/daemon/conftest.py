@@ -262,6 +262,8 @@ def _home(root: Path) -> Iterator[DaemonHome]:
         if home.proc is not None and home.proc.poll() is None:
             home.stop()
         home._close()
+        # Shown by pytest only when a test failed: what the daemon said.
+        print(f"--- daemon output ({home.home}) ---\n{home.output()}")
 
 
 @pytest.fixture

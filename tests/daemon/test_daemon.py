@@ -112,7 +112,7 @@ def test_every_second_fires_repeatedly_one_run_per_slot(daemon: DaemonHome) -> N
 
 def test_at_fires_exactly_once_and_is_archived(daemon: DaemonHome) -> None:
     daemon.start()
-    at = iso_in(1.5)
+    at = iso_in(1.2)
     path = daemon.write("remind", task_file(f'at: "{at}"', 'print("now")'))
     archived = daemon.tasks / ".archive" / "remind.md"
     daemon.wait_for(archived.exists, 6, "the one-off task to be archived")
@@ -127,7 +127,7 @@ def test_at_fires_exactly_once_and_is_archived(daemon: DaemonHome) -> None:
     assert row["output"].strip() == "now"
     assert "at:" in archived.read_text()
     assert len(daemon.events("task.archived", "remind")) == 1
-    daemon.holds_for(lambda: len(daemon.runs("remind")) == 1, 1.0, "a single run of the at task")
+    daemon.holds_for(lambda: len(daemon.runs("remind")) == 1, 0.6, "a single run of the at task")
 
 
 # --- the watcher --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_at_fires_exactly_once_and_is_archived(daemon: DaemonHome) -> None:
 def test_edit_reschedules_within_a_second_without_restart(daemon: DaemonHome) -> None:
     path = daemon.write("tick", every())
     daemon.start()
-    succeeded(daemon, "tick", 2)
+    succeeded(daemon, "tick", 1)
 
     edited = datetime.now(UTC)
     path.write_text(every('print("tock")'))
@@ -152,15 +152,16 @@ def test_edit_reschedules_within_a_second_without_restart(daemon: DaemonHome) ->
     after = [r for r in queued_after(daemon, "tick", utc(changed["at"])) if r["finished_at"]]
     assert after and {r["output"] for r in after} == {"tock\n"}
 
+    disabling = datetime.now(UTC)
     path.write_text(every('print("tock")', extra="enabled: false\n"))
     disabled = daemon.wait_for(
         lambda: (ev := daemon.events("task.changed", "tick")) and len(ev) == 2 and ev[1],
         3,
         "the disabling edit",
     )
-    assert (utc(disabled["at"]) - edited).total_seconds() < 60
+    assert (utc(disabled["at"]) - disabling).total_seconds() < 1.0
     daemon.holds_for(
-        lambda: not queued_after(daemon, "tick", utc(disabled["at"])), 1.5, "no run once disabled"
+        lambda: not queued_after(daemon, "tick", utc(disabled["at"])), 1.2, "no run once disabled"
     )
     status = daemon.cli_json("daemon", "status")
     assert status["tasks"] == 1 and status["enabled"] == 0
@@ -177,13 +178,6 @@ def test_broken_edit_keeps_the_old_schedule_and_is_reported(daemon: DaemonHome) 
     (invalid,) = daemon.wait_for(lambda: daemon.events("task.invalid", "tick"), 3, "task.invalid")
     assert "tick.md" in json.loads(invalid["detail"])["error"]
     since = utc(invalid["at"])
-    daemon.wait_for(
-        lambda: len([r for r in queued_after(daemon, "tick", since) if r["finished_at"]]) >= 2,
-        4,
-        "two runs of the last good version after the broken edit",
-    )
-    after = [r for r in queued_after(daemon, "tick", since) if r["finished_at"]]
-    assert {(r["status"], r["output"]) for r in after} == {("succeeded", "tick\n")}
 
     (listed,) = [t for t in daemon.cli_json("task", "ls") if t["id"] == "tick"]
     assert listed["error"] and "tick.md" in listed["error"]
@@ -192,26 +186,32 @@ def test_broken_edit_keeps_the_old_schedule_and_is_reported(daemon: DaemonHome) 
     assert error["task"] == "tick" and error["stale"] is True and "tick.md" in error["error"]
     assert status["tasks"] == 1
 
-    path.write_text(every('print("fixed")'))
     daemon.wait_for(
-        lambda: not daemon.cli_json("daemon", "status")["errors"], 3, "the error to clear"
+        lambda: len([r for r in queued_after(daemon, "tick", since) if r["finished_at"]]) >= 2,
+        4,
+        "two runs of the last good version after the broken edit",
     )
+    after = [r for r in queued_after(daemon, "tick", since) if r["finished_at"]]
+    assert {(r["status"], r["output"]) for r in after} == {("succeeded", "tick\n")}
+
+    path.write_text(every('print("fixed")'))
     daemon.wait_for(
         lambda: [r for r in daemon.runs("tick") if r["output"] == "fixed\n"], 3, "the fixed task"
     )
+    assert daemon.cli_json("daemon", "status")["errors"] == []
     assert len(daemon.events("task.invalid", "tick")) == 1
 
 
 def test_deleting_the_file_stops_the_task(daemon: DaemonHome) -> None:
     path = daemon.write("tick", every())
     daemon.start()
-    succeeded(daemon, "tick", 2)
+    succeeded(daemon, "tick", 1)
     before = len(daemon.runs("tick"))
 
     path.unlink()
     (removed,) = daemon.wait_for(lambda: daemon.events("task.removed", "tick"), 3, "task.removed")
     gone = utc(removed["at"])
-    daemon.holds_for(lambda: not queued_after(daemon, "tick", gone), 2.0, "no run after deletion")
+    daemon.holds_for(lambda: not queued_after(daemon, "tick", gone), 1.2, "no run after deletion")
     assert len(daemon.runs("tick")) >= before  # history stays
     assert daemon.cli_json("daemon", "status")["tasks"] == 0
 
@@ -245,7 +245,7 @@ def crash(module_daemon: DaemonHome) -> Crash:
         # staggered catch-up run never meets a scheduled one as an overlap.
         extra = f"catch_up: {policy}\ncatch_up_window: 1m\noverlap: allow\n"
         home.write(f"cu-{policy}", every(extra=extra))
-    home.write("long", task_file(f'at: "{iso_in(1.0)}"', "import time\ntime.sleep(30)"))
+    home.write("long", task_file(f'at: "{iso_in(1.5)}"', "import time\ntime.sleep(30)"))
     home.start()
     first_pid = home.pid
     home.wait_for(lambda: home.runs("long", status="running"), 8, "the long run to start")
@@ -299,8 +299,7 @@ def test_crash_marks_the_killed_run_interrupted(crash: Crash) -> None:
     assert utc(row["started_at"]) < crash.killed_at < utc(row["finished_at"])
     assert "ended before the run finished" in row["error"]
     assert any(row["id"] in line and "interrupted" in line for line in crash.home.lines)
-    # Its `at` slot had its run: the restarted daemon does not fire it again.
-    assert crash.home.runs("long", trigger="catch-up") == []
+    # Its `at` slot had its run: the restarted daemon did not fire it again (one row above).
 
 
 def test_crash_never_runs_a_slot_twice(crash: Crash) -> None:
@@ -332,9 +331,9 @@ def test_crash_missed_slots_follow_catch_up(
         assert [r["slot"] for r in ran] == [gap[-1]["slot"]] and len(lost) == len(gap) - 1
     else:
         assert lost == [] and len(ran) == len(gap)
-        starts = sorted(utc(r["started_at"]) for r in ran)
-        # Staggered a second apart, not all at once.
-        assert all((b - a).total_seconds() > 0.8 for a, b in itertools.pairwise(starts))
+        fired = sorted(utc(r["queued_at"]) for r in ran)
+        # Staggered a second apart, not all at once (with room for a loaded machine).
+        assert all((b - a).total_seconds() > 0.5 for a, b in itertools.pairwise(fired))
 
 
 # --- stopping -----------------------------------------------------------------------------
@@ -375,26 +374,28 @@ def test_sigterm_interrupts_a_run_longer_than_the_grace_period(daemon: DaemonHom
 def test_sighup_reloads_config(daemon: DaemonHome) -> None:
     daemon.write("tick", every())
     daemon.start()
-    succeeded(daemon, "tick", 3)  # the default retention keeps them all
+    succeeded(daemon, "tick", 2)  # the default retention keeps them all
 
-    daemon.config.write_text(daemon.CONFIG + "\n[retention]\nkeep_runs = 2\n")
+    daemon.config.write_text(daemon.CONFIG + "\n[retention]\nkeep_runs = 1\n")
     daemon.signal(signal.SIGHUP)
     daemon.wait_for(
         lambda: any("reloaded config" in line for line in daemon.lines), 3, "the reload"
     )
-    daemon.wait_for(lambda: len(daemon.runs("tick")) <= 2, 4, "runs pruned to the new keep_runs")
+    daemon.wait_for(lambda: len(daemon.runs("tick")) == 1, 4, "runs pruned to the new keep_runs")
+    assert daemon.proc is not None and daemon.proc.poll() is None  # reloaded, not restarted
+    # Stopped, so that no prune is between deleting rows and removing their directories.
+    assert daemon.stop() == 0
+    kept = daemon.runs("tick")
+    assert len(kept) == 1
     runs_dirs = {p.name for p in (daemon.home / "workspaces" / "tick" / "runs").iterdir()}
-    assert runs_dirs <= {r["id"] for r in daemon.runs("tick")} | {
-        r["id"] for r in daemon.runs("tick", status="running")
-    }
-    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert runs_dirs == {r["id"] for r in kept}
 
 
 def test_reboot_fires_once_per_start(daemon: DaemonHome) -> None:
     daemon.write("boot", reboot('print("booted")'))
     daemon.start()
     (first,) = succeeded(daemon, "boot", 1)
-    daemon.holds_for(lambda: len(daemon.runs("boot")) == 1, 1.0, "a single @reboot run")
+    daemon.holds_for(lambda: len(daemon.runs("boot")) == 1, 0.5, "a single @reboot run")
     assert (first["trigger"], first["trigger_id"]) == ("schedule", "cron")
     assert first["pid"] == daemon.pid
     assert daemon.stop() == 0
@@ -434,7 +435,7 @@ def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
     daemon.write("b", every("import time\ntime.sleep(0.3)"))
     daemon.start()
     daemon.wait_for(
-        lambda: all(len(daemon.runs(t, status="succeeded")) >= 3 for t in "ab"), 10, "runs of a, b"
+        lambda: all(len(daemon.runs(t, status="succeeded")) >= 2 for t in "ab"), 10, "runs of a, b"
     )
 
     rows = [r for r in daemon.runs() if r["started_at"]]

@@ -358,6 +358,20 @@ def test_env_secret_is_resolved_and_redacted_from_the_log(home: Home) -> None:
     assert end["stderr"].strip() == "debug: Bearer [redacted]"
 
 
+def test_secret_in_an_exception_message_is_redacted_from_log_and_row(home: Home) -> None:
+    home.configure(f'[secrets]\napi_token = "{SECRET}"\n')
+    task = home.task(
+        SECRET_TASK + "<run_python>import os; raise PermissionError(os.environ['API_TOKEN'])"
+        "</run_python>\n"
+    )
+    run = home.run(task)
+    assert run.status == "failed"
+    assert run.error == "block 2: PermissionError: Bearer [redacted]"
+    assert SECRET not in run_file(run, "log.jsonl").read_text("utf-8")
+    ends = [e for e in log_events(run) if e["event"] == "block.end"]
+    assert ends[1]["error"] == "PermissionError: Bearer [redacted]"
+
+
 def test_missing_secret_fails_the_run_before_any_block(home: Home) -> None:
     run = home.run(home.task(SECRET_TASK))
     assert run.status == "failed"

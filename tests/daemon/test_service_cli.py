@@ -1,0 +1,93 @@
+"""`daycare daemon install|start|stop` and the shipped systemd unit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from daycare_cli.daemon.service import daemon_pid, pid_alive
+from daycare_cli.daemon.unit import UNIT, unit_text
+from daycare_cli.daemon.watcher import watch_filter
+from daycare_cli.store.paths import Paths
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def daycare(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "DAYCARE_HOME": str(home), **(env or {})}
+    full.pop("DAYCARE_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "daycare_cli", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=60,
+    )
+
+
+def test_shipped_unit_matches_the_one_install_writes() -> None:
+    assert (REPO / "daemon" / "daycare.service").read_text() == UNIT
+    text = unit_text("/opt/bin/daycare")
+    assert "ExecStart=/opt/bin/daycare daemon run" in text
+    assert "Type=notify" in text and "WatchdogSec=" in text
+
+
+def test_install_writes_the_user_unit(tmp_path: Path) -> None:
+    config_home = tmp_path / "xdg"
+    # An empty PATH apart from the interpreter's dir: no systemctl, no loginctl.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    res = daycare(
+        tmp_path / "home",
+        "daemon",
+        "install",
+        env={"XDG_CONFIG_HOME": str(config_home), "PATH": str(bindir)},
+    )
+    assert res.returncode == 0, res.stderr
+    unit = config_home / "systemd" / "user" / "daycare.service"
+    assert unit.exists()
+    assert "daemon run" in unit.read_text()
+    assert "systemctl not found" in res.stdout
+
+
+def test_start_status_stop(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[webhook]\nport = 0\n")
+    res = daycare(home, "daemon", "start")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "daemon started" in res.stdout
+    paths = Paths.resolve(home=home)
+    pid = daemon_pid(paths)
+    assert pid is not None and pid_alive(pid)
+    again = daycare(home, "daemon", "start")
+    assert "already running" in again.stdout
+    status = daycare(home, "daemon", "status", "--json")
+    assert status.returncode == 0 and '"running": true' in status.stdout
+    stop = daycare(home, "daemon", "stop")
+    assert stop.returncode == 0 and "daemon stopped" in stop.stdout
+    assert not pid_alive(pid)
+    after = daycare(home, "daemon", "status")
+    assert after.returncode == 1 and "not running" in after.stdout
+    assert "daycare daemon ready" in (home / "daemon.log").read_text()
+
+
+def test_watch_filter_ignores_editor_files_and_archive(tmp_path: Path) -> None:
+    accept = watch_filter(tmp_path)
+    cases = {
+        "backup.md": True,
+        ".backup.md.swp": False,
+        "backup.md~": False,
+        ".#backup.md": False,
+        "4913": False,
+        ".hidden.md": False,
+        "notes.txt": False,
+        "#backup.md#": False,
+    }
+    for name, expected in cases.items():
+        assert accept(None, str(tmp_path / name)) is expected, name
+    assert accept(None, str(tmp_path / ".archive" / "old.md")) is False
