@@ -70,6 +70,13 @@ class CliContext:
         """The zone of tasks that name none: config, else the system's."""
         return self.config.timezone
 
+    def audit(self, kind: str, task_id: str, **detail: object) -> None:
+        """Record a change made through the CLI in the audit ledger (actor `cli`)."""
+        from daycare_cli.store.state import State
+
+        with State.open(self.paths.state_db) as state:
+            state.add_event("cli", kind, task=task_id, detail=dict(detail) or None)
+
     def task_zone(self, task: Task) -> str:
         """The zone a task's cron and `at` triggers use when they name none."""
         return task.timezone or self.default_zone

@@ -215,6 +215,7 @@ def create(
         text = render_task(fields, body)
     task = validate(text)
     written = store.create(new_id, text)
+    cli.audit("task.created", new_id, path=str(written))
     render.console().print(Text.assemble("Created ", (render.display_path(written), "bold")))
     print_schedule(cli, task, 3)
     for message in task_warnings(cli, task):
@@ -390,6 +391,8 @@ def finish_change(
     from daycare_cli.cli.edits import describe_changes, frontmatter_data, save_change
 
     text, task = save_change(cli.store, entry, change)
+    if text != entry.text:
+        cli.audit("task.updated", entry.id, path=str(entry.path))
     out = render.console()
     if text == entry.text:
         out.print(
@@ -466,6 +469,7 @@ def edit(ctx: typer.Context, task_id: TaskId) -> None:
         out.print(Text(f"No changes to {render.display_path(entry.path)}."))
         return
     cli.store.save(entry, edited)
+    cli.audit("task.edited", entry.id, path=str(entry.path))
     task = parse_task(edited, path=str(entry.path), task_id=entry.id)
     out.print(Text.assemble("Saved ", (render.display_path(entry.path), "bold")))
     print_schedule(cli, task, 3)
@@ -491,6 +495,7 @@ def delete(
         if not sure:
             raise UserError("not deleted", hint="pass --yes to skip the question")
     target = cli.store.archive(task_id)
+    cli.audit("task.archived", task_id, path=str(target))
     render.console().print(
         Text.assemble(f"Archived {task_id} to ", (render.display_path(target), "bold"))
     )

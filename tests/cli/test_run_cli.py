@@ -318,3 +318,21 @@ def test_doctor_fails_for_an_unknown_model_and_warns_on_an_open_config(
     assert found["model"]["level"] == "fail"
     assert "unknown model 'no-such-model-xyz'" in found["model"]["detail"]
     assert found["config"]["level"] == "warn" and "chmod 600" in found["config"]["detail"]
+
+
+def test_cli_changes_are_in_the_audit_ledger(run, home) -> None:
+    """create, update, disable and delete each leave a `cli` event naming the task."""
+    import sqlite3
+
+    assert run("task", "create", "Audit me", "--every", "1h", "--prompt", "hi").exit_code == 0
+    assert run("task", "update", "audit-me", "--every", "2h").exit_code == 0
+    assert run("task", "disable", "audit-me").exit_code == 0
+    assert run("task", "delete", "audit-me", "--yes").exit_code == 0
+    db = sqlite3.connect(home / "state.db")
+    kinds = [
+        row[0]
+        for row in db.execute(
+            "SELECT kind FROM events WHERE actor = 'cli' AND task = 'audit-me' ORDER BY id"
+        )
+    ]
+    assert kinds == ["task.created", "task.updated", "task.updated", "task.archived"]
