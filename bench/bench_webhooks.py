@@ -229,25 +229,26 @@ def one_config(
             break
         time.sleep(0.1)
     drained = time.perf_counter() - t0
-    ids: set[str] = set()
+    answered: list[str] = []  # run ids of the 202s, in no particular order
     for f in out_dir.glob("ids-*.txt"):
-        ids |= {ln for ln in f.read_text().split() if ln}
+        answered += [ln for ln in f.read_text().split() if ln]
+    ids = set(answered)
     # Retention keeps the newest 100 runs of a task, so older rows of this flood are
     # pruned while it runs; the ledger (never pruned) has a `run.fired` event for every
     # run row created and a `run.finished` event with its final status.
-    fired = {
+    fired_events = [
         r[0]
         for r in db.execute(
             "SELECT run FROM events WHERE kind = 'run.fired' AND actor = 'webhook'"
         ).fetchall()
-    }
+    ]
+    fired = set(fired_events)
     finished: dict[str, int] = {}
-    for run, detail in db.execute(
-        "SELECT run, detail FROM events WHERE kind = 'run.finished' AND actor = 'webhook'"
+    for (detail,) in db.execute(
+        "SELECT detail FROM events WHERE kind = 'run.finished' AND actor = 'webhook'"
     ).fetchall():
-        if run in fired:
-            st = json.loads(detail)["status"]
-            finished[st] = finished.get(st, 0) + 1
+        st = json.loads(detail)["status"]
+        finished[st] = finished.get(st, 0) + 1
     rows_left = db.execute("SELECT count(*) FROM runs WHERE trigger = 'webhook'").fetchone()[0]
     db.close()
     proc.send_signal(signal.SIGTERM)
@@ -258,19 +259,24 @@ def one_config(
     seconds = int(res["duration_us"]) / 1e6
     missing = ids - fired
     extra = fired - ids
+    reused = len(fired_events) - len(fired)  # one run id given to two runs
     ok = (
         not missing
+        and not reused
+        and len(answered) == accepted
         and len(ids) == accepted
         and (count is not None or len(extra) <= args.connections)
     )
     if count is not None:
         ok = ok and not extra
     match = ("yes" if ok else "**no**") + (
-        f": {accepted} × 202, {len(ids)} distinct run ids, {len(fired)} runs created "
+        f": {accepted} × 202, {len(ids)} distinct run ids, {len(fired_events)} runs created "
         f"({len(missing)} ids without a run"
     )
     if extra:
         match += f"; {len(extra)} runs whose 202 the generator did not read: in flight at its stop"
+    if reused:
+        match += f"; **{reused} run id(s) given to two runs**"
     match += ")"
     errors = sum(int(res[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     st_text = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))

@@ -354,7 +354,7 @@ def _webhook_base(cli: CliContext) -> str:
     if published.exists() and daemon_pid(cli.paths):
         return published.read_text().strip()
     host = cli.config.get("webhook.host") or "127.0.0.1"
-    port = cli.config.get("webhook.port") or 8765
+    port = cli.config.get("webhook.port")
     return f"http://{host}:{port}"
 
 

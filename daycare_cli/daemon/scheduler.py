@@ -358,8 +358,9 @@ class Scheduler:
             # The machine slept or the loop was stopped: the catch-up policy decides.
             self.catch_up(sched, trigger, [fire.slot, *later], now)
         else:
-            self.state.set_trigger_state(sched.task.id, trigger.id, last_slot=fire.slot.isoformat())
+            # Row first, then the trigger state: a crash in between leaves a row, not a gap.
             self.dispatch(sched, fire.trigger_id, fire.slot, kind="schedule")
+            self.state.set_trigger_state(sched.task.id, trigger.id, last_slot=fire.slot.isoformat())
         anchor = fire.slot if isinstance(trigger, EveryTrigger) else None
         if later and isinstance(trigger, EveryTrigger):
             anchor = later[-1]
@@ -471,9 +472,11 @@ class Scheduler:
                     self._start(started)
                 if sched.queued and not sched.active:
                     self.admit(sched, sched.queued.pop(0))
-        if run is None or self.stopping:
+        if run is None:
             return
         log.info("%s: run %s %s (%s ms)", sched.task.id, run.id, run.status, run.duration_ms)
+        if self.stopping and run.status in ("interrupted", "cancelled"):
+            return  # neither retried nor archived: the next start decides
         self.after_run(sched, req, run.status)
 
     def after_run(self, sched: Scheduled, req: RunRequest, status: str) -> None:
@@ -481,7 +484,7 @@ class Scheduler:
         task = sched.task
         if req.trigger in ("manual", "webhook"):
             return
-        if status in ("failed", "timed_out") and req.slot is not None:
+        if status in ("failed", "timed_out") and req.slot is not None and not self.stopping:
             trigger = task.trigger(req.trigger_id or "")
             next_slot = sched.next_fire.get(req.trigger_id or "")
             at = plan_retry(

@@ -262,7 +262,7 @@ class Daemon:
         webhooks.stopping = True
         scheduler.wake.set()
         watcher_stop.set()
-        grace = float(self.config.get("daemon.grace_period") or 30)
+        grace = float(self.config.get("daemon.grace_period"))
         active = list(scheduler.runs.items())
         if active:
             _done, still = await asyncio.wait([t for _, t in active], timeout=grace)

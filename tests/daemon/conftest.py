@@ -254,13 +254,11 @@ class DaemonHome:
         return [tuple(r) for r in rows]
 
 
-def _home(root: Path) -> Iterator[DaemonHome]:
-    home = DaemonHome(root)
+def _teardown(home: DaemonHome) -> None:
     try:
-        yield home
-    finally:
         if home.proc is not None and home.proc.poll() is None:
             home.stop()
+    finally:
         home._close()
         # Shown by pytest only when a test failed: what the daemon said.
         print(f"--- daemon output ({home.home}) ---\n{home.output()}")
@@ -269,10 +267,28 @@ def _home(root: Path) -> Iterator[DaemonHome]:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[DaemonHome]:
     """A temp home (config: webhook port 0, grace 5 s); the daemon is stopped at teardown."""
-    yield from _home(tmp_path)
+    home = DaemonHome(tmp_path)
+    try:
+        yield home
+    finally:
+        _teardown(home)
 
 
 @pytest.fixture(scope="module")
-def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonHome]:
-    """Like `daemon`, shared by a module's tests (one costly scenario, several checks)."""
-    yield from _home(tmp_path_factory.mktemp("daemon"))
+def module_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], DaemonHome]]:
+    """`module_homes()` makes a home shared by a module's tests; all stop after the module.
+
+    For a costly scenario checked by several tests, or one daemon whose tasks (one per
+    test, by id) run side by side instead of one test after the other.
+    """
+    homes: list[DaemonHome] = []
+
+    def make() -> DaemonHome:
+        homes.append(DaemonHome(tmp_path_factory.mktemp("daemon")))
+        return homes[-1]
+
+    try:
+        yield make
+    finally:
+        for home in homes:
+            _teardown(home)

@@ -2,7 +2,9 @@
 
 Every test asserts on what the daemon left behind (rows of `state.db`, task files, run
 directories), not only on its output. Schedules are `every: 1s`, `at:` a second or two
-ahead and `@reboot`, so that the whole file runs in well under a minute.
+ahead and `@reboot`, so that the whole file runs in well under a minute: the tests that
+only watch tasks share one daemon (`steady`, one task per test) so their seconds of
+waiting overlap; those that signal, kill or configure the daemon start their own.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import itertools
 import json
 import signal
 import socket
+import sqlite3
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +27,13 @@ import pytest
 
 if TYPE_CHECKING:
     from conftest import DaemonHome
+
+Rows = list[sqlite3.Row]
+
+RUN_KEYS = {
+    "id", "task", "trigger", "slot", "attempt", "status", "queued_at", "started_at",
+    "finished_at", "duration_ms", "output", "response", "error", "skip_reason", "run_dir",
+}  # fmt: skip
 
 
 def utc(text: str | None) -> datetime:
@@ -36,10 +47,9 @@ def iso_in(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
 
 
-RUN_KEYS = {
-    "id", "task", "trigger", "slot", "attempt", "status", "queued_at", "started_at",
-    "finished_at", "duration_ms", "output", "response", "error", "skip_reason", "run_dir",
-}  # fmt: skip
+def seconds(a: str | None, b: str | None) -> float:
+    """b - a in seconds, for two stored times."""
+    return (utc(b) - utc(a)).total_seconds()
 
 
 def task_file(triggers: str, body: str = 'print("tick")', extra: str = "") -> str:
@@ -59,12 +69,7 @@ def reboot(body: str = 'print("tick")', extra: str = "") -> str:
     return task_file('cron: "@reboot"', body, extra)
 
 
-def seconds(a: str | None, b: str | None) -> float:
-    """b - a in seconds, for two stored times."""
-    return (utc(b) - utc(a)).total_seconds()
-
-
-def succeeded(home: DaemonHome, task: str, n: int, timeout: float = 8.0) -> list[object]:
+def succeeded(home: DaemonHome, task: str, n: int, timeout: float = 8.0) -> Rows:
     """Wait until `task` has at least `n` succeeded runs; return them."""
     return list(
         home.wait_for(
@@ -75,145 +80,237 @@ def succeeded(home: DaemonHome, task: str, n: int, timeout: float = 8.0) -> list
     )
 
 
-def queued_after(home: DaemonHome, task: str, when: datetime) -> list[object]:
+def queued_after(home: DaemonHome, task: str, when: datetime) -> Rows:
     return [r for r in home.runs(task) if utc(r["queued_at"]) > when]
 
 
-# --- firing on schedule -------------------------------------------------------------------
+def contiguous(slots: list[datetime]) -> bool:
+    """True when the slots, sorted, are exactly one second apart: no gap, no repeat."""
+    ordered = sorted(slots)
+    return all(abs((b - a).total_seconds() - 1.0) < 0.01 for a, b in itertools.pairwise(ordered))
 
 
-def test_every_second_fires_repeatedly_one_run_per_slot(daemon: DaemonHome) -> None:
-    daemon.write("tick", every())
-    daemon.start()
-    succeeded(daemon, "tick", 3)
-    rows = [r for r in daemon.runs("tick") if r["finished_at"]]
+# --- one daemon, one task per test --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def steady(module_homes: Callable[[], DaemonHome]) -> DaemonHome:
+    """A daemon started once with every task the watching tests need, by id."""
+    home = module_homes()
+    # Room for all of them at once, so that no task waits for another's slot in the cap.
+    home.config.write_text("max_concurrent_runs = 8\n" + home.CONFIG)
+    home.write("tick", every())
+    home.write("edit", every())
+    home.write("broken", every())
+    home.write("gone", every())
+    home.write("hello", "---\nexecute: true\n---\n<run_python>\nprint('hello')\n</run_python>\n")
+    home.write("slow", every("import time\ntime.sleep(1.5)"))
+    home.write("flaky", reboot('raise RuntimeError("boom")', extra="retries: 2\nretry_delay: 1s\n"))
+    home.write("boot", reboot('print("booted")'))
+    home.start()
+    return home
+
+
+def test_every_second_fires_repeatedly_one_run_per_slot(steady: DaemonHome) -> None:
+    succeeded(steady, "tick", 3)
+    rows = [r for r in steady.runs("tick") if r["finished_at"]]
 
     assert {r["status"] for r in rows} == {"succeeded"}
     assert {(r["trigger"], r["trigger_id"], r["attempt"]) for r in rows} == {
         ("schedule", "every", 1)
     }
-    assert {r["pid"] for r in rows} == {daemon.pid}
+    assert {r["pid"] for r in rows} == {steady.pid}
     slots = [utc(r["slot"]) for r in rows]
-    assert len(set(slots)) == len(slots)
+    assert len(set(slots)) == len(slots) and slots == sorted(slots)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
     assert all(abs(g - 1.0) < 0.01 for g in gaps), gaps
     for r in rows:
         lateness = seconds(r["slot"], r["started_at"])
         assert 0 <= lateness < 0.5, lateness
-        assert r["output"].strip() == "tick"
+        assert r["output"] == "tick\n"
         run_dir = Path(r["run_dir"])
         assert (run_dir / "prompt.md").read_text().strip() == "tick"
         log = [json.loads(x)["event"] for x in (run_dir / "log.jsonl").read_text().splitlines()]
         assert log[0] == "run.start" and log[-1] == "run.end"
-    fired = daemon.events("run.fired", "tick")
+    fired = steady.events("run.fired", "tick")
     assert {e["run"] for e in fired} >= {r["id"] for r in rows}
-    assert daemon.duplicate_slots() == []
+    assert steady.duplicate_slots() == []
 
 
-def test_at_fires_exactly_once_and_is_archived(daemon: DaemonHome) -> None:
-    daemon.start()
+def test_at_fires_exactly_once_and_is_archived(steady: DaemonHome) -> None:
     at = iso_in(1.2)
-    path = daemon.write("remind", task_file(f'at: "{at}"', 'print("now")'))
-    archived = daemon.tasks / ".archive" / "remind.md"
-    daemon.wait_for(archived.exists, 6, "the one-off task to be archived")
+    path = steady.write("remind", task_file(f'at: "{at}"', 'print("now")'))
+    archived = steady.tasks / ".archive" / "remind.md"
+    steady.wait_for(archived.exists, 6, "the one-off task to be archived")
 
     assert not path.exists()
-    rows = daemon.runs("remind")
-    assert len(rows) == 1
-    (row,) = rows
+    (row,) = steady.runs("remind")
     assert (row["trigger"], row["trigger_id"], row["status"]) == ("schedule", "at", "succeeded")
     assert utc(row["slot"]) == datetime.fromisoformat(at)
     assert 0 <= seconds(row["slot"], row["started_at"]) < 0.5
-    assert row["output"].strip() == "now"
+    assert row["output"] == "now\n"
     assert "at:" in archived.read_text()
-    assert len(daemon.events("task.archived", "remind")) == 1
-    daemon.holds_for(lambda: len(daemon.runs("remind")) == 1, 0.6, "a single run of the at task")
+    assert len(steady.events("task.archived", "remind")) == 1
+    steady.holds_for(lambda: len(steady.runs("remind")) == 1, 0.6, "a single run of the at task")
 
 
-# --- the watcher --------------------------------------------------------------------------
-
-
-def test_edit_reschedules_within_a_second_without_restart(daemon: DaemonHome) -> None:
-    path = daemon.write("tick", every())
-    daemon.start()
-    succeeded(daemon, "tick", 1)
+def test_edit_reschedules_within_a_second_without_restart(steady: DaemonHome) -> None:
+    succeeded(steady, "edit", 1)
+    path = steady.tasks / "edit.md"
 
     edited = datetime.now(UTC)
     path.write_text(every('print("tock")'))
-    (changed,) = daemon.wait_for(lambda: daemon.events("task.changed", "tick"), 3, "task.changed")
+    (changed,) = steady.wait_for(lambda: steady.events("task.changed", "edit"), 3, "the change")
     assert (utc(changed["at"]) - edited).total_seconds() < 1.0
-    tock = daemon.wait_for(
-        lambda: [r for r in daemon.runs("tick", status="succeeded") if r["output"] == "tock\n"],
+    tock = steady.wait_for(
+        lambda: [r for r in steady.runs("edit", status="succeeded") if r["output"] == "tock\n"],
         4,
         "a run of the edited block",
     )
     assert (utc(tock[0]["started_at"]) - edited).total_seconds() < 2.5
     # Every run queued after the change runs the new version.
-    after = [r for r in queued_after(daemon, "tick", utc(changed["at"])) if r["finished_at"]]
+    after = [r for r in queued_after(steady, "edit", utc(changed["at"])) if r["finished_at"]]
     assert after and {r["output"] for r in after} == {"tock\n"}
 
     disabling = datetime.now(UTC)
     path.write_text(every('print("tock")', extra="enabled: false\n"))
-    disabled = daemon.wait_for(
-        lambda: (ev := daemon.events("task.changed", "tick")) and len(ev) == 2 and ev[1],
+    disabled = steady.wait_for(
+        lambda: (ev := steady.events("task.changed", "edit")) and len(ev) == 2 and ev[1],
         3,
         "the disabling edit",
     )
     assert (utc(disabled["at"]) - disabling).total_seconds() < 1.0
-    daemon.holds_for(
-        lambda: not queued_after(daemon, "tick", utc(disabled["at"])), 1.2, "no run once disabled"
+    steady.holds_for(
+        lambda: not queued_after(steady, "edit", utc(disabled["at"])), 1.2, "no run once disabled"
     )
-    status = daemon.cli_json("daemon", "status")
-    assert status["tasks"] == 1 and status["enabled"] == 0
-    assert [n for n in status["next"] if n["task"] == "tick"] == []
-    assert daemon.proc is not None and daemon.proc.poll() is None  # never restarted
+    status = steady.cli_json("daemon", "status")
+    assert [n for n in status["next"] if n["task"] == "edit"] == []
+    assert status["pid"] == steady.pid  # the same process all along
 
 
-def test_broken_edit_keeps_the_old_schedule_and_is_reported(daemon: DaemonHome) -> None:
-    path = daemon.write("tick", every())
-    daemon.start()
-    succeeded(daemon, "tick", 1)
+def test_broken_edit_keeps_the_old_schedule_and_is_reported(steady: DaemonHome) -> None:
+    succeeded(steady, "broken", 1)
+    path = steady.tasks / "broken.md"
 
     path.write_text(every().replace("every: 1s", "every: soon"))
-    (invalid,) = daemon.wait_for(lambda: daemon.events("task.invalid", "tick"), 3, "task.invalid")
-    assert "tick.md" in json.loads(invalid["detail"])["error"]
+    (invalid,) = steady.wait_for(lambda: steady.events("task.invalid", "broken"), 3, "the event")
+    assert "broken.md" in json.loads(invalid["detail"])["error"]
     since = utc(invalid["at"])
 
-    (listed,) = [t for t in daemon.cli_json("task", "ls") if t["id"] == "tick"]
-    assert listed["error"] and "tick.md" in listed["error"]
-    status = daemon.cli_json("daemon", "status")
-    (error,) = status["errors"]
-    assert error["task"] == "tick" and error["stale"] is True and "tick.md" in error["error"]
-    assert status["tasks"] == 1
+    (listed,) = [t for t in steady.cli_json("task", "ls") if t["id"] == "broken"]
+    assert listed["error"] and "broken.md" in listed["error"]
+    status = steady.cli_json("daemon", "status")
+    (error,) = [e for e in status["errors"] if e["task"] == "broken"]
+    assert error["stale"] is True and "broken.md" in error["error"]
 
-    daemon.wait_for(
-        lambda: len([r for r in queued_after(daemon, "tick", since) if r["finished_at"]]) >= 2,
+    steady.wait_for(
+        lambda: len([r for r in queued_after(steady, "broken", since) if r["finished_at"]]) >= 2,
         4,
         "two runs of the last good version after the broken edit",
     )
-    after = [r for r in queued_after(daemon, "tick", since) if r["finished_at"]]
+    after = [r for r in queued_after(steady, "broken", since) if r["finished_at"]]
     assert {(r["status"], r["output"]) for r in after} == {("succeeded", "tick\n")}
 
     path.write_text(every('print("fixed")'))
-    daemon.wait_for(
-        lambda: [r for r in daemon.runs("tick") if r["output"] == "fixed\n"], 3, "the fixed task"
+    steady.wait_for(
+        lambda: [r for r in steady.runs("broken") if r["output"] == "fixed\n"], 3, "the fix"
     )
-    assert daemon.cli_json("daemon", "status")["errors"] == []
-    assert len(daemon.events("task.invalid", "tick")) == 1
+    errors = steady.cli_json("daemon", "status")["errors"]
+    assert [e for e in errors if e["task"] == "broken"] == []
+    assert len(steady.events("task.invalid", "broken")) == 1
 
 
-def test_deleting_the_file_stops_the_task(daemon: DaemonHome) -> None:
-    path = daemon.write("tick", every())
-    daemon.start()
-    succeeded(daemon, "tick", 1)
-    before = len(daemon.runs("tick"))
+def test_deleting_the_file_stops_the_task(steady: DaemonHome) -> None:
+    succeeded(steady, "gone", 1)
+    before = len(steady.runs("gone"))
 
-    path.unlink()
-    (removed,) = daemon.wait_for(lambda: daemon.events("task.removed", "tick"), 3, "task.removed")
+    (steady.tasks / "gone.md").unlink()
+    (removed,) = steady.wait_for(lambda: steady.events("task.removed", "gone"), 3, "the removal")
     gone = utc(removed["at"])
-    daemon.holds_for(lambda: not queued_after(daemon, "tick", gone), 1.2, "no run after deletion")
-    assert len(daemon.runs("tick")) >= before  # history stays
-    assert daemon.cli_json("daemon", "status")["tasks"] == 0
+    steady.holds_for(lambda: not queued_after(steady, "gone", gone), 1.2, "no run after deletion")
+    assert len(steady.runs("gone")) >= before  # its history stays
+    status = steady.cli_json("daemon", "status")
+    assert [n for n in status["next"] if n["task"] == "gone"] == []
+
+
+def test_cli_goes_through_the_running_daemon(steady: DaemonHome) -> None:
+    local = steady.cli_json("task", "run", "hello", "--local")  # in the CLI's own process
+    via = steady.cli_json("task", "run", "hello")
+
+    assert set(via) == set(local) and set(via) >= RUN_KEYS
+    assert (via["task"], via["trigger"], via["status"]) == ("hello", "manual", "succeeded")
+    assert via["output"] == local["output"] == "hello\n" and via["id"] != local["id"]
+    (row,) = steady.runs("hello", id=via["id"])
+    assert row["pid"] == steady.pid
+    (local_row,) = steady.runs("hello", id=local["id"])
+    assert local_row["pid"] != steady.pid
+    assert Path(via["run_dir"], "prompt.md").read_text().strip() == "hello"
+    assert {e["actor"] for e in steady.events("run.fired", "hello")} == {"cli"}
+
+    status = steady.cli_json("daemon", "status")
+    assert status["running"] is True and status["pid"] == steady.pid
+    assert status["tasks"] == len(list(steady.tasks.glob("*.md")))
+    assert any(n["task"] == "tick" for n in status["next"])
+    # The configured port 0 means an ephemeral port, reported where clients look for it.
+    url = (steady.home / "run" / "webhook.url").read_text().strip()
+    assert status["webhook_url"] == url and not url.endswith(":8765")
+
+    upcoming = steady.cli_json("next")
+    ticks = [f for f in upcoming if f["task"] == "tick"]
+    assert ticks and ticks[0]["trigger"] == "every"
+    ahead = datetime.fromisoformat(ticks[0]["slot"]) - datetime.now(UTC)
+    assert timedelta(seconds=-1) <= ahead < timedelta(seconds=2)
+
+
+def test_overlap_skip_records_skipped_fires(steady: DaemonHome) -> None:
+    steady.wait_for(
+        lambda: steady.runs("slow", status="skipped") and steady.runs("slow", status="succeeded"),
+        8,
+        "a skipped fire and a finished run",
+    )
+    rows = steady.runs("slow")
+    ran = [r for r in rows if r["status"] in ("running", "succeeded")]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert {r["status"] for r in rows} <= {"queued", "running", "succeeded", "skipped"}
+    assert all("overlap" in r["skip_reason"] for r in skipped)
+    assert all(r["started_at"] is None for r in skipped)
+    for r in skipped:  # each skipped fire came while a run was active
+        assert any(
+            utc(a["started_at"]) <= utc(r["queued_at"])
+            and (a["finished_at"] is None or utc(r["queued_at"]) <= utc(a["finished_at"]))
+            for a in ran
+        )
+    done = sorted((utc(r["started_at"]), utc(r["finished_at"])) for r in ran if r["finished_at"])
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(done))
+    assert contiguous([utc(r["slot"]) for r in rows])
+
+
+def test_retries_a_failing_run_with_backoff(steady: DaemonHome) -> None:
+    steady.wait_for(lambda: steady.runs("flaky", attempt=3, status="failed"), 8, "attempt 3")
+    steady.holds_for(lambda: not steady.runs("flaky", attempt=4), 0.5, "no fourth attempt")
+
+    rows = sorted(steady.runs("flaky"), key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["trigger"], r["status"]) for r in rows] == [
+        (1, "schedule", "failed"),
+        (2, "retry", "failed"),
+        (3, "retry", "failed"),
+    ]
+    assert len({(r["trigger_id"], r["slot"]) for r in rows}) == 1
+    assert all("RuntimeError: boom" in r["error"] for r in rows)
+    # retry_delay 1s, doubling, with ±25 % jitter (plus a little time to start).
+    first = seconds(rows[0]["finished_at"], rows[1]["started_at"])
+    second = seconds(rows[1]["finished_at"], rows[2]["started_at"])
+    assert 0.75 <= first < 1.25 + 0.3, first
+    assert 1.5 <= second < 2.5 + 0.3, second
+
+
+def test_reboot_fires_once_at_start(steady: DaemonHome) -> None:
+    (row,) = succeeded(steady, "boot", 1)
+    steady.holds_for(lambda: len(steady.runs("boot")) == 1, 0.5, "a single @reboot run")
+    assert (row["trigger"], row["trigger_id"], row["pid"]) == ("schedule", "cron", steady.pid)
+    (started,) = steady.events("daemon.started")
+    assert abs(seconds(started["at"], row["slot"])) < 1.0
+    assert row["output"] == "booted\n"
 
 
 # --- crashes: SIGKILL mid-run, 3 s down, restart -----------------------------------------
@@ -230,22 +327,16 @@ class Crash:
 POLICIES = ("skip", "latest", "all")
 
 
-def contiguous(slots: list[datetime]) -> bool:
-    """True when sorted `slots` are exactly one second apart, with no gap and no repeat."""
-    slots = sorted(slots)
-    return all(abs((b - a).total_seconds() - 1.0) < 0.01 for a, b in itertools.pairwise(slots))
-
-
 @pytest.fixture(scope="module")
-def crash(module_daemon: DaemonHome) -> Crash:
+def crash(module_homes: Callable[[], DaemonHome]) -> Crash:
     """One daemon with a task per catch_up policy and a long run; SIGKILL, 3 s down, restart."""
-    home = module_daemon
+    home = module_homes()
     for policy in POLICIES:
         # A window of a minute so that all missed slots are inside it; `allow` so that a
         # staggered catch-up run never meets a scheduled one as an overlap.
         extra = f"catch_up: {policy}\ncatch_up_window: 1m\noverlap: allow\n"
         home.write(f"cu-{policy}", every(extra=extra))
-    home.write("long", task_file(f'at: "{iso_in(1.5)}"', "import time\ntime.sleep(30)"))
+    home.write("long", task_file(f'at: "{iso_in(0.5)}"', "import time\ntime.sleep(30)"))
     home.start()
     first_pid = home.pid
     home.wait_for(lambda: home.runs("long", status="running"), 8, "the long run to start")
@@ -274,7 +365,7 @@ def crash(module_daemon: DaemonHome) -> Crash:
     return Crash(home, first_pid, killed_at, restarted_at)
 
 
-def gap_rows(c: Crash, task: str) -> list[object]:
+def gap_rows(c: Crash, task: str) -> Rows:
     """The rows of the slots that passed while the daemon was down (and starting)."""
     rows = c.home.runs(task)
     before = max(utc(r["slot"]) for r in rows if utc(r["queued_at"]) < c.killed_at)
@@ -286,20 +377,19 @@ def gap_rows(c: Crash, task: str) -> list[object]:
         and utc(r["slot"]) > c.restarted_at
     )
     gap = [r for r in rows if before < utc(r["slot"]) < resumed]
-    # Down for 3 s plus a start: at least three slots were missed.
+    # Down for 3 s plus a start: at least three slots passed.
     assert len(gap) >= 3, [dict(r) for r in rows]
     assert contiguous([before, *(utc(r["slot"]) for r in gap), resumed])
-    return sorted(gap, key=lambda r: r["slot"])
+    return sorted(gap, key=lambda r: utc(r["slot"]))
 
 
 def test_crash_marks_the_killed_run_interrupted(crash: Crash) -> None:
-    (row,) = crash.home.runs("long")
+    (row,) = crash.home.runs("long")  # its slot had a run: not fired again after the restart
     assert row["status"] == "interrupted"
     assert row["pid"] == crash.first_pid
     assert utc(row["started_at"]) < crash.killed_at < utc(row["finished_at"])
     assert "ended before the run finished" in row["error"]
     assert any(row["id"] in line and "interrupted" in line for line in crash.home.lines)
-    # Its `at` slot had its run: the restarted daemon did not fire it again (one row above).
 
 
 def test_crash_never_runs_a_slot_twice(crash: Crash) -> None:
@@ -313,21 +403,19 @@ def test_crash_never_runs_a_slot_twice(crash: Crash) -> None:
 
 
 @pytest.mark.parametrize(
-    ("policy", "catch_up_runs", "missed"),
-    [("skip", "none", "all"), ("latest", "newest", "all but the newest"), ("all", "every", "none")],
+    ("policy", "runs"),
+    [("skip", "none"), ("latest", "the newest"), ("all", "every one")],
 )
-def test_crash_missed_slots_follow_catch_up(
-    crash: Crash, policy: str, catch_up_runs: str, missed: str
-) -> None:
+def test_crash_missed_slots_follow_catch_up(crash: Crash, policy: str, runs: str) -> None:
     gap = gap_rows(crash, f"cu-{policy}")
     ran = [r for r in gap if r["trigger"] == "catch-up"]
     lost = [r for r in gap if r["status"] == "missed"]
     assert len(ran) + len(lost) == len(gap)
     assert {r["status"] for r in ran} <= {"succeeded"}
     assert all(r["skip_reason"] for r in lost)
-    if catch_up_runs == "none":
+    if runs == "none":
         assert ran == [] and len(lost) == len(gap)
-    elif catch_up_runs == "newest":
+    elif runs == "the newest":
         assert [r["slot"] for r in ran] == [gap[-1]["slot"]] and len(lost) == len(gap) - 1
     else:
         assert lost == [] and len(ran) == len(gap)
@@ -336,11 +424,11 @@ def test_crash_missed_slots_follow_catch_up(
         assert all((b - a).total_seconds() > 0.5 for a, b in itertools.pairwise(fired))
 
 
-# --- stopping -----------------------------------------------------------------------------
+# --- signals ------------------------------------------------------------------------------
 
 
 def test_sigterm_lets_a_run_finish_within_the_grace_period(daemon: DaemonHome) -> None:
-    daemon.write("slow", reboot('import time\ntime.sleep(2)\nprint("done")'))
+    daemon.write("slow", reboot('import time\ntime.sleep(1.5)\nprint("done")'))
     daemon.start()
     daemon.wait_for(lambda: daemon.runs("slow", status="running"), 5, "the run to start")
     termed = datetime.now(UTC)
@@ -355,7 +443,7 @@ def test_sigterm_lets_a_run_finish_within_the_grace_period(daemon: DaemonHome) -
 
 
 def test_sigterm_interrupts_a_run_longer_than_the_grace_period(daemon: DaemonHome) -> None:
-    daemon.config.write_text(daemon.CONFIG.replace("grace_period = 5", "grace_period = 2"))
+    daemon.config.write_text(daemon.CONFIG.replace("grace_period = 5", "grace_period = 1"))
     daemon.write("slow", reboot("import time\ntime.sleep(30)"))
     daemon.start()
     daemon.wait_for(lambda: daemon.runs("slow", status="running"), 5, "the run to start")
@@ -363,12 +451,12 @@ def test_sigterm_interrupts_a_run_longer_than_the_grace_period(daemon: DaemonHom
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(10) == 0
     took = time.monotonic() - termed
-    assert 2.0 <= took < 6.0, took
+    assert 1.0 <= took < 5.0, took
 
     (row,) = daemon.runs("slow")
     assert row["status"] == "interrupted"
     assert "daemon stopped" in row["error"]
-    assert 2000 <= row["duration_ms"] < 6000
+    assert 1000 <= row["duration_ms"] < 5000
 
 
 def test_sighup_reloads_config(daemon: DaemonHome) -> None:
@@ -378,9 +466,7 @@ def test_sighup_reloads_config(daemon: DaemonHome) -> None:
 
     daemon.config.write_text(daemon.CONFIG + "\n[retention]\nkeep_runs = 1\n")
     daemon.signal(signal.SIGHUP)
-    daemon.wait_for(
-        lambda: any("reloaded config" in line for line in daemon.lines), 3, "the reload"
-    )
+    daemon.wait_for(lambda: any("reloaded config" in x for x in daemon.lines), 3, "the reload")
     daemon.wait_for(lambda: len(daemon.runs("tick")) == 1, 4, "runs pruned to the new keep_runs")
     assert daemon.proc is not None and daemon.proc.poll() is None  # reloaded, not restarted
     # Stopped, so that no prune is between deleting rows and removing their directories.
@@ -391,42 +477,7 @@ def test_sighup_reloads_config(daemon: DaemonHome) -> None:
     assert runs_dirs == {r["id"] for r in kept}
 
 
-def test_reboot_fires_once_per_start(daemon: DaemonHome) -> None:
-    daemon.write("boot", reboot('print("booted")'))
-    daemon.start()
-    (first,) = succeeded(daemon, "boot", 1)
-    daemon.holds_for(lambda: len(daemon.runs("boot")) == 1, 0.5, "a single @reboot run")
-    assert (first["trigger"], first["trigger_id"]) == ("schedule", "cron")
-    assert first["pid"] == daemon.pid
-    assert daemon.stop() == 0
-
-    daemon.start()
-    rows = succeeded(daemon, "boot", 2)
-    assert len(rows) == 2 and rows[0]["slot"] != rows[1]["slot"]
-    assert rows[1]["pid"] == daemon.pid != first["pid"]
-
-
-# --- overlap, the global cap, retries -----------------------------------------------------
-
-
-def test_overlap_skip_records_skipped_fires(daemon: DaemonHome) -> None:
-    daemon.write("slow", every("import time\ntime.sleep(2.2)"))
-    daemon.start()
-    daemon.wait_for(lambda: len(daemon.runs("slow", status="skipped")) >= 2, 8, "two skipped fires")
-
-    rows = daemon.runs("slow")
-    ran = [r for r in rows if r["status"] in ("running", "succeeded")]
-    skipped = [r for r in rows if r["status"] == "skipped"]
-    assert {r["status"] for r in rows} <= {"running", "succeeded", "skipped"}
-    assert all("overlap" in r["skip_reason"] for r in skipped)
-    assert all(r["started_at"] is None for r in skipped)
-    for r in skipped:  # each skipped fire came while a run was active
-        assert any(
-            utc(a["started_at"]) <= utc(r["queued_at"])
-            and (a["finished_at"] is None or utc(r["queued_at"]) <= utc(a["finished_at"]))
-            for a in ran
-        )
-    assert contiguous([utc(r["slot"]) for r in rows])
+# --- the global cap -----------------------------------------------------------------------
 
 
 def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
@@ -435,13 +486,12 @@ def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
     daemon.write("b", every("import time\ntime.sleep(0.3)"))
     daemon.start()
     daemon.wait_for(
-        lambda: all(len(daemon.runs(t, status="succeeded")) >= 2 for t in "ab"), 10, "runs of a, b"
+        lambda: all(len(daemon.runs(t, status="succeeded")) >= 2 for t in "ab"), 10, "a and b"
     )
 
     rows = [r for r in daemon.runs() if r["started_at"]]
     spans = sorted((utc(r["started_at"]), utc(r["finished_at"] or r["started_at"])) for r in rows)
-    running = [r for r in rows if r["finished_at"] is None]
-    assert len(running) <= 1
+    assert len([r for r in rows if r["finished_at"] is None]) <= 1
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, (end, start)
     # Both fire at the same instants, so one of each pair waited for the other.
@@ -449,33 +499,7 @@ def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
     assert max(waited) > 0.2
 
 
-def test_retries_a_failing_run_with_backoff(daemon: DaemonHome) -> None:
-    daemon.write(
-        "flaky",
-        reboot('raise RuntimeError("boom")', extra="retries: 2\nretry_delay: 1s\n"),
-    )
-    daemon.start()
-    daemon.wait_for(
-        lambda: daemon.runs("flaky", attempt=3, status="failed"), 8, "the third attempt"
-    )
-    daemon.holds_for(lambda: not daemon.runs("flaky", attempt=4), 0.8, "no fourth attempt")
-
-    rows = sorted(daemon.runs("flaky"), key=lambda r: r["attempt"])
-    assert [(r["attempt"], r["trigger"], r["status"]) for r in rows] == [
-        (1, "schedule", "failed"),
-        (2, "retry", "failed"),
-        (3, "retry", "failed"),
-    ]
-    assert len({(r["trigger_id"], r["slot"]) for r in rows}) == 1
-    assert all("RuntimeError: boom" in r["error"] for r in rows)
-    # retry_delay 1s doubling, with +-25 % jitter (plus a little start-up time).
-    first = seconds(rows[0]["finished_at"], rows[1]["started_at"])
-    second = seconds(rows[1]["finished_at"], rows[2]["started_at"])
-    assert 0.75 <= first < 1.25 + 0.3, first
-    assert 1.5 <= second < 2.5 + 0.3, second
-
-
-# --- systemd and the CLI ------------------------------------------------------------------
+# --- systemd ------------------------------------------------------------------------------
 
 
 def test_sd_notify_ready_watchdog_stopping(daemon: DaemonHome, tmp_path: Path) -> None:
@@ -500,7 +524,7 @@ def test_sd_notify_ready_watchdog_stopping(daemon: DaemonHome, tmp_path: Path) -
         daemon.write("tick", every())
         daemon.start(env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "200000"})
         daemon.wait_for(
-            lambda: sum("WATCHDOG=1" in m for _, m in messages) >= 5, 5, "watchdog pings"
+            lambda: sum(m == "WATCHDOG=1" for _, m in messages) >= 5, 5, "watchdog pings"
         )
         daemon.signal(signal.SIGTERM)
         daemon.wait_for(lambda: any("STOPPING=1" in m for _, m in messages), 5, "STOPPING=1")
@@ -521,31 +545,3 @@ def test_sd_notify_ready_watchdog_stopping(daemon: DaemonHome, tmp_path: Path) -
     assert statistics.median(gaps) < 0.2 and max(gaps) < 0.35, gaps
     stopping = next(i for i, m in enumerate(texts) if "STOPPING=1" in m)
     assert all("READY=1" not in m for m in texts[stopping:])
-
-
-def test_cli_goes_through_the_running_daemon(daemon: DaemonHome) -> None:
-    daemon.write("hello", "---\nexecute: true\n---\n<run_python>\nprint('hello')\n</run_python>\n")
-    daemon.write("tick", every())
-    local = daemon.cli_json("task", "run", "hello")  # no daemon yet: in the CLI's process
-    daemon.start()
-
-    via = daemon.cli_json("task", "run", "hello")
-    assert set(via) == set(local) and set(via) >= RUN_KEYS
-    assert (via["task"], via["trigger"], via["status"]) == ("hello", "manual", "succeeded")
-    assert via["output"] == "hello\n" and via["id"] != local["id"]
-    (row,) = daemon.runs("hello", id=via["id"])
-    assert row["pid"] == daemon.pid
-    (local_row,) = daemon.runs("hello", id=local["id"])
-    assert local_row["pid"] != daemon.pid
-    assert Path(via["run_dir"], "prompt.md").read_text().strip() == "hello"
-
-    status = daemon.cli_json("daemon", "status")
-    assert status["running"] is True and status["pid"] == daemon.pid
-    assert status["tasks"] == 2 and status["errors"] == []
-    assert any(n["task"] == "tick" for n in status["next"])
-
-    upcoming = daemon.cli_json("next")
-    ticks = [f for f in upcoming if f["task"] == "tick"]
-    assert ticks and ticks[0]["trigger"] == "every"
-    soonest = datetime.fromisoformat(ticks[0]["slot"])
-    assert timedelta(0) <= soonest - datetime.now(UTC) + timedelta(seconds=1) < timedelta(seconds=3)
