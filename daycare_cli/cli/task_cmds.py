@@ -83,13 +83,14 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
 
 def task_warnings(cli: CliContext, task: Task) -> list[str]:
     """Lint warnings and frequency warnings of a valid task."""
-    from daycare_cli.core.schedule import frequency_warning
+    from daycare_cli.core.schedule import at_instant, frequency_warning
     from daycare_cli.core.task import AtTrigger
     from daycare_cli.core.taskfile import lint_warnings
 
     warnings = list(lint_warnings(task))
     for trigger in task.triggers:
-        if isinstance(trigger, AtTrigger) and trigger.at.timestamp() <= cli.now.timestamp():
+        zone = cli.trigger_zone(task, trigger)
+        if isinstance(trigger, AtTrigger) and at_instant(trigger, zone) <= cli.now:
             warnings.append(f"trigger {trigger.id}: its time has passed; it will not fire")
         try:
             message = frequency_warning(trigger, tz=cli.trigger_zone(task, trigger), now=cli.now)

@@ -298,10 +298,10 @@ def _cron_zone(trigger: CronTrigger, tz: str) -> str:
     return trigger.timezone or tz
 
 
-def _at_instant(trigger: AtTrigger, tz: str) -> datetime:
+def at_instant(trigger: AtTrigger, tz: str) -> datetime:
+    """The UTC instant of an `at` trigger; a naive time is read in the trigger's zone or `tz`."""
     at = trigger.at
     if at.tzinfo is None:
-        # Defensive: task files give aware datetimes, but a naive one means the task's zone.
         at = at.replace(tzinfo=_zone(trigger.timezone or tz))
     return at.astimezone(UTC)
 
@@ -346,7 +346,7 @@ def _fires(trigger: Trigger, after: datetime, *, tz: str, anchor: datetime) -> I
         if expr != REBOOT:
             yield from _cron_fires(expr, _zone(_cron_zone(trigger, tz)), after)
     elif isinstance(trigger, AtTrigger):
-        at = _at_instant(trigger, tz)
+        at = at_instant(trigger, tz)
         if at.timestamp() > after.timestamp():
             yield at
     elif isinstance(trigger, EveryTrigger):
@@ -481,7 +481,7 @@ def explain(trigger: Trigger, *, tz: str) -> str:
         return f"{words} ({zone})"
     if isinstance(trigger, AtTrigger):
         zone = trigger.timezone or tz
-        local = _at_instant(trigger, tz).astimezone(_zone(zone))
+        local = at_instant(trigger, tz).astimezone(_zone(zone))
         clock = "%H:%M:%S" if local.second else "%H:%M"
         return f"Once at {local.strftime('%Y-%m-%d ' + clock)} {_offset(local)} ({zone})"
     if isinstance(trigger, EveryTrigger):

@@ -19,7 +19,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -931,7 +931,9 @@ class _Reader:
         return self.webhook(vnode, trigger_id), id_node
 
     def instant(self, node: Node, zone: str | None) -> datetime:
-        """An aware datetime: naive times take the trigger's zone, else the task's, else UTC."""
+        """A datetime: naive times take the trigger's zone, else the task's; with neither it
+        stays naive and means the default zone (config, else the system's), resolved by
+        `schedule.at_instant` when the schedule is evaluated."""
         value = self.scalar(node, "at", "a date and time")
         if isinstance(value, str):
             try:
@@ -951,7 +953,8 @@ class _Reader:
             )
         if value.tzinfo is None:
             chosen = zone or self.task_zone
-            value = value.replace(tzinfo=ZoneInfo(chosen) if chosen else UTC)
+            if chosen:
+                value = value.replace(tzinfo=ZoneInfo(chosen))
         return value
 
     def webhook(self, node: Node, trigger_id: str) -> WebhookTrigger:
@@ -1079,11 +1082,11 @@ def lint_warnings(task: Task) -> list[str]:
             isinstance(trigger, AtTrigger)
             and trigger.timezone is None
             and task.timezone is None
-            and trigger.at.tzinfo is UTC
+            and trigger.at.tzinfo is None
         ):
             warnings.append(
-                f"trigger {trigger.id}: {trigger.at:%Y-%m-%d %H:%M} is read as UTC because "
-                "neither the task nor the trigger names a time zone; add `timezone:`"
+                f"trigger {trigger.id}: {trigger.at:%Y-%m-%d %H:%M} is read in the default zone "
+                "(config `timezone`, else the system's); add `timezone:` to pin it"
             )
     if not task.body.strip():
         warnings.append("the prompt body is empty: a run has nothing to say")

@@ -30,7 +30,7 @@ from daycare_cli.core.policy import (
     plan_catch_up,
     plan_retry,
 )
-from daycare_cli.core.schedule import next_fires, slots_between
+from daycare_cli.core.schedule import at_instant, next_fires, slots_between
 from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Task, Trigger
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store.paths import Paths
@@ -209,10 +209,11 @@ class Scheduler:
             if catch_up:
                 missed: list[datetime] = []
                 if isinstance(trigger, AtTrigger):
-                    if trigger.at.timestamp() <= now.timestamp() and (
-                        last is None or last.timestamp() < trigger.at.timestamp()
+                    at = at_instant(trigger, tz)
+                    if at.timestamp() <= now.timestamp() and (
+                        last is None or last.timestamp() < at.timestamp()
                     ):
-                        missed = [trigger.at.astimezone(UTC)]
+                        missed = [at]
                 elif last is not None:
                     missed = self.missed_since(sched, trigger, last, now)
                 if missed:

@@ -382,7 +382,7 @@ HOOKED = (
         (["--every", "10m"], [("webhook", "webhook"), ("every", "10m")]),
         (
             ["--at", "2030-05-01T10:00"],
-            [("webhook", "webhook"), ("at", "2030-05-01T10:00:00+00:00")],
+            [("webhook", "webhook"), ("at", "2030-05-01T10:00:00")],
         ),
         (["--schedule", "0 7 * * *"], [("webhook", "webhook"), ("cron", "0 7 * * *")]),
     ],

@@ -281,10 +281,11 @@ BERLIN = ZoneInfo("Europe/Berlin")
             "triggers: [{webhook: {signature: hmac-sha256, secret: HOOK}, id: hook}]",
             (WebhookTrigger(id="hook", signature="hmac-sha256", secret="HOOK"),),
         ),
-        # `at`: naive times take the trigger's zone, else the task's, else UTC
+        # `at`: naive times take the trigger's zone, else the task's, else stay naive
+        # (the default zone, resolved when the schedule is evaluated)
         (
             'triggers: [{at: "2026-11-24T12:00"}]',
-            (AtTrigger(datetime(2026, 11, 24, 12, tzinfo=UTC)),),
+            (AtTrigger(datetime(2026, 11, 24, 12)),),
         ),
         (
             'timezone: Europe/Berlin\ntriggers: [{at: "2026-11-24T12:00"}]',
@@ -388,7 +389,7 @@ def test_examples_parse() -> None:
         ("---\nenv: {A: b}\n---\ntext\n", ["no effect without `execute: true`"]),
         ("---\nname: Quiet\n---\n\n", ["body is empty"]),
         ("Just text.\n", []),
-        ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read as UTC"]),
+        ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read in the default zone"]),
         ("---\ntimezone: UTC\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", []),
         ("---\ntriggers: [{at: '2026-11-24T12:00+01:00'}]\n---\nx\n", []),
     ],
