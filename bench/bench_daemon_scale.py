@@ -276,7 +276,7 @@ def main() -> None:
             f"| {verdict(rss_ready, GOALS['rss'], 'MB')} |"
         )
         print(f"| peak RSS during start (VmHWM) | {hwm_ready:.0f} MB | | |")
-        print(f"| RSS after the idle minute | {rss_idle:.0f} MB | | |")
+        print(f"| RSS after the idle {args.idle:.0f} s | {rss_idle:.0f} MB | | |")
         print(f"| RSS at ready, second start | {rss_restart:.0f} MB | | |")
         med_e, max_e = statistics.median(to_event), max(to_event)
         print(

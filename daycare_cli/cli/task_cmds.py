@@ -356,6 +356,12 @@ def plan_time_trigger(
         change.set_keys["schedule"] = schedule
         return
     kept = [t for t in existing or [] if isinstance(t, dict) and "webhook" in t]
+    kind = "cron" if schedule is not None else ("at" if at is not None else None)
+    for old in existing or []:
+        # A replaced cron or at trigger keeps the zone it named: a new time, same clock.
+        if isinstance(old, dict) and kind in old and old.get("timezone") and "timezone" not in new:
+            new["timezone"] = old["timezone"]
+            break
     if "schedule" in raw:
         change.unset.append("schedule")
     if schedule is not None and not kept:

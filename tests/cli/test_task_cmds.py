@@ -401,3 +401,11 @@ def test_create_warns_about_an_at_time_in_the_past(run, tasks: Path) -> None:
     result = run("task", "create", "Late", "--at", "2001-01-01T00:00", "--prompt", "x")
     assert result.exit_code == 0, result.output
     assert "its time has passed" in result.stderr
+
+
+def test_update_at_keeps_the_zone_the_trigger_named(run, write, tasks) -> None:
+    write("tz", '---\ntriggers:\n  - at: "2030-01-01T09:00:00"\n    timezone: Asia/Tokyo\n---\nx\n')
+    result = run("task", "update", "tz", "--at", "2030-02-02T10:00:00")
+    assert result.exit_code == 0, result.output
+    text = (tasks / "tz.md").read_text()
+    assert '  - at: "2030-02-02T10:00:00"\n    timezone: Asia/Tokyo\n' in text
