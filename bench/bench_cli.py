@@ -3,9 +3,10 @@
 Makes 100 task files (cron in several zones, `every`, webhook, a few with two triggers)
 in a temporary DAYCARE_HOME, then times the installed console script `.venv/bin/daycare`
 as a subprocess: a warm-up call, then the median (and min, max) of N runs (10 by default)
-of `--version`, `task ls` and `task ls --json`. No daemon runs, so `task ls` reads the
-files itself. When `task ls` is above the goal (150 ms), `python -X importtime` shows
-which imports cost the most.
+of `--version`, `task ls` and `task ls --json`, each with and without a bytecode cache,
+then `task ls` once more with a daemon running on that home (it then asks the daemon for
+its plan). It also splits one `task ls` process into imports and work, and, when
+`task ls` is above the goal (150 ms), lists the costliest imports (`-X importtime`).
 
 Run: `.venv/bin/python bench/bench_cli.py [-n 10]`; prints Markdown.
 """
