@@ -25,6 +25,7 @@ url = "ntfy://my-topic"
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -153,6 +154,7 @@ def set_config_value(path: Path, key: str, value: Any) -> None:
     atomic_write(path, tomlkit.dumps(doc), mode=0o600)
 
 
+@functools.cache
 def system_zone() -> str:
     """The system's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, else UTC."""
     tz = os.environ.get("TZ", "").lstrip(":")

@@ -124,9 +124,12 @@ def daemon_view(cli: CliContext) -> dict[str, Any] | None:
     cached = cli.__dict__.get("_daemon_view")
     if cached is not None:
         return None if cached is _NO_VIEW else dict(cached)
+    view: dict[str, Any] | None = None
+    if not cli.paths.socket.exists():  # no daemon: skip importing the client (http.client)
+        cli.__dict__["_daemon_view"] = _NO_VIEW
+        return None
     from daycare_cli.client import connect
 
-    view: dict[str, Any] | None = None
     client = connect(cli.paths)
     if client is not None:
         try:

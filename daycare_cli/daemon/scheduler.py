@@ -155,10 +155,12 @@ class Scheduler:
         if current is not None:
             sched.active, sched.queued = current.active, current.queued
         self.tasks[entry.id] = sched
-        kind = "task.loaded" if starting else ("task.changed" if current else "task.added")
         if not starting:
+            # Loading at start is not a change: one `daemon.started` event covers it, and
+            # 10,000 one-row transactions would cost a second of start-up.
+            kind = "task.changed" if current else "task.added"
             log.info("%s %s", kind.split(".")[1], entry.id)
-        self.state.add_event(actor, kind, task=entry.id, detail={"generation": generation})
+            self.state.add_event(actor, kind, task=entry.id, detail={"generation": generation})
         self.plan_task(sched, catch_up=starting or current is None, starting=starting)
         self.wake.set()
 
@@ -388,8 +390,20 @@ class Scheduler:
         """Create the run row (unique per slot), apply overlap, and start or queue it."""
         task = sched.task
         now = datetime.now(UTC)
+        fired = {
+            "trigger": kind,
+            "trigger_id": trigger_id,
+            "slot": slot.isoformat() if slot else None,
+        }
         run = self.state.create_run(
-            task.id, kind, trigger_id, slot, status="queued", attempt=attempt, now=now
+            task.id,
+            kind,
+            trigger_id,
+            slot,
+            status="queued",
+            attempt=attempt,
+            now=now,
+            event=(self._actor(kind), "run.fired", fired),
         )
         if run is None:
             log.info(
@@ -408,17 +422,6 @@ class Scheduler:
             attempt=attempt,
             payload=payload,
             run_id=run.id,
-        )
-        self.state.add_event(
-            self._actor(kind),
-            "run.fired",
-            task=task.id,
-            run=run.id,
-            detail={
-                "trigger": kind,
-                "trigger_id": trigger_id,
-                "slot": slot.isoformat() if slot else None,
-            },
         )
         decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
         if decision == "skip":

@@ -173,7 +173,15 @@ class Daemon:
         watcher = loop.create_task(watch(scheduler, watcher_stop), name="watcher")
         await asyncio.sleep(0)
         scheduler.load_all(starting=True)
-        state.add_event("daemon", "daemon.started", detail={"pid": os.getpid()})
+        state.add_event(
+            "daemon",
+            "daemon.started",
+            detail={
+                "pid": os.getpid(),
+                "tasks": len(scheduler.tasks),
+                "invalid": sorted(scheduler.broken),
+            },
+        )
 
         webhooks = WebhookServer(self)
         control = ControlServer(self)

@@ -65,7 +65,7 @@ async def watch(scheduler: Scheduler, stop: asyncio.Event) -> None:
                 tasks_dir,
                 watch_filter=None,
                 debounce=DEBOUNCE_MS,
-                step=20,
+                step=50,  # watchfiles' default: a 20 ms step made idle CPU 2.5x higher
                 stop_event=stop,
                 recursive=False,
                 rust_timeout=5000,

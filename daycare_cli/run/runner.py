@@ -157,16 +157,21 @@ class Runner:
 
     async def _run_locked(self, req: RunRequest, run_id: str) -> Run | None:
         task = req.task
-        ctx = self._prepare(task, run_id, req.payload)
         started = time.monotonic()
-        self.state.start_run(run_id, pid=os.getpid(), now=datetime.now(UTC))
-        self.state.add_event(
-            self.actor,
-            "run.started",
+        # The start is recorded first: lateness is measured up to here, not after set-up.
+        self.state.start_run(
+            run_id,
+            pid=os.getpid(),
+            now=datetime.now(UTC),
             task=task.id,
-            run=run_id,
-            detail={"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
+            run_dir=self.paths.workspace(task.id) / "runs" / run_id,
+            event=(
+                self.actor,
+                "run.started",
+                {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
+            ),
         )
+        ctx = self._prepare(task, run_id, req.payload)
         self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
 
         outcome: dict[str, Any] = {}
@@ -193,7 +198,7 @@ class Runner:
             outcome["skip_reason"] = self._redact(str(outcome["skip_reason"]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
-        self.state.finish_run(
+        run = self.state.finish_run(
             run_id,
             status=status,
             now=datetime.now(UTC),
@@ -205,6 +210,7 @@ class Runner:
             input_tokens=outcome.get("input_tokens"),
             output_tokens=outcome.get("output_tokens"),
             isolation=outcome.get("isolation"),
+            event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
         )
         self._emit(
             ctx,
@@ -214,14 +220,6 @@ class Runner:
             error=outcome.get("error"),
             skip_reason=outcome.get("skip_reason"),
         )
-        self.state.add_event(
-            self.actor,
-            "run.finished",
-            task=task.id,
-            run=run_id,
-            detail={"status": status, "duration_ms": duration_ms},
-        )
-        run = self.state.get_run(run_id)
         await self._deliver(task, run, outcome, ctx)
         self._prune(task.id)
         return run
@@ -247,7 +245,6 @@ class Runner:
         )
         if payload is not None:
             (run_dir / "payload.json").write_bytes(payload)
-        self.state.set_run_dir(run_id, str(run_dir))
         return ctx
 
     def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:

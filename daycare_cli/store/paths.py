@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,6 +106,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
     Temp file in the same directory, fsync, rename, fsync of the directory. The mode of
     an existing file is kept unless `mode` is given.
     """
+    import tempfile  # only writers need it; `task ls` never writes
+
     raw = data.encode("utf-8") if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:

@@ -199,9 +199,40 @@ def _iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.isoformat()
 
 
+Ledger = tuple[str, str, "dict[str, Any] | None"]  # (actor, kind, detail) of an event
+
+
+def _insert_event(
+    db: sqlite3.Connection,
+    event: Ledger,
+    *,
+    task: str | None,
+    run: str | None,
+    now: datetime,
+) -> int:
+    """Append an event inside the caller's transaction; returns its id."""
+    actor, kind, detail = event
+    if actor not in ACTORS:
+        raise ValueError(f"unknown actor {actor!r}; expected one of {', '.join(ACTORS)}")
+    if not kind:
+        raise ValueError("an event needs a kind")
+    text = None
+    if detail is not None:
+        text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
+    cur = db.execute(
+        "INSERT INTO events (at, actor, kind, task, run, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (_stamp(now), actor, kind, task, run, text),
+    )
+    return int(cur.lastrowid or 0)
+
+
 def new_run_id(now: datetime) -> str:
-    """A run id that sorts by time: `20261122T090000Z-7f3a` (UTC second, 16 random bits)."""
-    return f"{_now(now).astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    """A run id that sorts by time: `20261122T090000Z-7f3a9c01` (UTC second, 32 random bits).
+
+    16 bits were too few: over 100 runs of a task in one second (a webhook burst) let
+    retention delete a row whose id was then drawn again.
+    """
+    return f"{_now(now).astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def _cap(text: str | None, limit: int = TEXT_CAP) -> str | None:
@@ -566,7 +597,7 @@ class State:
             ).fetchone()
             if taken:
                 return None
-        while True:  # 16 random bits a second: under webhook load ids can collide
+        while True:  # 32 random bits a second: a collision is rare but cheap to avoid
             run_id = new_run_id(now)
             if not db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
                 break
@@ -604,6 +635,7 @@ class State:
         now: datetime | None = None,
         pid: int | None = None,
         delivery_id: str | None = None,
+        event: Ledger | None = None,
     ) -> Run | None:
         """Write a run row before anything runs; None when the run already exists.
 
@@ -650,10 +682,19 @@ class State:
                     "INSERT INTO deliveries (task, delivery_id, run_id, at) VALUES (?, ?, ?, ?)",
                     (task, delivery_id, run.id, _stamp(now)),
                 )
+            if run is not None and event is not None:
+                _insert_event(db, event, task=task, run=run.id, now=now)
             return run
 
     def start_run(
-        self, run_id: str, *, pid: int | None = None, now: datetime | None = None
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        now: datetime | None = None,
+        event: Ledger | None = None,
+        task: str | None = None,
+        run_dir: str | Path | None = None,
     ) -> bool:
         """Mark a queued run running, by `pid` (default: this process).
 
@@ -662,11 +703,18 @@ class State:
         now = _now(now)
         with self._write() as db:
             cur = db.execute(
-                "UPDATE runs SET status = 'running', started_at = ?, pid = ? "
-                "WHERE id = ? AND status = 'queued'",
-                (_stamp(now), os.getpid() if pid is None else pid, run_id),
+                "UPDATE runs SET status = 'running', started_at = ?, pid = ?, "
+                "run_dir = COALESCE(?, run_dir) WHERE id = ? AND status = 'queued'",
+                (
+                    _stamp(now),
+                    os.getpid() if pid is None else pid,
+                    None if run_dir is None else str(run_dir),
+                    run_id,
+                ),
             )
             if cur.rowcount:
+                if event is not None:
+                    _insert_event(db, event, task=task, run=run_id, now=now)
                 return True
             if not db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
                 raise NotFoundError(f"no run with id {run_id!r}")
@@ -686,6 +734,7 @@ class State:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         isolation: str | None = None,
+        event: Ledger | None = None,
     ) -> Run:
         """Record how a run ended; fields left None keep what the row already has.
 
@@ -726,7 +775,10 @@ class State:
                     run_id,
                 ),
             )
-            return Run.from_row(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+            run = Run.from_row(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+            if event is not None:
+                _insert_event(db, event, task=run.task, run=run_id, now=now)
+            return run
 
     def set_run_dir(self, run_id: str, run_dir: str | Path) -> None:
         """Record where the run's files are (prune returns it so the caller can delete it)."""
@@ -882,6 +934,13 @@ class State:
         now = _now(now)
         cutoff = _stamp(now - timedelta(days=max_age_days))
         finished = ",".join("?" * len(FINISHED_STATUSES))
+        # Most runs have nothing to prune: a read answers that without a write transaction.
+        count, oldest = self._read(
+            f"SELECT count(*), min(queued_at) FROM runs WHERE task = ? AND status IN ({finished})",
+            (task, *FINISHED_STATUSES),
+        )[0]
+        if count <= keep and (oldest is None or oldest >= cutoff):
+            return []
         with self._write() as db:
             rows = db.execute(
                 f"SELECT id, status, queued_at, run_dir FROM runs "
@@ -915,19 +974,8 @@ class State:
         now: datetime | None = None,
     ) -> int:
         """Append to the audit ledger; returns the event id. `detail` must hold no secrets."""
-        if actor not in ACTORS:
-            raise ValueError(f"unknown actor {actor!r}; expected one of {', '.join(ACTORS)}")
-        if not kind:
-            raise ValueError("an event needs a kind")
-        text = None
-        if detail is not None:
-            text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
         with self._write() as db:
-            cur = db.execute(
-                "INSERT INTO events (at, actor, kind, task, run, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (_stamp(_now(now)), actor, kind, task, run, text),
-            )
-            return int(cur.lastrowid or 0)
+            return _insert_event(db, (actor, kind, detail), task=task, run=run, now=_now(now))
 
     def list_events(
         self,

@@ -223,10 +223,38 @@ def test_processes_racing_for_the_same_slots_create_each_once(tmp_path: Path) ->
 
 def test_new_run_id_sorts_by_time() -> None:
     ids = [new_run_id(at(m)) for m in (0, 1, 60 * 24)]
-    assert re.fullmatch(r"20261122T090000Z-[0-9a-f]{4}", ids[0])
+    assert re.fullmatch(r"20261122T090000Z-[0-9a-f]{8}", ids[0])
     assert ids == sorted(ids)
     berlin = timezone(timedelta(hours=1))
     assert new_run_id(T0.astimezone(berlin)).startswith("20261122T090000Z-")
+
+
+def test_run_ids_stay_unique_when_retention_deletes_rows_of_the_same_second(
+    state: State,
+) -> None:
+    # A webhook burst: far more than `keep` runs of one task within one second.
+    seen = set()
+    for _ in range(1000):
+        run = state.create_run("burst", "webhook", now=T0)
+        assert run is not None
+        state.start_run(run.id, now=T0)
+        state.finish_run(run.id, status="succeeded", now=T0)
+        state.prune("burst", keep=3, now=T0)
+        seen.add(run.id)
+    assert len(seen) == 1000
+
+
+def test_events_can_share_the_run_transaction(state: State) -> None:
+    run = state.create_run("t", "manual", now=T0, event=("cli", "run.fired", {"x": 1}))
+    assert run is not None
+    state.start_run(run.id, now=T0, event=("runner", "run.started", None), task="t")
+    state.finish_run(run.id, status="succeeded", now=T0, event=("runner", "run.finished", None))
+    kinds = [(e.kind, e.task, e.run) for e in state.list_events(task="t")]
+    assert kinds == [
+        ("run.fired", "t", run.id),
+        ("run.started", "t", run.id),
+        ("run.finished", "t", run.id),
+    ]
 
 
 def test_a_slot_fires_once(state: State) -> None:
