@@ -361,9 +361,8 @@ class Scheduler:
             # The machine slept or the loop was stopped: the catch-up policy decides.
             self.catch_up(sched, trigger, [fire.slot, *later], now)
         else:
-            # Row first, then the trigger state: a crash in between leaves a row, not a gap.
-            self.dispatch(sched, fire.trigger_id, fire.slot, kind="schedule")
-            self.state.set_trigger_state(sched.task.id, trigger.id, last_slot=fire.slot.isoformat())
+            # The row and the trigger's last slot in one commit: a crash leaves no gap.
+            self.dispatch(sched, fire.trigger_id, fire.slot, kind="schedule", remember_slot=True)
         anchor = fire.slot if isinstance(trigger, EveryTrigger) else None
         if later and isinstance(trigger, EveryTrigger):
             anchor = later[-1]
@@ -386,24 +385,36 @@ class Scheduler:
         kind: str,
         attempt: int = 1,
         payload: bytes | None = None,
+        remember_slot: bool = False,
     ) -> str | None:
-        """Create the run row (unique per slot), apply overlap, and start or queue it."""
+        """Create the run row (unique per slot), apply overlap, and start or queue it.
+
+        The row, its `run.fired` event, its directory and the trigger's last slot are one
+        commit; a run that can start at once is written `running` in that same commit, so
+        a burst of simultaneous fires costs one transaction each before its run starts.
+        """
         task = sched.task
         now = datetime.now(UTC)
+        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
+        gate_free = len(self.gate.active) < self.gate.limit and not self.gate.pending
+        starts_now = decision in ("start", "cancel_and_start") and gate_free
         fired = {
             "trigger": kind,
             "trigger_id": trigger_id,
             "slot": slot.isoformat() if slot else None,
         }
+        runs_dir = self.paths.workspace(task.id) / "runs"
         run = self.state.create_run(
             task.id,
             kind,
             trigger_id,
             slot,
-            status="queued",
+            status="running" if starts_now else "queued",
             attempt=attempt,
             now=now,
             event=(self._actor(kind), "run.fired", fired),
+            run_dir=lambda run_id: runs_dir / run_id,
+            remember_slot=remember_slot,
         )
         if run is None:
             log.info(
@@ -422,8 +433,8 @@ class Scheduler:
             attempt=attempt,
             payload=payload,
             run_id=run.id,
+            started=starts_now,
         )
-        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
         if decision == "skip":
             reason = f"a run of this task is still active (overlap: {task.overlap})"
             self.state.finish_run(run.id, status="skipped", skip_reason=reason, now=now)

@@ -52,6 +52,7 @@ class RunRequest:
     payload: bytes | None = None
     run_id: str | None = None  # set when the row already exists (daemon, webhook)
     wait_for_lock: float | None = None  # None: per the task's overlap policy
+    started: bool = False  # the row was written `running` already (the daemon's fast path)
 
 
 @dataclass
@@ -159,18 +160,19 @@ class Runner:
         task = req.task
         started = time.monotonic()
         # The start is recorded first: lateness is measured up to here, not after set-up.
-        self.state.start_run(
-            run_id,
-            pid=os.getpid(),
-            now=datetime.now(UTC),
-            task=task.id,
-            run_dir=self.paths.workspace(task.id) / "runs" / run_id,
-            event=(
-                self.actor,
-                "run.started",
-                {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
-            ),
-        )
+        if not req.started:
+            self.state.start_run(
+                run_id,
+                pid=os.getpid(),
+                now=datetime.now(UTC),
+                task=task.id,
+                run_dir=self.paths.workspace(task.id) / "runs" / run_id,
+                event=(
+                    self.actor,
+                    "run.started",
+                    {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
+                ),
+            )
         ctx = self._prepare(task, run_id, req.payload)
         self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
 

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -636,6 +636,8 @@ class State:
         pid: int | None = None,
         delivery_id: str | None = None,
         event: Ledger | None = None,
+        run_dir: Callable[[str], str | Path] | None = None,
+        remember_slot: bool = False,
     ) -> Run | None:
         """Write a run row before anything runs; None when the run already exists.
 
@@ -644,6 +646,9 @@ class State:
         will run it (default: this one), which `mark_interrupted` checks. With
         `delivery_id` (a webhook's delivery id) the delivery is remembered in the same
         transaction and a repeated delivery gets None; `delivery_run` tells its run.
+        `event` is written to the ledger, `run_dir(run_id)` recorded, and with
+        `remember_slot` the trigger's `last_slot` set, all in the same transaction: the
+        scheduler's whole bookkeeping for a fire is one commit.
         """
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}; expected one of {', '.join(TRIGGERS)}")
@@ -682,8 +687,20 @@ class State:
                     "INSERT INTO deliveries (task, delivery_id, run_id, at) VALUES (?, ?, ?, ?)",
                     (task, delivery_id, run.id, _stamp(now)),
                 )
-            if run is not None and event is not None:
+            if run is None:
+                return None
+            if event is not None:
                 _insert_event(db, event, task=task, run=run.id, now=now)
+            if run_dir is not None:
+                directory = str(run_dir(run.id))
+                db.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (directory, run.id))
+                run = replace(run, run_dir=directory)
+            if remember_slot and slot_text is not None:
+                db.execute(
+                    "INSERT INTO trigger_state (task, trigger_id, last_slot) VALUES (?, ?, ?) "
+                    "ON CONFLICT (task, trigger_id) DO UPDATE SET last_slot = excluded.last_slot",
+                    (task, trigger_id, slot_text),
+                )
             return run
 
     def start_run(
