@@ -42,6 +42,7 @@ log = logging.getLogger("daycare.daemon")
 MAX_SLEEP = 30.0  # wake at least this often to notice wall-clock jumps
 LATE_TOLERANCE = 60.0  # a fire this late (s) without a later slot passed is still "on time"
 CATCH_UP_LIMIT = 100
+EARLY_WAKE = 0.002  # wake this much before a fire and sleep the rest precisely
 CATCH_UP_SCAN = 1000  # newest missed slots looked at after a long sleep
 
 
@@ -206,8 +207,10 @@ class Scheduler:
             last = _parse_time(tstate.last_slot) if tstate else None
             anchor = last if isinstance(trigger, EveryTrigger) and last else None
             if isinstance(trigger, EveryTrigger) and anchor is None:
-                anchor = now
-                self.state.set_trigger_state(task.id, trigger.id, last_slot=now.isoformat())
+                # From the daemon's start (one instant for all, so simultaneous intervals
+                # fire in one wake-up), or from now for a task added later.
+                anchor = self.started_at if starting else now
+                self.state.set_trigger_state(task.id, trigger.id, last_slot=anchor.isoformat())
             if catch_up:
                 missed: list[datetime] = []
                 if isinstance(trigger, AtTrigger):
@@ -319,21 +322,27 @@ class Scheduler:
         wall, mono = time.time(), time.monotonic()
         while not self.stopping:
             now_ts = time.time()
-            jump = detect_clock_jump(
-                wall + (time.monotonic() - mono), now_ts, time.monotonic() - mono
-            )
+            # Wall time that passed beyond monotonic time: a suspend or a clock step.
+            jump = detect_clock_jump(wall, now_ts, time.monotonic() - mono)
             if jump is not None:
                 log.warning(
                     "wall clock jumped by %+.0fs (suspend or clock change); replanning", jump
                 )
                 self.state.add_event("daemon", "clock.jump", detail={"seconds": jump})
             wall, mono = now_ts, time.monotonic()
-            while self.heap and self.heap[0].at <= now_ts and not self.stopping:
+            # Re-read the clock per fire: everything due by now is handled before any run
+            # started here gets the loop.
+            if self.heap and 0 < self.heap[0].at - time.time() < EARLY_WAKE:
+                # The loop's timer rounds up to whole milliseconds; the last stretch is a
+                # precise sleep instead (at most EARLY_WAKE, once per wake-up).
+                time.sleep(self.heap[0].at - time.time())
+            while self.heap and self.heap[0].at <= time.time() and not self.stopping:
                 fire = heapq.heappop(self.heap)
                 self.handle(fire)
             timeout = MAX_SLEEP
             if self.heap:
-                timeout = min(MAX_SLEEP, max(0.0, self.heap[0].at - time.time()))
+                due = self.heap[0].at - time.time() - EARLY_WAKE
+                timeout = min(MAX_SLEEP, max(0.0, due))
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
