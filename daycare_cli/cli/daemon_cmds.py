@@ -158,6 +158,11 @@ def register(app: typer.Typer) -> None:
         out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
         for r in status.get("active_runs", []):
             out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
+        for task_id in status.get("flagged", []):
+            out.print(
+                f"[red]failing[/] {task_id}: failed repeatedly (see `daycare runs ls --task "
+                f"{task_id}`)"
+            )
         for e in status.get("errors", []):
             stale = " (last good version still scheduled)" if e.get("stale") else ""
             out.print(f"[red]error[/] {e['error']}{stale}", markup=False)

@@ -186,6 +186,7 @@ class ControlServer:
                 "active_runs": running,
                 "pending": len(s.pending),
                 "errors": errors,
+                "flagged": d.state.flagged_tasks(),
                 "webhook_url": d.webhook_url,
                 "home": str(d.paths.home),
                 "tasks_dir": str(d.paths.tasks_dir),

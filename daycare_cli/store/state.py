@@ -1093,6 +1093,10 @@ class State:
             last_failure_run=row["last_failure_run"],
         )
 
+    def flagged_tasks(self) -> list[str]:
+        """Tasks whose failure streak reached the threshold and has not recovered yet."""
+        return [str(r["task"]) for r in self._read("SELECT task FROM task_state WHERE flagged = 1")]
+
     def record_outcome(
         self, task: str, status: str, run_id: str, *, threshold: int = DEFAULT_THRESHOLD
     ) -> StreakChange:

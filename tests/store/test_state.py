@@ -635,3 +635,12 @@ def test_prune_with_keep_zero_still_keeps_the_last_success_and_failure(state: St
     ids = [make_finished(state, "t", s, at(i)) for i, s in enumerate(["failed", "succeeded"] * 3)]
     state.prune("t", keep=0, max_age_days=30, now=at(10))
     assert {r.id for r in state.list_runs(limit=None)} == {ids[-1], ids[-2]}
+
+
+def test_flagged_tasks_follow_the_streak(state: State) -> None:
+    for _ in range(3):
+        state.record_outcome("flaky", "failed", "r", threshold=3)
+    state.record_outcome("fine", "succeeded", "r", threshold=3)
+    assert state.flagged_tasks() == ["flaky"]
+    state.record_outcome("flaky", "succeeded", "r", threshold=3)
+    assert state.flagged_tasks() == []
