@@ -17,6 +17,7 @@ from pathlib import Path
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RE, Task
 from daycare_cli.store.paths import Paths, atomic_write
+from daycare_cli.store.taskcache import stat_key
 
 # Editor droppings and partial writes the tasks directory may contain.
 IGNORED_SUFFIXES = (".swp", ".swx", ".swo", "~", ".tmp", ".bak")
@@ -104,9 +105,38 @@ class TaskStore:
             return []
         return [self.dir / n for n in sorted(names) if is_task_file(n)]
 
-    def list(self) -> list[TaskEntry]:
-        """Every task file, parsed, in id order; invalid files included with their error."""
-        return [read_entry(p) for p in self.files()]
+    def list(self, *, cached: bool = True) -> list[TaskEntry]:
+        """Every task file, parsed, in id order; invalid files included with their error.
+
+        Unchanged files come from the parse cache (`store/taskcache.py`); their entries
+        carry no text, so edits go through `load`, which always reads the file.
+        """
+        files = self.files()
+        if not cached:
+            return [read_entry(p) for p in files]
+        from daycare_cli.store.taskcache import Cached, TaskCache
+
+        cache = TaskCache(self.paths.home, self.dir)
+        cache.load()
+        entries = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                entries.append(read_entry(path))
+                continue
+            hit = cache.get(path.name, st)
+            if hit is not None:
+                task_id = path.name[:-3]
+                entries.append(TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest))
+                continue
+            entry = read_entry(path)
+            # The key is the stat taken before reading: a change after it shows next time.
+            cache.put(path.name, Cached(stat_key(st), entry.digest, entry.task, entry.error))
+            entries.append(entry)
+        cache.retain({p.name for p in files})
+        cache.save()
+        return entries
 
     def load(self, task_id: str) -> TaskEntry:
         """One task file by id; NotFoundError (with close matches) when absent."""

@@ -1,0 +1,70 @@
+"""The parse cache of task files: used for unchanged files, never for changed ones."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.tasks import TaskStore
+
+HOUR_AGO = time.time() - 3600
+
+
+def store_with(tmp_path: Path, files: dict[str, str]) -> TaskStore:
+    paths = Paths.resolve(home=tmp_path)
+    paths.tasks_dir.mkdir(parents=True)
+    for name, text in files.items():
+        path = paths.tasks_dir / name
+        path.write_text(text)
+        os.utime(path, (HOUR_AGO, HOUR_AGO))
+    return TaskStore(paths)
+
+
+def names(store: TaskStore) -> dict[str, str | None]:
+    return {e.id: (e.task.name if e.task else None) for e in store.list()}
+
+
+def test_an_unchanged_file_is_served_from_the_cache(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {"a.md": "---\nname: Alpha\n---\nx\n"})
+    assert names(store) == {"a": "Alpha"}
+    path = store.dir / "a.md"
+    # Same size, same inode, same mtime: indistinguishable, so the cache answers. This is
+    # how we can see the cache is used at all.
+    with path.open("r+b") as f:  # in place: same inode
+        f.write(path.read_bytes().replace(b"Alpha", b"Blpha"))
+    os.utime(path, (HOUR_AGO, HOUR_AGO))
+    assert names(store) == {"a": "Alpha"}
+    assert names(TaskStore(store.paths)) == {"a": "Alpha"}
+    assert store.list(cached=False)[0].task.name == "Blpha"  # type: ignore[union-attr]
+
+
+def test_a_real_edit_is_seen_at_once(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {"a.md": "---\nname: Alpha\n---\nx\n"})
+    assert names(store) == {"a": "Alpha"}
+    (store.dir / "a.md").write_text("---\nname: Gamma\n---\nx\n")  # same size, new mtime
+    assert names(store) == {"a": "Gamma"}
+    # A second same-size edit within the file-time granularity is still seen: files
+    # modified within 2 s of the cache write are never trusted.
+    (store.dir / "a.md").write_text("---\nname: Delta\n---\nx\n")
+    assert names(store) == {"a": "Delta"}
+
+
+def test_errors_are_cached_with_their_position(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {"bad.md": "---\nname: x\nshedule: '* * * * *'\n---\nx\n"})
+    first = store.list()[0].error
+    again = TaskStore(store.paths).list()[0].error
+    assert first is not None and again is not None
+    assert (again.line, again.col, again.hint) == (first.line, first.col, first.hint)
+    assert "schedule" in str(again)
+
+
+def test_deleted_files_and_a_corrupt_cache(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {"a.md": "A\n", "b.md": "B\n"})
+    assert set(names(store)) == {"a", "b"}
+    (store.dir / "b.md").unlink()
+    assert set(names(store)) == {"a"}
+    for cache in (tmp_path / "cache").iterdir():
+        cache.write_bytes(b"not a pickle")
+    assert set(names(TaskStore(store.paths))) == {"a"}
