@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class WebhookServer:
             if seen is not None:
                 return web.json_response({"run": seen, "duplicate": True}, status=202)
         limit = int(daemon.config.get("webhook.queue_size") or 16)
-        if daemon.scheduler.queue_depth(task_id) >= limit:
+        if queue_full(daemon.scheduler.queue_depth(task_id), limit):
             return web.json_response({"error": "queue full, try again later"}, status=429)
         run_id = daemon.scheduler.submit(
             task_id, kind="webhook", trigger_id=trigger_id, payload=body

@@ -7,7 +7,6 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,14 +197,3 @@ def _read_holder(fd: int) -> tuple[int | None, float | None]:
         return int(raw[0]), float(raw[1])
     except (OSError, ValueError, IndexError):
         return None, None
-
-
-@contextlib.contextmanager
-def task_lock(paths: Paths, task_id: str, wait: float = 0.0) -> Iterator[TaskLock]:
-    """Hold the per-task run lock for the duration of the block."""
-    lock = TaskLock(paths.workspace(task_id) / ".lock")
-    lock.acquire(wait)
-    try:
-        yield lock
-    finally:
-        lock.release()
