@@ -165,7 +165,9 @@ def register(app: typer.Typer) -> None:
             )
         for e in status.get("errors", []):
             stale = " (last good version still scheduled)" if e.get("stale") else ""
-            out.print(f"[red]error[/] {e['error']}{stale}", markup=False)
+            from rich.text import Text
+
+            out.print(Text.assemble(("error ", "red"), f"{e['error']}{stale}"))
         for n in status.get("next", [])[:5]:
             out.print(f"  next {n['at']}  {n['task']}/{n['trigger']}", markup=False)
 

@@ -169,10 +169,11 @@ def apply_daemon_view(
     if entry.task is not None:
         zone = cli.task_zone(entry.task) if not fires else zone
     record["daemon"] = {
-        "scheduled": True,
+        "scheduled": bool(seen.get("scheduled", True)),
         "next_fire": format_instant(nxt, zone) if nxt else None,
         "active": list(seen.get("active", [])),
-        "stale": entry.task is None,
+        # An invalid file whose last good version the daemon still runs.
+        "stale": entry.task is None and bool(seen.get("scheduled", True)),
     }
     if entry.task is not None and nxt is not None and fires:
         record["next_fire"] = record["daemon"]["next_fire"]

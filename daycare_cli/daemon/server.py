@@ -215,9 +215,16 @@ class ControlServer:
                 "active": list(sch.active),
                 "queued": len(sch.queued),
                 "error": str(sch.error) if sch.error else None,
+                "scheduled": True,
             }
         for tid, err in s.broken.items():
-            out[tid] = {"next_fire": {}, "active": [], "queued": 0, "error": str(err)}
+            out[tid] = {
+                "next_fire": {},
+                "active": [],
+                "queued": 0,
+                "error": str(err),
+                "scheduled": False,
+            }
         return web.json_response(out)
 
     async def reload(self, request: web.Request) -> web.Response:

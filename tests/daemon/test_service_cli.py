@@ -91,3 +91,37 @@ def test_watch_filter_ignores_editor_files_and_archive(tmp_path: Path) -> None:
     for name, expected in cases.items():
         assert accept(None, str(tmp_path / name)) is expected, name
     assert accept(None, str(tmp_path / ".archive" / "old.md")) is False
+
+
+def test_task_ls_tells_a_stale_version_from_a_never_valid_file(tmp_path: Path) -> None:
+    import json
+    import time
+
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text("[webhook]\nport = 0\n")
+    (home / "tasks" / "never.md").write_text("---\nschedule: */5 * * * *\n---\nx\n")
+    (home / "tasks" / "good.md").write_text("---\nschedule: '0 9 * * *'\n---\nx\n")
+    assert daycare(home, "daemon", "start").returncode == 0
+    try:
+        (home / "tasks" / "good.md").write_text("---\nschedule: '0 99 * * *'\n---\nx\n")
+        deadline = time.monotonic() + 10
+        while True:
+            rows = {r["id"]: r for r in json.loads(daycare(home, "task", "ls", "--json").stdout)}
+            if rows["good"]["error"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # The daemon saw the broken edit when its status lists it as stale.
+        while time.monotonic() < deadline:
+            status = json.loads(daycare(home, "daemon", "status", "--json").stdout)
+            if any(e.get("stale") for e in status["errors"]):
+                break
+            time.sleep(0.1)
+        rows = {r["id"]: r for r in json.loads(daycare(home, "task", "ls", "--json").stdout)}
+        assert rows["good"]["error"] and rows["good"]["daemon"]["stale"] is True
+        assert rows["never"]["error"] and rows["never"]["daemon"]["stale"] is False
+        text = daycare(home, "task", "ls").stdout
+        stale_lines = [line for line in text.splitlines() if "last good version" in line]
+        assert len(stale_lines) == 1 and " good " in stale_lines[0]
+    finally:
+        daycare(home, "daemon", "stop")
