@@ -358,6 +358,10 @@ def register(app: typer.Typer) -> None:
                 f"{b.get('duration_ms')} ms{' · ' + b['error'] if b.get('error') else ''}",
                 markup=False,
             )
+            if b.get("error") and b.get("stderr"):
+                # The traceback tells where; the last lines are the useful ones.
+                tail = "\n".join(str(b["stderr"]).rstrip().splitlines()[-12:])
+                out.print(tail, markup=False, style="dim")
         for a in artifacts:
             out.print(f"  artifact {a}", markup=False)
         if run.output:
@@ -488,6 +492,7 @@ def _run_details(run: Run) -> tuple[list[dict[str, Any]], list[str]]:
                             "skipped",
                             "truncated",
                             "isolation",
+                            "stderr",
                         )
                     }
                 )

@@ -219,6 +219,9 @@ def create(
     cli.audit("task.created", new_id, path=str(written))
     render.console().print(Text.assemble("Created ", (render.display_path(written), "bold")))
     print_schedule(cli, task, 3)
+    if any(t.type == "webhook" for t in task.triggers):
+        hint = f"  url      `daycare webhook url {new_id}` prints it"
+        render.console().print(hint, highlight=False, markup=False)
     for message in task_warnings(cli, task):
         render.warn(message)
 
