@@ -405,6 +405,10 @@ class Scheduler:
         task = sched.task
         now = datetime.now(UTC)
         decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
+        if kind == "catch-up" and decision == "skip" and task.overlap != "replace":
+            # Slots the catch-up policy chose to run wait for each other instead of being
+            # skipped as overlaps of one another.
+            decision = "queue"
         gate_free = len(self.gate.active) < self.gate.limit and not self.gate.pending
         starts_now = decision in ("start", "cancel_and_start") and gate_free
         fired = {

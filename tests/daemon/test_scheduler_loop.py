@@ -48,3 +48,52 @@ def test_intervals_of_one_daemon_start_fire_in_the_same_wake_up(tmp_path: Path) 
     slots = {r.slot for r in state.list_runs(limit=None)}
     assert len(state.list_runs(limit=None)) == 10
     assert len(slots) == 1
+
+
+def late_fire_rows(tmp_path: Path, policy: str) -> list[tuple[str, str]]:
+    """A task `every: 60s` whose fire comes due 5 minutes late, as after a suspend."""
+    from datetime import UTC, datetime, timedelta
+
+    from daycare_cli.daemon.scheduler import Fire
+
+    text = f"---\ntriggers:\n  - every: 60s\ncatch_up: {policy}\ncatch_up_window: 1h\n---\nhi\n"
+    paths = make_home(tmp_path, {"tick": text})
+
+    async def main() -> State:
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.load_all(starting=True)
+        sched = scheduler.tasks["tick"]
+        slot = datetime.now(UTC) - timedelta(minutes=5, seconds=30)
+        # The loop slept through five slots: the first due one pops now.
+        scheduler.handle(
+            Fire(slot.timestamp(), 0, "tick", "every", slot, "schedule", 1, sched.generation)
+        )
+        while scheduler.heap and scheduler.heap[0].kind == "catch-up":
+            import heapq
+
+            fire = heapq.heappop(scheduler.heap)
+            scheduler.handle(fire)
+        while scheduler.runs or any(s.queued for s in scheduler.tasks.values()):
+            await asyncio.gather(*scheduler.runs.values(), return_exceptions=True)
+            await asyncio.sleep(0.01)
+        return state
+
+    state = asyncio.run(main())
+    rows = sorted(state.list_runs(limit=None), key=lambda r: r.slot.timestamp() if r.slot else 0)
+    return [(r.trigger, r.status) for r in rows]
+
+
+def test_a_late_fire_after_a_suspend_follows_catch_up_latest(tmp_path: Path) -> None:
+    rows = late_fire_rows(tmp_path, "latest")
+    assert rows == [("schedule", "missed")] * 5 + [("catch-up", "succeeded")]
+
+
+def test_a_late_fire_after_a_suspend_follows_catch_up_all(tmp_path: Path) -> None:
+    rows = late_fire_rows(tmp_path, "all")
+    assert rows == [("catch-up", "succeeded")] * 6
+
+
+def test_a_late_fire_after_a_suspend_follows_catch_up_skip(tmp_path: Path) -> None:
+    rows = late_fire_rows(tmp_path, "skip")
+    assert rows == [("schedule", "missed")] * 6
