@@ -314,6 +314,17 @@ class Scheduler:
             )
         latest = max(missed, key=lambda d: d.timestamp())
         self.state.set_trigger_state(task.id, trigger.id, last_slot=latest.isoformat())
+        if not plan.run and self.spent(task, now):
+            # A one-off whose only time passed unrun: recorded missed, nothing left to fire.
+            self.archive(task.id, reason="missed")
+
+    def spent(self, task: Task, now: datetime) -> bool:
+        """True for a task whose every trigger is an `at` time that has passed."""
+        return bool(task.triggers) and all(
+            isinstance(t, AtTrigger)
+            and at_instant(t, self.zone(task, t)).timestamp() <= now.timestamp()
+            for t in task.triggers
+        )
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -542,16 +553,23 @@ class Scheduler:
                 self.wake.set()
                 return
         if task.once and task.id in self.tasks:
-            try:
-                target = self.store.archive(task.id)
-            except Exception as exc:  # the file may already be gone
-                log.warning("could not archive %s: %s", task.id, exc)
-            else:
-                log.info("%s: one-off task archived to %s", task.id, target)
-                self.state.add_event(
-                    "daemon", "task.archived", task=task.id, detail={"path": str(target)}
-                )
-            self.tasks.pop(task.id, None)
+            self.archive(task.id, reason="ran")
+
+    def archive(self, task_id: str, *, reason: str) -> None:
+        """Move a spent one-off task's file to `.archive/` and unschedule it."""
+        try:
+            target = self.store.archive(task_id)
+        except Exception as exc:  # the file may already be gone
+            log.warning("could not archive %s: %s", task_id, exc)
+        else:
+            log.info("%s: one-off task archived to %s (%s)", task_id, target, reason)
+            self.state.add_event(
+                "daemon",
+                "task.archived",
+                task=task_id,
+                detail={"path": str(target), "reason": reason},
+            )
+        self.tasks.pop(task_id, None)
 
     def submit(
         self,

@@ -97,3 +97,17 @@ def test_a_late_fire_after_a_suspend_follows_catch_up_all(tmp_path: Path) -> Non
 def test_a_late_fire_after_a_suspend_follows_catch_up_skip(tmp_path: Path) -> None:
     rows = late_fire_rows(tmp_path, "skip")
     assert rows == [("schedule", "missed")] * 6
+
+
+def test_a_one_off_missed_beyond_its_window_is_recorded_and_archived(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    when = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = f'---\ntriggers:\n  - at: "{when}"\n---\nCall the dentist.\n'
+    paths = make_home(tmp_path, {"dentist": text})
+    state = asyncio.run(run_loop(paths, 0.2))
+    assert [(r.status, r.trigger) for r in state.list_runs(limit=None)] == [("missed", "schedule")]
+    assert not (paths.tasks_dir / "dentist.md").exists()
+    assert (paths.archive_dir / "dentist.md").exists()
+    [archived] = [e for e in state.list_events(limit=None) if e.kind == "task.archived"]
+    assert archived.detail == {"path": str(paths.archive_dir / "dentist.md"), "reason": "missed"}
