@@ -119,7 +119,79 @@ def load_config(path: Path) -> Config:
             path=str(path),
             hint="fix the file, or move it away to start from defaults",
         ) from None
+    check_config(raw, str(path))
     return Config(path, raw)
+
+
+# Known keys: (type, minimum) for numbers, a type for the rest. Tables of free-form names.
+SCHEMA: dict[str, Any] = {
+    "timezone": str,
+    "model": str,
+    "tasks_dir": str,
+    "socket": str,
+    "max_concurrent_runs": (int, 1),
+    "failure_streak": (int, 1),
+    "webhook.host": str,
+    "webhook.port": (int, 0),
+    "webhook.queue_size": (int, 1),
+    "retention.keep_runs": (int, 0),
+    "retention.max_age_days": (float, 0),
+    "daemon.grace_period": (float, 0),
+}
+FREE_TABLES = ("secrets", "notify")
+
+
+def check_config(raw: dict[str, Any], path: str) -> None:
+    """Refuse unknown keys and values of the wrong type, naming the key and the fix."""
+    import difflib
+
+    known = set(SCHEMA) | {k.split(".")[0] for k in SCHEMA} | set(FREE_TABLES)
+
+    def fail(key: str, message: str, hint: str) -> None:
+        raise ConfigError(f"config `{key}`: {message}", path=path, hint=hint)
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for name, value in table.items():
+            key = f"{prefix}{name}"
+            if prefix == "" and name in FREE_TABLES:
+                if not isinstance(value, dict):
+                    fail(key, "must be a table", f"write it as [{name}] with entries below")
+                continue
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"did you mean `{close[0]}`?" if close else "remove it"
+                fail(key, "is not a known setting", hint)
+            if isinstance(value, dict):
+                walk(value, key + ".")
+                continue
+            spec = SCHEMA.get(key)
+            if spec is None:
+                fail(key, "must be a table", f"write it as [{key}]")
+            kind, minimum = spec if isinstance(spec, tuple) else (spec, None)
+            ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+            if isinstance(value, bool) or not ok:
+                fail(
+                    key,
+                    f"must be {'a number' if kind is not str else 'a string'}, not {value!r}",
+                    f"daycare config set {key} VALUE",
+                )
+            if minimum is not None and value < minimum:
+                fail(
+                    key,
+                    f"must be at least {minimum}, not {value!r}",
+                    f"daycare config set {key} {max(minimum, 1)}",
+                )
+
+    walk(raw, "")
+    zone = raw.get("timezone")
+    if isinstance(zone, str):
+        from daycare_cli.core.errors import ScheduleError
+        from daycare_cli.core.schedule import check_zone
+
+        try:
+            check_zone(zone)
+        except ScheduleError as exc:
+            fail("timezone", exc.message, exc.hint or "use an IANA name like Europe/Berlin")
 
 
 def parse_value(text: str) -> Any:
@@ -151,7 +223,9 @@ def set_config_value(path: Path, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise UsageError(f"config key {part!r} is not a table", path=str(path))
     node[parts[-1]] = value
-    atomic_write(path, tomlkit.dumps(doc), mode=0o600)
+    text = tomlkit.dumps(doc)
+    check_config(tomllib.loads(text), str(path))  # refuse to write a config nothing can load
+    atomic_write(path, text, mode=0o600)
 
 
 @functools.cache
