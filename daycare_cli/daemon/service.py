@@ -237,7 +237,14 @@ class Daemon:
         """Re-read config and every task file (SIGHUP or the control API)."""
         assert self.scheduler is not None
         sd_notify("RELOADING=1")
-        self.config = load_config(self.paths.config_file)
+        try:
+            self.config = load_config(self.paths.config_file)
+        except UserError as exc:
+            # A broken config keeps the running one, like a broken task file does.
+            log.error("config not reloaded, keeping the running one: %s", exc)
+            if self.state is not None:
+                self.state.add_event("daemon", "config.invalid", detail={"error": str(exc)})
+
         self.scheduler.config = self.config
         self.scheduler.gate.resize(int(self.config.get("max_concurrent_runs") or 4))
         self.scheduler.load_all(starting=False, actor="daemon")

@@ -477,6 +477,18 @@ def test_sighup_reloads_config(daemon: DaemonHome) -> None:
     assert runs_dirs == {r["id"] for r in kept}
 
 
+def test_sighup_with_a_broken_config_keeps_the_running_one(daemon: DaemonHome) -> None:
+    daemon.write("tick", every())
+    daemon.start()
+    daemon.config.write_text(daemon.CONFIG + "\nmax_concurrent_runs = 0\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: daemon.events("config.invalid"), 3, "the refused reload")
+    assert any("config not reloaded" in x for x in daemon.lines)
+    before = len(daemon.runs("tick"))
+    daemon.wait_for(lambda: len(daemon.runs("tick")) > before + 1, 4, "runs going on")
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
 # --- the global cap -----------------------------------------------------------------------
 
 
