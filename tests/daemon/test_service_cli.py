@@ -125,3 +125,46 @@ def test_task_ls_tells_a_stale_version_from_a_never_valid_file(tmp_path: Path) -
         assert len(stale_lines) == 1 and " good " in stale_lines[0]
     finally:
         daycare(home, "daemon", "stop")
+
+
+def test_logs_shows_recent_runs_and_follows_new_ones(tmp_path: Path) -> None:
+    import select
+    import time
+
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text("[webhook]\nport = 0\n")
+    (home / "tasks" / "tick.md").write_text(
+        "---\ntriggers:\n  - every: 1s\nexecute: true\n---\n<run_python>\nprint('t')\n"
+        "</run_python>\n"
+    )
+    (home / "tasks" / "other.md").write_text("---\ntriggers:\n  - every: 1s\n---\nx\n")
+    assert daycare(home, "daemon", "start").returncode == 0
+    try:
+        env = {**os.environ, "DAYCARE_HOME": str(home)}
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "daycare_cli", "logs", "-f", "-n", "0", "tick"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        seen: list[str] = []
+        deadline = time.monotonic() + 15
+        assert follow.stdout is not None
+        while time.monotonic() < deadline and sum("run.end" in x for x in seen) < 2:
+            ready, _, _ = select.select([follow.stdout], [], [], 0.5)
+            if ready:
+                seen.append(follow.stdout.readline())
+        follow.terminate()
+        follow.wait(timeout=5)
+        follow.stdout.close()
+        # Streamed from the daemon: block and run events of `tick` only, as they happen.
+        assert sum("run.end status=succeeded" in x for x in seen) >= 2, seen
+        assert any("block.end" in x for x in seen)
+        run_ids = {x.split()[1] for x in seen if x.strip()}
+        other = {r for r in run_ids if r in daycare(home, "runs", "ls", "--task", "other").stdout}
+        assert not other
+        past = daycare(home, "logs", "tick", "-n", "1")
+        assert past.returncode == 0 and "run.start" in past.stdout and "run.end" in past.stdout
+    finally:
+        daycare(home, "daemon", "stop")
