@@ -102,6 +102,7 @@ class Scheduler:
         self.on_event = on_event
         self.started_at = datetime.now(UTC)
         self.fires = 0
+        self.planned: list[tuple[str, str, datetime]] = []  # new triggers, see flush_planned
 
     # -- loading ----------------------------------------------------------------------
 
@@ -122,7 +123,14 @@ class Scheduler:
         for task_id in list(self.broken):
             if task_id not in seen:
                 del self.broken[task_id]
+        self.flush_planned()
         self.wake.set()
+
+    def flush_planned(self) -> None:
+        """Write where new triggers were planned from (one commit for a whole load)."""
+        if self.planned:
+            self.state.plan_from(self.planned)
+            self.planned = []
 
     def apply_entry(self, entry: TaskEntry, *, starting: bool = False, actor: str = "file") -> None:
         """Schedule a new or changed task file; an invalid edit keeps the old version."""
@@ -163,6 +171,8 @@ class Scheduler:
             log.info("%s %s", kind.split(".")[1], entry.id)
             self.state.add_event(actor, kind, task=entry.id, detail={"generation": generation})
         self.plan_task(sched, catch_up=starting or current is None, starting=starting)
+        if not starting:
+            self.flush_planned()  # a load flushes once at its end
         self.wake.set()
 
     def remove(self, task_id: str, *, actor: str = "file") -> None:
@@ -210,7 +220,6 @@ class Scheduler:
                 # From the daemon's start (one instant for all, so simultaneous intervals
                 # fire in one wake-up), or from now for a task added later.
                 anchor = self.started_at if starting else now
-                self.state.set_trigger_state(task.id, trigger.id, last_slot=anchor.isoformat())
             if catch_up:
                 missed: list[datetime] = []
                 if isinstance(trigger, AtTrigger):
@@ -223,6 +232,8 @@ class Scheduler:
                     missed = self.missed_since(sched, trigger, last, now)
                 if missed:
                     self.catch_up(sched, trigger, missed, now)
+            if last is None:
+                self.planned.append((task.id, trigger.id, anchor or now))
             after = now
             nxt = next_fires(trigger, after, 1, tz=tz, anchor=anchor)
             if nxt:

@@ -1043,6 +1043,20 @@ class State:
             )
         return [TriggerState.from_row(row) for row in rows]
 
+    def plan_from(self, rows: Iterable[tuple[str, str, datetime]]) -> None:
+        """Record, in one commit, the instant each new trigger was first planned from.
+
+        For a trigger that never fired, `last_slot` is that instant, so a daemon that is
+        down when its first slot passes still sees the slot as missed at the next start.
+        Triggers that already have a state keep it.
+        """
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO trigger_state (task, trigger_id, last_slot) VALUES (?, ?, ?) "
+                "ON CONFLICT (task, trigger_id) DO NOTHING",
+                [(task, trigger_id, _slot_text(at)) for task, trigger_id, at in rows],
+            )
+
     def set_trigger_state(
         self,
         task: str,
