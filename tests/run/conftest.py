@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inbox import Inbox
 
 from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, run_block
 
@@ -100,3 +101,13 @@ def _alive_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A loopback HTTP server collecting notifications (apprise json://)."""
+    box = Inbox()
+    try:
+        yield box
+    finally:
+        box.close()

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from inbox import Inbox
 
 from daycare_cli.run.notify import (
     BODY_LIMIT,
@@ -92,46 +88,6 @@ def test_resolve_targets_keeps_urls_and_looks_names_up() -> None:
     lookup: dict[str, str | None] = {"phone": "ntfy://topic", "empty": None}
     names = ["json://localhost/", "phone", "empty", "unknown"]
     assert resolve_targets(names, lookup) == ["json://localhost/", "ntfy://topic"]
-
-
-class Inbox:
-    """A loopback HTTP server keeping the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        inbox = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                inbox.messages.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 def test_send_posts_redacted_and_bounded_text(inbox: Inbox) -> None:
