@@ -68,3 +68,12 @@ def test_deleted_files_and_a_corrupt_cache(tmp_path: Path) -> None:
     for cache in (tmp_path / "cache").iterdir():
         cache.write_bytes(b"not a pickle")
     assert set(names(TaskStore(store.paths))) == {"a"}
+
+
+def test_a_file_removed_while_listing_is_left_out(tmp_path: Path) -> None:
+    from daycare_cli.store.tasks import read_entries
+
+    store = store_with(tmp_path, {"a.md": "A\n"})
+    entries = read_entries([store.dir / "a.md", store.dir / "gone.md"])
+    assert entries[0] is not None and entries[0].id == "a"
+    assert entries[1] is None
