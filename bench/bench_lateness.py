@@ -29,14 +29,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DAYCARE = ROOT / ".venv" / "bin" / "daycare"
-READY = "daycare daemon ready"
+from daemon_proc import start_daemon
+
 GOAL_P99_MS = 20.0
 
 TASK = """---
@@ -105,33 +103,6 @@ def row(label: str, values: list[float], extra: str = "") -> str:
         f"| {label} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 90):.1f} "
         f"| {p99:.1f} | {max(values):.1f} | {min(values):.1f} | {ok} | {extra} |"
     )
-
-
-def start_daemon(home: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
-    """Start the daemon; a thread drains stderr (it logs every run) and flags the ready line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-    env["DAYCARE_HOME"] = str(home)
-    proc = subprocess.Popen(
-        [str(DAYCARE), "daemon", "run"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if line.startswith(READY):
-                ready.set()
-        ready.set()  # exited: let the waiter look at the return code
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, lines, ready
 
 
 def main() -> None:

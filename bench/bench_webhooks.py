@@ -37,14 +37,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DAYCARE = ROOT / ".venv" / "bin" / "daycare"
-READY = "daycare daemon ready"
+from daemon_proc import DAYCARE, start_daemon
+
 BODY = '{"ref": "refs/heads/main", "commits": [{"id": "0123456789abcdef", "message": "x"}]}'
 
 TASK = """---
@@ -136,33 +134,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def start_daemon(home: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
-    """`daycare daemon run` on `home`; a thread drains stderr and flags the ready line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-    env["DAYCARE_HOME"] = str(home)
-    proc = subprocess.Popen(
-        [str(DAYCARE), "daemon", "run"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if line.startswith(READY):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, lines, ready
 
 
 def load(
