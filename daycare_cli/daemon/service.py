@@ -16,7 +16,7 @@ from typing import Any
 from daycare_cli.config import Config, load_config
 from daycare_cli.core.errors import UserError
 from daycare_cli.daemon.scheduler import Scheduler
-from daycare_cli.store.paths import Paths
+from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.daemon")
@@ -39,23 +39,6 @@ def sd_notify(message: str) -> bool:
     except OSError as exc:
         log.debug("sd_notify failed: %s", exc)
         return False
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (zombies count as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def setup_logging(level: str = "INFO") -> None:

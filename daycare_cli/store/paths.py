@@ -197,3 +197,20 @@ def _read_holder(fd: int) -> tuple[int | None, float | None]:
         return int(raw[0]), float(raw[1])
     except (OSError, ValueError, IndexError):
         return None, None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with that pid exists (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True

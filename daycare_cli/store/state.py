@@ -38,6 +38,7 @@ from daycare_cli.core.streak import (
     StreakChange,
     next_streak,
 )
+from daycare_cli.store.paths import pid_alive
 
 TRIGGERS = ("schedule", "webhook", "manual", "catch-up", "retry")
 STATUSES = (
@@ -243,17 +244,6 @@ def _cap(text: str | None, limit: int = TEXT_CAP) -> str | None:
     if len(data) <= limit:
         return text
     return data[:limit].decode("utf-8", "ignore") + CUT_MARKER
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
@@ -872,7 +862,7 @@ class State:
         (default: signal 0). A pid reused by an unrelated process keeps its run active
         until that process ends; the caller logs events for the returned runs.
         """
-        alive = pids_alive or _pid_alive
+        alive = pids_alive or pid_alive
         now = _now(now)
         stamp = _stamp(now)
         interrupted: list[Run] = []
