@@ -430,6 +430,7 @@ def register(app: typer.Typer) -> None:
             if client is not None:
                 for record in client.follow(task=task):
                     _print_log_line(record, task)
+                typer.echo("the daemon stopped: no more events to follow", err=True)
             else:
                 _poll_events(cli, task)
         except KeyboardInterrupt:

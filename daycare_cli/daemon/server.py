@@ -6,7 +6,6 @@ overlap policy and global cap as for scheduled fires.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger
+from daycare_cli.daemon.events import Subscription
 
 if TYPE_CHECKING:
     from daycare_cli.daemon.service import Daemon
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("daycare.server")
 
 MAX_BODY = 1024 * 1024
+# How long a stopping server waits for handlers still running; streams end on their own
+# (the event bus closes first), so this only bounds a handler that misbehaves.
+SHUTDOWN_TIMEOUT = 2.0
 NOT_FOUND = {"error": "not found"}
 
 
@@ -60,7 +63,9 @@ class WebhookServer:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/hooks/{token}", self.handle)
         # No access log: the URL path carries the token, which must never be logged.
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self.runner.setup()
         host = str(self.daemon.config.get("webhook.host") or "127.0.0.1")
         # Port 0 (an ephemeral port, as tests use) is a valid setting, not "unset".
@@ -145,7 +150,9 @@ class ControlServer:
         app.router.add_post("/tasks/{id}/run", self.run_now)
         app.router.add_post("/reload", self.reload)
         app.router.add_get("/follow", self.follow)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self.runner.setup()
         path = self.daemon.paths.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -251,18 +258,17 @@ class ControlServer:
         run_id = d.scheduler.submit(task_id, kind="manual", payload=payload)
         if run_id is None:
             return web.json_response({"error": "could not start the run", "code": 1}, status=409)
-        # Subscribe before yielding to the loop, so no event of the run is missed.
-        queue = d.subscribe(run_id)
         if request.query.get("stream") != "1":
-            d.unsubscribe(run_id, queue)
             return web.json_response({"run": run_id}, status=202)
+        # Subscribe before yielding to the loop, so no event of the run is missed.
+        sub = d.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await resp.write(json.dumps({"event": "run.queued", "run": run_id}).encode() + b"\n")
-            await self._pump(queue, resp, run_id)
+            await self._pump(request, sub, resp, run_id)
         finally:
-            d.unsubscribe(run_id, queue)
+            sub.close()
         run = d.state.get_run(run_id)
         final = {"event": "run.result", "run": run_id, "result": run.to_json() if run else None}
         await resp.write(json.dumps(final, default=str).encode() + b"\n")
@@ -270,45 +276,52 @@ class ControlServer:
         return resp
 
     async def _pump(
-        self, queue: asyncio.Queue[dict[str, Any]], resp: web.StreamResponse, run_id: str | None
+        self,
+        request: web.Request,
+        sub: Subscription,
+        resp: web.StreamResponse,
+        run_id: str | None,
+        task: str | None = None,
     ) -> None:
-        """Forward events until the run ends (or forever when following all runs)."""
+        """Forward events until the run ends, the client leaves or the daemon stops."""
         d = self.daemon
         assert d.state is not None
         while True:
             try:
-                record = await asyncio.wait_for(queue.get(), timeout=1.0)
+                record = await sub.get(timeout=1.0)
             except TimeoutError:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return  # the client went away
                 if run_id is not None:
                     run = d.state.get_run(run_id)
                     # Ended without events (skipped by overlap, or finished elsewhere).
                     if run is not None and run.finished_at:
                         return
                 continue
+            if record is None:
+                return  # the daemon is stopping: end of stream
+            if task is not None and _run_task(d, record) != task:
+                continue
             await resp.write(json.dumps(record, default=str).encode() + b"\n")
             if run_id is not None and record.get("event") == "run.end":
                 return
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
-        """Stream the events of one run (`?run=ID`) or of every run, as NDJSON."""
+        """Stream the events of one run (`?run=ID`), one task's runs or every run, as NDJSON."""
         d = self.daemon
         run_id = request.query.get("run") or None
         task = request.query.get("task") or None
-        queue = d.subscribe(run_id)
+        sub = d.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
         try:
-            if task is None:
-                await self._pump(queue, resp, run_id)
-            else:
-                while True:
-                    record = await queue.get()
-                    if _run_task(d, record) == task:
-                        await resp.write(json.dumps(record, default=str).encode() + b"\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+            await resp.prepare(request)
+            await self._pump(request, sub, resp, run_id, task)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; nothing to tell it
         finally:
-            d.unsubscribe(run_id, queue)
+            sub.close()
         return resp
 
 

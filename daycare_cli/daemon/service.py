@@ -15,6 +15,7 @@ from typing import Any
 
 from daycare_cli.config import Config, load_config
 from daycare_cli.core.errors import UserError
+from daycare_cli.daemon.events import EventBus
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
@@ -67,36 +68,13 @@ class Daemon:
         self.config = config
         self.stop_event = asyncio.Event()
         self.reload_requested = False
-        self.listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
-        self.all_listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.events = EventBus()
         self.state: State | None = None
         self.scheduler: Scheduler | None = None
         self.lock_fd: int | None = None
         self.webhook_url: str | None = None
         self.started_at = datetime.now(UTC)
         self.signal_wake = asyncio.Event()
-
-    # -- events for streaming clients ---------------------------------------------------
-
-    def publish(self, record: dict[str, Any]) -> None:
-        """Fan a run event out to clients following that run or all runs."""
-        for q in list(self.listeners.get(str(record.get("run")), ())) + list(self.all_listeners):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(record)
-
-    def subscribe(self, run_id: str | None) -> asyncio.Queue[dict[str, Any]]:
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        if run_id is None:
-            self.all_listeners.add(q)
-        else:
-            self.listeners.setdefault(run_id, set()).add(q)
-        return q
-
-    def unsubscribe(self, run_id: str | None, q: asyncio.Queue[dict[str, Any]]) -> None:
-        if run_id is None:
-            self.all_listeners.discard(q)
-        else:
-            self.listeners.get(run_id, set()).discard(q)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -146,7 +124,7 @@ class Daemon:
                 "running",
             )
         self.scheduler = scheduler = Scheduler(
-            self.paths, self.config, state, on_event=self.publish
+            self.paths, self.config, state, on_event=self.events.publish
         )
         # Watch before the first scan: a file written between the scan and the watch
         # (e.g. right after the ready line) would otherwise go unseen until a rescan.
@@ -296,6 +274,8 @@ class Daemon:
         for t in background:
             t.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        # End every stream (logs -f, run-now followers) so the servers stop at once.
+        self.events.close()
         await webhooks.stop()
         await control.stop()
         self.state.add_event("daemon", "daemon.stopped", detail={"pid": os.getpid()})

@@ -169,3 +169,44 @@ def test_logs_shows_recent_runs_and_follows_new_ones(tmp_path: Path) -> None:
         assert past.returncode == 0 and "run.start" in past.stdout and "run.end" in past.stdout
     finally:
         daycare(home, "daemon", "stop")
+
+
+def test_stop_is_prompt_while_followers_are_attached(tmp_path: Path) -> None:
+    """`daemon stop` with idle `logs -f` followers attached: they get end-of-stream and
+    the daemon exits within its grace period, not after aiohttp's 60 s shutdown wait."""
+    import time
+
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text("[webhook]\nport = 0\n[daemon]\ngrace_period = 1\n")
+    (home / "tasks" / "idle.md").write_text("---\nschedule: '0 0 1 1 *'\n---\nx\n")
+    assert daycare(home, "daemon", "start").returncode == 0
+    env = {**os.environ, "DAYCARE_HOME": str(home)}
+    followers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "daycare_cli", "logs", "-f", "-n", "0", *task],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for task in ([], ["idle"])
+    ]
+    try:
+        time.sleep(1.0)  # both followers connected and waiting
+        pid = daemon_pid(Paths.resolve(home=home))
+        assert pid is not None
+        started = time.monotonic()
+        stopped = daycare(home, "daemon", "stop")
+        took = time.monotonic() - started
+        assert stopped.returncode == 0, stopped.stderr
+        assert took < 1 + 2 + 2, f"daemon stop took {took:.1f}s"
+        assert not pid_alive(pid)
+        for f in followers:
+            _out, err = f.communicate(timeout=5)
+            assert f.returncode == 0
+            assert "the daemon stopped" in err
+    finally:
+        for f in followers:
+            f.kill()
+            f.communicate()
