@@ -64,13 +64,57 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def get(self, key: str) -> Any:
-        """A dotted key (`webhook.port`), or its default."""
+        """A dotted key (`webhook.port`); its default from DEFAULTS when the file lacks it.
+
+        Callers never add a fallback of their own (`or 4`): the default lives here only.
+        The typed properties below are the same values with their types.
+        """
         node: Any = self.raw
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
                 return DEFAULTS.get(key)
             node = node[part]
         return node
+
+    @property
+    def max_concurrent_runs(self) -> int:
+        """How many runs may execute at once across all tasks."""
+        return int(self.get("max_concurrent_runs"))
+
+    @property
+    def failure_streak(self) -> int:
+        """Failures in a row after which a task is flagged."""
+        return int(self.get("failure_streak"))
+
+    @property
+    def webhook_host(self) -> str:
+        """The host webhooks listen on; an empty value means the default (loopback)."""
+        return str(self.get("webhook.host") or DEFAULTS["webhook.host"])
+
+    @property
+    def webhook_port(self) -> int:
+        """The port webhooks listen on (0: any free port)."""
+        return int(self.get("webhook.port"))
+
+    @property
+    def webhook_queue_size(self) -> int:
+        """Runs a webhook may leave waiting per task; further deliveries are refused."""
+        return int(self.get("webhook.queue_size"))
+
+    @property
+    def keep_runs(self) -> int:
+        """Runs kept per task by retention (the last success and failure are always kept)."""
+        return int(self.get("retention.keep_runs"))
+
+    @property
+    def max_age_days(self) -> float:
+        """Age in days after which retention prunes a run."""
+        return float(self.get("retention.max_age_days"))
+
+    @property
+    def grace_period(self) -> float:
+        """Seconds running runs get to finish when the daemon stops."""
+        return float(self.get("daemon.grace_period"))
 
     @property
     def timezone(self) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daycare_cli.config import ConfigError, load_config, set_config_value
+from daycare_cli.config import DEFAULTS, SCHEMA, ConfigError, load_config, set_config_value
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,42 @@ def test_set_keeps_comments_and_refuses_what_nothing_could_load(tmp_path: Path) 
     with pytest.raises(ConfigError):
         set_config_value(path, "max_concurrent_runs", 0)
     assert path.read_text() == text  # nothing written
+
+
+TYPED = (
+    "max_concurrent_runs",
+    "failure_streak",
+    "webhook_host",
+    "webhook_port",
+    "webhook_queue_size",
+    "keep_runs",
+    "max_age_days",
+    "grace_period",
+)
+
+
+def test_every_declared_setting_has_a_default_that_get_returns(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "absent.toml")
+    assert set(DEFAULTS) == set(SCHEMA)  # a setting without a default would make callers guess
+    for key, default in DEFAULTS.items():
+        assert config.get(key) == default, key
+    assert [getattr(config, name) for name in TYPED] == [4, 5, "127.0.0.1", 8765, 16, 100, 30, 30]
+
+
+def test_typed_settings_read_the_file_with_their_types(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "max_concurrent_runs = 2\nfailure_streak = 3\n"
+        "[webhook]\nhost = '0.0.0.0'\nport = 0\nqueue_size = 1\n"
+        "[retention]\nkeep_runs = 0\nmax_age_days = 1.5\n[daemon]\ngrace_period = 2\n"
+    )
+    config = load_config(path)
+    values = [getattr(config, name) for name in TYPED]
+    assert values == [2, 3, "0.0.0.0", 0, 1, 0, 1.5, 2.0]
+    assert isinstance(config.grace_period, float) and isinstance(config.max_age_days, float)
+
+
+def test_an_empty_webhook_host_means_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[webhook]\nhost = ''\n")
+    assert load_config(path).webhook_host == "127.0.0.1"

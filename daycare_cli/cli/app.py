@@ -112,6 +112,7 @@ def build_app() -> typer.Typer:
         config_cmds,
         cron_cmds,
         daemon_cmds,
+        history_cmds,
         overview_cmds,
         run_cmds,
         task_cmds,
@@ -134,6 +135,6 @@ def build_app() -> typer.Typer:
     cron_cmds.register(app)
     config_cmds.register(app)
     run_cmds.register_task_commands(task_app)
-    run_cmds.register(app)
+    history_cmds.register(app)
     daemon_cmds.register(app)
     return app

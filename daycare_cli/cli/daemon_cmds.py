@@ -16,6 +16,7 @@ import typer
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import complete_task_id
 from daycare_cli.cli.run_cmds import open_state
+from daycare_cli.store.paths import Paths, daemon_pid, pid_alive
 
 
 def register(app: typer.Typer) -> None:
@@ -23,50 +24,73 @@ def register(app: typer.Typer) -> None:
     daemon_app = typer.Typer(
         help="The daemon: run, start, stop, status, install.", no_args_is_help=True
     )
+    daemon_app.command("run")(daemon_run)
+    daemon_app.command("start")(daemon_start)
+    daemon_app.command("stop")(daemon_stop)
+    daemon_app.command("status")(daemon_status)
+    daemon_app.command("install")(daemon_install)
     app.add_typer(daemon_app, name="daemon")
     webhook_app = typer.Typer(help="Webhook URLs of tasks.", no_args_is_help=True)
+    webhook_app.command("url")(webhook_url)
+    webhook_app.command("rotate")(webhook_rotate)
     app.add_typer(webhook_app, name="webhook")
+    app.command("doctor")(doctor)
 
-    @daemon_app.command("run")
-    def daemon_run(
-        ctx: typer.Context,
-        log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
-    ) -> None:
-        """Run the daemon in the foreground (what systemd runs)."""
-        from daycare_cli.daemon.service import run_daemon
 
-        cli = get_context(ctx)
-        raise typer.Exit(run_daemon(cli.paths, cli.config, log_level.upper()))
+# --- daemon ------------------------------------------------------------------------------
 
-    @daemon_app.command("start")
-    def daemon_start(
-        ctx: typer.Context,
-        wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for ready.")] = 15.0,
-    ) -> None:
-        """Start the daemon in the background (for systems without systemd)."""
-        from daycare_cli.daemon.service import daemon_pid
 
-        cli = get_context(ctx)
-        pid = daemon_pid(cli.paths)
-        if pid is not None:
-            typer.echo(f"daemon already running (pid {pid})")
-            return
-        cli.paths.home.mkdir(parents=True, exist_ok=True)
-        log_file = cli.paths.daemon_log.open("ab")
-        cmd = [
-            sys.executable,
-            "-m",
-            "daycare_cli",
-            "--home",
-            str(cli.paths.home),
-            "--tasks-dir",
-            str(cli.paths.tasks_dir),
-            "--config",
-            str(cli.paths.config_file),
-            "daemon",
-            "run",
-        ]
-        proc = subprocess.Popen(
+def daemon_run(
+    ctx: typer.Context,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run the daemon in the foreground (what systemd runs)."""
+    from daycare_cli.daemon.service import run_daemon
+
+    cli = get_context(ctx)
+    raise typer.Exit(run_daemon(cli.paths, cli.config, log_level.upper()))
+
+
+def daemon_start(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for ready.")] = 15.0,
+) -> None:
+    """Start the daemon in the background (for systems without systemd)."""
+    cli = get_context(ctx)
+    pid = daemon_pid(cli.paths)
+    if pid is not None:
+        typer.echo(f"daemon already running (pid {pid})")
+        return
+    proc = spawn_daemon(cli.paths)
+    if wait_ready(cli.paths, proc, wait):
+        typer.echo(f"daemon started (pid {proc.pid}); log: {cli.paths.daemon_log}")
+        return
+    typer.echo(
+        f"daemon started (pid {proc.pid}) but not ready after {wait:g}s; "
+        f"see {cli.paths.daemon_log}",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
+    """`daycare daemon run` for this home in a new session, its output in the daemon log."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "daycare_cli",
+        "--home",
+        str(paths.home),
+        "--tasks-dir",
+        str(paths.tasks_dir),
+        "--config",
+        str(paths.config_file),
+        "daemon",
+        "run",
+    ]
+    with paths.daemon_log.open("ab") as log_file:  # the child keeps its own descriptor
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -74,219 +98,235 @@ def register(app: typer.Typer) -> None:
             start_new_session=True,
             close_fds=True,
         )
-        deadline = time.monotonic() + wait
-        from daycare_cli.client import connect
 
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                from daycare_cli.core.errors import UserError
 
-                raise UserError(
-                    f"the daemon exited with code {proc.returncode}",
-                    path=str(cli.paths.daemon_log),
-                    hint="read the log above for the reason",
-                )
-            client = connect(cli.paths)
-            if client is not None:
-                client.close()
-                typer.echo(f"daemon started (pid {proc.pid}); log: {cli.paths.daemon_log}")
-                return
-            time.sleep(0.1)
+def wait_ready(paths: Paths, proc: subprocess.Popen[bytes], wait: float) -> bool:
+    """Whether the daemon answers on its socket within `wait` s; UserError if it exits."""
+    from daycare_cli.client import connect
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            from daycare_cli.core.errors import UserError
+
+            raise UserError(
+                f"the daemon exited with code {proc.returncode}",
+                path=str(paths.daemon_log),
+                hint="read the log above for the reason",
+            )
+        client = connect(paths)
+        if client is not None:
+            client.close()
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def daemon_stop(
+    ctx: typer.Context,
+    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+) -> None:
+    """Stop the daemon: runs get the grace period, then are marked interrupted."""
+    cli = get_context(ctx)
+    pid = daemon_pid(cli.paths)
+    if pid is None:
+        typer.echo("daemon not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        typer.echo(f"daemon (pid {pid}) still running after {timeout:g}s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"daemon stopped (pid {pid})")
+
+
+def daemon_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Whether the daemon runs; uptime, tasks, running runs, errors and next fires."""
+    from daycare_cli.cli.render import print_json
+    from daycare_cli.client import connect
+
+    cli = get_context(ctx)
+    client = connect(cli.paths)
+    if client is None:
+        if as_json:
+            print_json({"running": False})
+        else:
+            typer.echo(
+                "daemon not running (start it with `daycare daemon start` or "
+                "`daycare daemon install`)"
+            )
+        raise typer.Exit(1)
+    try:
+        status = client.status()
+    finally:
+        client.close()
+    status["running"] = True
+    if as_json:
+        print_json(status)
+    else:
+        print_status(status)
+
+
+def print_status(status: dict[str, Any]) -> None:
+    """`daemon status` for a person: one summary line, then runs, failing tasks, errors, fires."""
+    from rich.text import Text
+
+    from daycare_cli.cli.render import console
+
+    out = console()
+    out.print(
+        f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
+        f"{status['tasks']} tasks ({status['enabled']} enabled), "
+        f"{status['fires']} fires"
+    )
+    out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
+    for r in status.get("active_runs", []):
+        out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
+    for task_id in status.get("flagged", []):
+        out.print(
+            f"[red]failing[/] {task_id}: failed repeatedly (see `daycare runs ls --task {task_id}`)"
+        )
+    for e in status.get("errors", []):
+        stale = " (last good version still scheduled)" if e.get("stale") else ""
+        out.print(Text.assemble(("error ", "red"), f"{e['error']}{stale}"))
+    for n in status.get("next", [])[:5]:
+        out.print(f"  next {n['at']}  {n['task']}/{n['trigger']}", markup=False)
+
+
+def daemon_install(
+    ctx: typer.Context,
+    enable: Annotated[
+        bool, typer.Option("--enable/--no-enable", help="Run systemctl --user enable --now.")
+    ] = True,
+) -> None:
+    """Install the systemd user unit and enable it; warns when lingering is off."""
+    from daycare_cli.daemon.unit import unit_text
+
+    exe = shutil.which("daycare") or f"{sys.executable} -m daycare_cli"
+    unit_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    target = unit_dir / "daycare.service"
+    target.write_text(unit_text(exe))
+    typer.echo(f"wrote {target}")
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        typer.echo("systemctl not found: start the daemon with `daycare daemon start`")
+        return
+    if enable:
+        enable_unit(systemctl)
+    warn_without_linger()
+
+
+def enable_unit(systemctl: str) -> None:
+    """Reload systemd's user units and enable and start daycare.service."""
+    for args in (["daemon-reload"], ["enable", "--now", "daycare.service"]):
+        res = subprocess.run([systemctl, "--user", *args], capture_output=True, text=True)
+        if res.returncode != 0:
+            typer.echo(f"systemctl --user {' '.join(args)} failed: {res.stderr.strip()}", err=True)
+            raise typer.Exit(1)
+    typer.echo("enabled and started daycare.service")
+
+
+def warn_without_linger() -> None:
+    """Warn when the user's services stop at logout (systemd lingering off)."""
+    user = os.environ.get("USER") or ""
+    linger = (
+        subprocess.run(
+            ["loginctl", "show-user", user, "-p", "Linger"], capture_output=True, text=True
+        )
+        if shutil.which("loginctl")
+        else None
+    )
+    if linger is None or "Linger=yes" not in linger.stdout:
         typer.echo(
-            f"daemon started (pid {proc.pid}) but not ready after {wait:g}s; "
-            f"see {cli.paths.daemon_log}",
+            f"warning: lingering is off, so the daemon stops when you log out; "
+            f"fix: loginctl enable-linger {user}",
             err=True,
         )
-        raise typer.Exit(1)
 
-    @daemon_app.command("stop")
-    def daemon_stop(
-        ctx: typer.Context,
-        timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
-    ) -> None:
-        """Stop the daemon: runs get the grace period, then are marked interrupted."""
-        from daycare_cli.daemon.service import daemon_pid, pid_alive
 
-        cli = get_context(ctx)
-        pid = daemon_pid(cli.paths)
-        if pid is None:
-            typer.echo("daemon not running")
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            typer.echo(f"daemon (pid {pid}) still running after {timeout:g}s", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"daemon stopped (pid {pid})")
+# --- webhook -----------------------------------------------------------------------------
 
-    @daemon_app.command("status")
-    def daemon_status(
-        ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        """Whether the daemon runs; uptime, tasks, running runs, errors and next fires."""
-        from daycare_cli.cli.render import console, print_json
-        from daycare_cli.client import connect
 
-        cli = get_context(ctx)
-        client = connect(cli.paths)
-        if client is None:
-            if as_json:
-                print_json({"running": False})
-            else:
-                typer.echo(
-                    "daemon not running (start it with `daycare daemon start` or "
-                    "`daycare daemon install`)"
-                )
-            raise typer.Exit(1)
-        try:
-            status = client.status()
-        finally:
-            client.close()
-        status["running"] = True
-        if as_json:
-            print_json(status)
-            return
-        out = console()
-        out.print(
-            f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
-            f"{status['tasks']} tasks ({status['enabled']} enabled), "
-            f"{status['fires']} fires"
+def webhook_url(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+) -> None:
+    """Print the webhook URL of a task (a token is made on first use)."""
+    print_webhook_url(get_context(ctx), task_id, trigger, rotate=False)
+
+
+def webhook_rotate(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+) -> None:
+    """Replace a task's webhook token; the old URL stops working at once."""
+    print_webhook_url(get_context(ctx), task_id, trigger, rotate=True)
+
+
+def print_webhook_url(cli: CliContext, task_id: str, trigger: str | None, rotate: bool) -> None:
+    """The URL of a task's (first, or named) webhook trigger, with a new token if `rotate`."""
+    from daycare_cli.core.errors import NotFoundError
+    from daycare_cli.core.task import WebhookTrigger
+
+    task = cli.store.get(task_id)
+    hooks = [t for t in task.triggers if isinstance(t, WebhookTrigger)]
+    if trigger is not None:
+        hooks = [t for t in hooks if t.id == trigger]
+    if not hooks:
+        raise NotFoundError(
+            f"task {task_id!r} has no webhook trigger{f' {trigger!r}' if trigger else ''}",
+            hint=f"add one with `daycare task trigger add {task_id} --webhook`",
         )
-        out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
-        for r in status.get("active_runs", []):
-            out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
-        for task_id in status.get("flagged", []):
-            out.print(
-                f"[red]failing[/] {task_id}: failed repeatedly (see `daycare runs ls --task "
-                f"{task_id}`)"
-            )
-        for e in status.get("errors", []):
-            stale = " (last good version still scheduled)" if e.get("stale") else ""
-            from rich.text import Text
-
-            out.print(Text.assemble(("error ", "red"), f"{e['error']}{stale}"))
-        for n in status.get("next", [])[:5]:
-            out.print(f"  next {n['at']}  {n['task']}/{n['trigger']}", markup=False)
-
-    @daemon_app.command("install")
-    def daemon_install(
-        ctx: typer.Context,
-        enable: Annotated[
-            bool, typer.Option("--enable/--no-enable", help="Run systemctl --user enable --now.")
-        ] = True,
-    ) -> None:
-        """Install the systemd user unit and enable it; warns when lingering is off."""
-        from daycare_cli.daemon.unit import unit_text
-
-        exe = shutil.which("daycare") or f"{sys.executable} -m daycare_cli"
-        unit_dir = (
-            Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
-        )
-        unit_dir.mkdir(parents=True, exist_ok=True)
-        target = unit_dir / "daycare.service"
-        target.write_text(unit_text(exe))
-        typer.echo(f"wrote {target}")
-        systemctl = shutil.which("systemctl")
-        if systemctl is None:
-            typer.echo("systemctl not found: start the daemon with `daycare daemon start`")
-            return
-        if enable:
-            for args in (["daemon-reload"], ["enable", "--now", "daycare.service"]):
-                res = subprocess.run([systemctl, "--user", *args], capture_output=True, text=True)
-                if res.returncode != 0:
-                    typer.echo(
-                        f"systemctl --user {' '.join(args)} failed: {res.stderr.strip()}", err=True
-                    )
-                    raise typer.Exit(1)
-            typer.echo("enabled and started daycare.service")
-        user = os.environ.get("USER") or ""
-        linger = (
-            subprocess.run(
-                ["loginctl", "show-user", user, "-p", "Linger"], capture_output=True, text=True
-            )
-            if shutil.which("loginctl")
-            else None
-        )
-        if linger is None or "Linger=yes" not in linger.stdout:
-            typer.echo(
-                f"warning: lingering is off, so the daemon stops when you log out; "
-                f"fix: loginctl enable-linger {user}",
-                err=True,
-            )
-
-    def _url(cli: CliContext, task_id: str, trigger: str | None, rotate: bool) -> None:
-        from daycare_cli.core.errors import NotFoundError
-        from daycare_cli.core.task import WebhookTrigger
-
-        task = cli.store.get(task_id)
-        hooks = [t for t in task.triggers if isinstance(t, WebhookTrigger)]
-        if trigger is not None:
-            hooks = [t for t in hooks if t.id == trigger]
-        if not hooks:
-            raise NotFoundError(
-                f"task {task_id!r} has no webhook trigger{f' {trigger!r}' if trigger else ''}",
-                hint=f"add one with `daycare task trigger add {task_id} --webhook`",
-            )
-        hook = hooks[0]
-        state = open_state(cli)
-        try:
-            if rotate:
-                token = state.rotate_token(task.id, hook.id)
-                state.add_event("cli", "webhook.rotated", task=task.id, detail={"trigger": hook.id})
-            else:
-                token = state.issue_token(task.id, hook.id)
-        finally:
-            state.close()
-        base = _webhook_base(cli)
-        typer.echo(f"{base}/hooks/{token}")
+    hook = hooks[0]
+    state = open_state(cli)
+    try:
         if rotate:
-            typer.echo("the previous URL is revoked", err=True)
-
-    @webhook_app.command("url")
-    def webhook_url(
-        ctx: typer.Context,
-        task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-        trigger: Annotated[str | None, typer.Option("--trigger")] = None,
-    ) -> None:
-        """Print the webhook URL of a task (a token is made on first use)."""
-        _url(get_context(ctx), task_id, trigger, rotate=False)
-
-    @webhook_app.command("rotate")
-    def webhook_rotate(
-        ctx: typer.Context,
-        task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-        trigger: Annotated[str | None, typer.Option("--trigger")] = None,
-    ) -> None:
-        """Replace a task's webhook token; the old URL stops working at once."""
-        _url(get_context(ctx), task_id, trigger, rotate=True)
-
-    @app.command("doctor")
-    def doctor(
-        ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        """Check the installation: Python, sandbox isolation, model, paths, daemon."""
-        from daycare_cli.cli.render import console, print_json
-
-        cli = get_context(ctx)
-        checks = _doctor_checks(cli)
-        if as_json:
-            print_json(checks)
+            token = state.rotate_token(task.id, hook.id)
+            state.add_event("cli", "webhook.rotated", task=task.id, detail={"trigger": hook.id})
         else:
-            out = console()
-            marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
-            for c in checks:
-                out.print(f"{marks[c['level']]} {c['name']}: ", end="")
-                out.print(c["detail"], markup=False)
-        if any(c["level"] == "fail" for c in checks):
-            raise typer.Exit(1)
+            token = state.issue_token(task.id, hook.id)
+    finally:
+        state.close()
+    base = _webhook_base(cli)
+    typer.echo(f"{base}/hooks/{token}")
+    if rotate:
+        typer.echo("the previous URL is revoked", err=True)
+
+
+# --- doctor ------------------------------------------------------------------------------
+
+
+def doctor(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check the installation: Python, sandbox isolation, model, paths, daemon."""
+    from daycare_cli.cli.render import console, print_json
+
+    cli = get_context(ctx)
+    checks = _doctor_checks(cli)
+    if as_json:
+        print_json(checks)
+    else:
+        out = console()
+        marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+        for c in checks:
+            out.print(f"{marks[c['level']]} {c['name']}: ", end="")
+            out.print(c["detail"], markup=False)
+    if any(c["level"] == "fail" for c in checks):
+        raise typer.Exit(1)
 
 
 def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
-    from daycare_cli.daemon.service import daemon_pid
+    """The checks of `doctor`, each `{name, level: ok|warn|fail, detail}`."""
     from daycare_cli.run.sandbox import isolation_level
 
     checks: list[dict[str, Any]] = []
@@ -355,14 +395,11 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
 
 
 def _webhook_base(cli: CliContext) -> str:
+    """The daemon's published webhook address when it runs, else the configured one."""
     published = cli.paths.runtime_dir / "webhook.url"
-    from daycare_cli.daemon.service import daemon_pid
-
     if published.exists() and daemon_pid(cli.paths):
         return published.read_text().strip()
-    host = cli.config.get("webhook.host") or "127.0.0.1"
-    port = cli.config.get("webhook.port")
-    return f"http://{host}:{port}"
+    return f"http://{cli.config.webhook_host}:{cli.config.webhook_port}"
 
 
 def _uptime(seconds: int) -> str:

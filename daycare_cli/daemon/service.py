@@ -295,12 +295,3 @@ def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:
         return await Daemon(paths, config).serve()
 
     return asyncio.run(main())
-
-
-def daemon_pid(paths: Paths) -> int | None:
-    """The pid of the running daemon of this home, if one runs."""
-    try:
-        pid = int(paths.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None

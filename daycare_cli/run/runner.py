@@ -444,7 +444,7 @@ class Runner:
     ) -> None:
         if run is None:
             return
-        threshold = int(self.config.get("failure_streak") or 5)
+        threshold = self.config.failure_streak
         change = self.state.record_outcome(task.id, run.status, run.id, threshold=threshold)
         if change.event == "failure-streak":
             self.state.add_event(
@@ -473,10 +473,8 @@ class Runner:
             )
 
     def _prune(self, task_id: str) -> None:
-        keep_value = self.config.get("retention.keep_runs")
-        days_value = self.config.get("retention.max_age_days")
-        keep = int(100 if keep_value is None else keep_value)
-        days = int(30 if days_value is None else days_value)
+        keep = self.config.keep_runs
+        days = int(self.config.max_age_days)  # retention counts whole days
         for run_dir in self.state.prune(task_id, keep=keep, max_age_days=days):
             if run_dir:
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -214,3 +214,12 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(b") ", 1)[1][:1] != b"Z"
     except (OSError, IndexError):
         return True
+
+
+def daemon_pid(paths: Paths) -> int | None:
+    """The pid of the running daemon of this home, if one runs (its pid file names a live pid)."""
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None

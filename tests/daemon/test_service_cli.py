@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daycare_cli.daemon.service import daemon_pid, pid_alive
 from daycare_cli.daemon.unit import UNIT, unit_text
 from daycare_cli.daemon.watcher import watch_filter
-from daycare_cli.store.paths import Paths
+from daycare_cli.store.paths import Paths, daemon_pid, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
