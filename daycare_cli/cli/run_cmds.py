@@ -15,7 +15,8 @@ from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import complete_task_id
 
 if TYPE_CHECKING:
-    from daycare_cli.store.state import Run, State
+    from daycare_cli.store.rows import Run
+    from daycare_cli.store.state import State
 
 STATUS_STYLE = {
     "succeeded": "green",
