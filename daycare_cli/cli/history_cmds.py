@@ -14,7 +14,7 @@ from daycare_cli.cli.params import complete_task_id
 from daycare_cli.cli.run_cmds import STATUS_STYLE, open_state
 
 if TYPE_CHECKING:
-    from daycare_cli.store.state import Run
+    from daycare_cli.store.rows import Run
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,8 @@ from daycare_cli.run.notify import (
     should_notify,
 )
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
-from daycare_cli.store.state import Run, State
+from daycare_cli.store.rows import Run
+from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.runner")
 

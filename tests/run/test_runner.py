@@ -27,7 +27,8 @@ from daycare_cli.core.task import Task
 from daycare_cli.core.taskfile import parse_task
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store.paths import Paths
-from daycare_cli.store.state import Event, Run, State
+from daycare_cli.store.rows import Event, Run
+from daycare_cli.store.state import State
 
 # apprise imports the stdlib's imghdr, deprecated since Python 3.11: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")

@@ -18,14 +18,10 @@ from pathlib import Path
 import pytest
 
 from daycare_cli.core.errors import NotFoundError, UsageError
-from daycare_cli.store.state import (
-    CUT_MARKER,
-    MIGRATIONS,
-    TEXT_CAP,
-    State,
-    StateError,
-    new_run_id,
-)
+from daycare_cli.store.database import StateError
+from daycare_cli.store.migrations import MIGRATIONS
+from daycare_cli.store.runs import CUT_MARKER, TEXT_CAP, new_run_id
+from daycare_cli.store.state import State
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

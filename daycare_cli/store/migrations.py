@@ -1,0 +1,150 @@
+"""The schema of the state database, built by append-only, named migrations.
+
+Like llm's logs database: each migration is a function `mNNN_what(db)`, the names of the
+applied ones are recorded in `_migrations`, and the missing ones run, in order, when the
+store opens. A shipped migration is never edited: a change to the schema is a new
+function appended to `MIGRATIONS`, and a new row in docs/state-schema.md.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from daycare_cli.store.rows import stamp
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+# --- migrations (append-only: never edit a shipped one, add m002_..., and document it) ---
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    """Runs, events, trigger and task state, webhook tokens, webhook deliveries."""
+    statements = [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            task TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            trigger_id TEXT,
+            slot TEXT,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL,
+            queued_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            duration_ms INTEGER,
+            skip_reason TEXT,
+            error TEXT,
+            model TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            output TEXT,
+            response TEXT,
+            run_dir TEXT,
+            pid INTEGER,
+            isolation TEXT
+        )""",
+        # A slot fires once: a restarted daemon finds the row and does not fire it again.
+        """CREATE UNIQUE INDEX runs_slot ON runs (task, trigger_id, slot, attempt)
+            WHERE slot IS NOT NULL""",
+        "CREATE INDEX runs_task ON runs (task, queued_at)",
+        "CREATE INDEX runs_queued_at ON runs (queued_at)",
+        "CREATE INDEX runs_active ON runs (status) WHERE status IN ('queued', 'running')",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            task TEXT,
+            run TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX events_task ON events (task, id)",
+        "CREATE INDEX events_run ON events (run, id)",
+        """CREATE TABLE trigger_state (
+            task TEXT NOT NULL,
+            trigger_id TEXT NOT NULL,
+            last_slot TEXT,
+            last_fire_at TEXT,
+            failure_streak INTEGER NOT NULL DEFAULT 0,
+            flagged INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (task, trigger_id)
+        )""",
+        """CREATE TABLE task_state (
+            task TEXT PRIMARY KEY,
+            failure_streak INTEGER NOT NULL DEFAULT 0,
+            flagged INTEGER NOT NULL DEFAULT 0,
+            last_success_run TEXT,
+            last_failure_run TEXT
+        )""",
+        """CREATE TABLE webhook_tokens (
+            token_hash TEXT PRIMARY KEY,
+            task TEXT NOT NULL,
+            trigger_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        # One active token per webhook trigger.
+        """CREATE UNIQUE INDEX webhook_tokens_active ON webhook_tokens (task, trigger_id)
+            WHERE revoked_at IS NULL""",
+        """CREATE TABLE deliveries (
+            task TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (task, delivery_id)
+        )""",
+    ]
+    # Statement by statement: executescript() would commit the migration's transaction.
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+
+
+# --- applying them --------------------------------------------------------------------
+
+
+def applied_names(db: sqlite3.Connection) -> set[str]:
+    """The names of the migrations this database has (none before the first)."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    if not exists:
+        return set()
+    return {row["name"] for row in db.execute("SELECT name FROM _migrations")}
+
+
+def up_to_date(db: sqlite3.Connection, migrations: Sequence[Migration]) -> bool:
+    """Whether every migration is applied: the common case, answered without a write lock."""
+    return {m.__name__ for m in migrations} <= applied_names(db)
+
+
+def apply_missing(db: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
+    """Run the migrations not yet recorded, in order, inside the caller's write transaction.
+
+    The applied names are read again here, under the write lock: another process may have
+    migrated since `up_to_date` looked.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = applied_names(db)
+    for migration in migrations:
+        if migration.__name__ in done:
+            continue
+        migration(db)
+        db.execute(
+            "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+            (migration.__name__, stamp(datetime.now(UTC))),
+        )
+
+
+def applied_history(db: sqlite3.Connection) -> list[tuple[str, datetime]]:
+    """The applied migrations with when they ran, in order."""
+    rows = db.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
+    return [(row["name"], datetime.fromisoformat(row["applied_at"])) for row in rows]

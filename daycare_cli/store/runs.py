@@ -1,0 +1,361 @@
+"""Run rows (`runs`): write one before anything runs, start it, finish it, read them back.
+
+Functions over a connection: a write runs inside the caller's transaction (see
+`State._write`), so a run, its ledger event, its delivery and its trigger's last slot
+share one commit. Arguments arrive checked and with their times resolved (`State` does
+that before the transaction).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daycare_cli.core.errors import NotFoundError, UsageError
+from daycare_cli.store import taskstate, webhooks
+from daycare_cli.store.ledger import Ledger, insert_event
+from daycare_cli.store.rows import (
+    ACTIVE_STATUSES,
+    STATUSES,
+    TRIGGERS,
+    Run,
+    aware_now,
+    duration_ms,
+    slot_text,
+    stamp,
+)
+
+TEXT_CAP = 1024 * 1024  # output/response kept in the row; the full text is in the run dir
+CUT_MARKER = "\n[… cut at 1 MiB; the full text is in the run directory]"
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id that sorts by time: `20261122T090000Z-7f3a9c01` (UTC second, 32 random bits).
+
+    16 bits were too few: over 100 runs of a task in one second (a webhook burst) let
+    retention delete a row whose id was then drawn again.
+    """
+    return f"{aware_now(now).astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def cap_text(text: str | None, limit: int = TEXT_CAP) -> str | None:
+    """Text cut to `limit` UTF-8 bytes (on a character boundary) with a marker."""
+    if text is None:
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + CUT_MARKER
+
+
+def check_new_run(
+    trigger: str, trigger_id: str | None, slot: datetime | str | None, status: str, attempt: int
+) -> str | None:
+    """Refuse a run row that must not be written (ValueError); returns its slot as stored."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}; expected one of {', '.join(TRIGGERS)}")
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+    if attempt < 1:
+        raise ValueError(f"attempt must be at least 1, got {attempt}")
+    text = slot_text(slot)
+    if text is not None and trigger_id is None:
+        # NULLs are distinct in a unique index: the slot key needs the trigger id.
+        raise ValueError("a run with a slot needs its trigger_id")
+    return text
+
+
+def _select(db: sqlite3.Connection, run_id: str) -> Run:
+    return Run.from_row(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+
+
+# --- writes (inside the caller's transaction) ----------------------------------------------
+
+
+def insert_run(
+    db: sqlite3.Connection,
+    task: str,
+    trigger: str,
+    trigger_id: str | None,
+    slot: str | None,
+    *,
+    status: str,
+    attempt: int,
+    now: datetime,
+    pid: int | None,
+    skip_reason: str | None = None,
+) -> Run | None:
+    """Insert a run row; None when its slot exists."""
+    if slot is not None:
+        taken = db.execute(
+            "SELECT 1 FROM runs WHERE task = ? AND trigger_id = ? AND slot = ? AND attempt = ?",
+            (task, trigger_id, slot, attempt),
+        ).fetchone()
+        if taken:
+            return None
+    while True:  # 32 random bits a second: a collision is rare but cheap to avoid
+        run_id = new_run_id(now)
+        if not db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            break
+    at = stamp(now)
+    db.execute(
+        """INSERT INTO runs (id, task, trigger, trigger_id, slot, attempt, status,
+               queued_at, started_at, finished_at, skip_reason, pid)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            run_id,
+            task,
+            trigger,
+            trigger_id,
+            slot,
+            attempt,
+            status,
+            at,
+            at if status == "running" else None,
+            None if status in ACTIVE_STATUSES else at,
+            skip_reason,
+            pid,
+        ),
+    )
+    return _select(db, run_id)
+
+
+def create_run(
+    db: sqlite3.Connection,
+    task: str,
+    trigger: str,
+    trigger_id: str | None,
+    slot: str | None,
+    *,
+    status: str,
+    attempt: int,
+    now: datetime,
+    pid: int | None,
+    delivery_id: str | None,
+    event: Ledger | None,
+    run_dir: Callable[[str], str | Path] | None,
+    remember_slot: bool,
+) -> Run | None:
+    """A fire's whole bookkeeping: the run row, its delivery, event, run_dir, last slot.
+
+    None when the slot or the delivery was seen before; see `State.create_run`.
+    """
+    if delivery_id is not None and webhooks.delivery_run(db, task, delivery_id) is not None:
+        return None
+    run = insert_run(
+        db, task, trigger, trigger_id, slot, status=status, attempt=attempt, now=now, pid=pid
+    )
+    if run is None:
+        return None
+    if delivery_id is not None:
+        webhooks.insert_delivery(db, task, delivery_id, run.id, now)
+    if event is not None:
+        insert_event(db, event, task=task, run=run.id, now=now)
+    if run_dir is not None:
+        directory = str(run_dir(run.id))
+        db.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (directory, run.id))
+        run = replace(run, run_dir=directory)
+    if remember_slot and slot is not None and trigger_id is not None:
+        taskstate.remember_slot(db, task, trigger_id, slot)
+    return run
+
+
+def start_run(
+    db: sqlite3.Connection,
+    run_id: str,
+    *,
+    pid: int,
+    now: datetime,
+    event: Ledger | None,
+    task: str | None,
+    run_dir: str | Path | None,
+) -> bool:
+    """Mark a queued run running; False when it was no longer queued."""
+    cur = db.execute(
+        "UPDATE runs SET status = 'running', started_at = ?, pid = ?, "
+        "run_dir = COALESCE(?, run_dir) WHERE id = ? AND status = 'queued'",
+        (stamp(now), pid, None if run_dir is None else str(run_dir), run_id),
+    )
+    if cur.rowcount:
+        if event is not None:
+            insert_event(db, event, task=task, run=run_id, now=now)
+        return True
+    if not db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        raise NotFoundError(f"no run with id {run_id!r}")
+    return False
+
+
+def finish_run(
+    db: sqlite3.Connection,
+    run_id: str,
+    *,
+    status: str,
+    now: datetime,
+    error: str | None,
+    skip_reason: str | None,
+    output: str | None,
+    response: str | None,
+    model: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    isolation: str | None,
+    event: Ledger | None,
+) -> Run:
+    """Record how a run ended; fields left None keep what the row already has."""
+    row = db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no run with id {run_id!r}")
+    db.execute(
+        """UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?,
+               error = COALESCE(?, error),
+               skip_reason = COALESCE(?, skip_reason),
+               output = COALESCE(?, output),
+               response = COALESCE(?, response),
+               model = COALESCE(?, model),
+               input_tokens = COALESCE(?, input_tokens),
+               output_tokens = COALESCE(?, output_tokens),
+               isolation = COALESCE(?, isolation)
+           WHERE id = ?""",
+        (
+            status,
+            stamp(now),
+            duration_ms(row["started_at"], now),
+            error,
+            skip_reason,
+            cap_text(output),
+            cap_text(response),
+            model,
+            input_tokens,
+            output_tokens,
+            isolation,
+            run_id,
+        ),
+    )
+    run = _select(db, run_id)
+    if event is not None:
+        insert_event(db, event, task=run.task, run=run_id, now=now)
+    return run
+
+
+def set_run_dir(db: sqlite3.Connection, run_id: str, run_dir: str) -> None:
+    """Record where the run's files are."""
+    cur = db.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (run_dir, run_id))
+    if not cur.rowcount:
+        raise NotFoundError(f"no run with id {run_id!r}")
+
+
+def mark_interrupted(
+    db: sqlite3.Connection, alive: Callable[[int], bool], now: datetime
+) -> list[Run]:
+    """Mark queued or running runs whose pid is not `alive` as `interrupted`; return them."""
+    at = stamp(now)
+    interrupted: list[Run] = []
+    rows = db.execute(
+        "SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY queued_at, id"
+    ).fetchall()
+    for row in rows:
+        pid = row["pid"]
+        if pid is not None and alive(pid):
+            continue
+        owner = f"its process (pid {pid})" if pid is not None else "its process"
+        db.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?, duration_ms = ?, "
+            "error = COALESCE(error, ?) WHERE id = ?",
+            (
+                at,
+                duration_ms(row["started_at"], now),
+                f"{owner} ended before the run finished",
+                row["id"],
+            ),
+        )
+        interrupted.append(_select(db, row["id"]))
+    return interrupted
+
+
+def record_missed(
+    db: sqlite3.Connection,
+    task: str,
+    trigger_id: str,
+    slots: Sequence[str | None],
+    *,
+    now: datetime,
+    reason: str,
+) -> list[Run]:
+    """Insert a `missed` run for each slot not recorded yet; return the new ones."""
+    created: list[Run] = []
+    for slot in slots:
+        run = insert_run(
+            db,
+            task,
+            "schedule",
+            trigger_id,
+            slot,
+            status="missed",
+            attempt=1,
+            now=now,
+            pid=None,
+            skip_reason=reason,
+        )
+        if run is not None:
+            created.append(run)
+    return created
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def get_run(db: sqlite3.Connection, ref: str) -> Run | None:
+    """The run with this id or unique id prefix; UsageError when ambiguous."""
+    row = db.execute("SELECT * FROM runs WHERE id = ?", (ref,)).fetchone()
+    if row is not None:
+        return Run.from_row(row)
+    # A range scan on the primary key: every id starting with ref sorts in here.
+    rows = db.execute(
+        "SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
+        (ref, ref + "\U0010ffff"),
+    ).fetchall()
+    if len(rows) > 1:
+        shown = ", ".join(r["id"] for r in rows[:5]) + (", …" if len(rows) > 5 else "")
+        raise UsageError(
+            f"run id prefix {ref!r} is ambiguous: it matches {shown}",
+            hint="give more characters of the run id",
+        )
+    return Run.from_row(rows[0]) if rows else None
+
+
+def list_runs(
+    db: sqlite3.Connection, task: str | None, status: str | None, limit: int | None
+) -> list[Run]:
+    """Runs, newest first, optionally of one task and/or one status."""
+    where: list[str] = []
+    params: list[Any] = []
+    if task is not None:
+        where.append("task = ?")
+        params.append(task)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    sql = "SELECT * FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY queued_at DESC, id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [Run.from_row(row) for row in db.execute(sql, params).fetchall()]
+
+
+def running_runs(db: sqlite3.Connection, task: str | None, include_queued: bool) -> list[Run]:
+    """Runs now running (and queued, if asked), oldest first."""
+    statuses = ACTIVE_STATUSES if include_queued else ("running",)
+    sql = f"SELECT * FROM runs WHERE status IN ({','.join('?' * len(statuses))})"
+    params: list[Any] = list(statuses)
+    if task is not None:
+        sql += " AND task = ?"
+        params.append(task)
+    sql += " ORDER BY queued_at, id"
+    return [Run.from_row(row) for row in db.execute(sql, params).fetchall()]
