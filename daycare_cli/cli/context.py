@@ -79,12 +79,15 @@ class CliContext:
 
     def task_zone(self, task: Task) -> str:
         """The zone a task's cron and `at` triggers use when they name none."""
-        return task.timezone or self.default_zone
+        from daycare_cli.core.task import effective_zone
+
+        return effective_zone(task, None, self.default_zone)
 
     def trigger_zone(self, task: Task, trigger: Trigger) -> str:
         """The zone one trigger is evaluated in."""
-        own = getattr(trigger, "timezone", None)
-        return own or self.task_zone(task)
+        from daycare_cli.core.task import effective_zone
+
+        return effective_zone(task, trigger, self.default_zone)
 
 
 def get_context(ctx: typer.Context) -> CliContext:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from daycare_cli.cli import render
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import JsonFlag, TaskId, complete_task_id
+from daycare_cli.cli.lint_cmds import lint, task_warnings
+from daycare_cli.cli.params import JsonFlag, TaskId
 from daycare_cli.core.errors import TaskFileError, UsageError, UserError
 
 if TYPE_CHECKING:
-    from daycare_cli.cli.edits import Change
     from daycare_cli.core.task import Task
+    from daycare_cli.core.taskchange import Change
     from daycare_cli.store.tasks import TaskEntry
 
 TEMPLATE_BODY = """\
@@ -81,26 +80,6 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
         out.print(Text.assemble((label, "bold"), "  ", when))
 
 
-def task_warnings(cli: CliContext, task: Task) -> list[str]:
-    """Lint warnings and frequency warnings of a valid task."""
-    from daycare_cli.core.schedule import at_instant, frequency_warning
-    from daycare_cli.core.task import AtTrigger
-    from daycare_cli.core.taskfile import lint_warnings
-
-    warnings = list(lint_warnings(task))
-    for trigger in task.triggers:
-        zone = cli.trigger_zone(task, trigger)
-        if isinstance(trigger, AtTrigger) and at_instant(trigger, zone) <= cli.now:
-            warnings.append(f"trigger {trigger.id}: its time has passed; it will not fire")
-        try:
-            message = frequency_warning(trigger, tz=cli.trigger_zone(task, trigger), now=cli.now)
-        except UserError:
-            message = None
-        if message:
-            warnings.append(f"trigger {trigger.id}: {message}")
-    return warnings
-
-
 def check_task_id(task_id: str) -> str:
     """Validate an id given with --id."""
     from daycare_cli.core.task import TASK_ID_RE
@@ -141,47 +120,24 @@ def create(
     from rich.text import Text
 
     from daycare_cli.cli.editor import edit_until_valid
-    from daycare_cli.cli.edits import (
-        check_at_option,
-        check_cron_option,
-        check_every_option,
-        check_zone_option,
-        read_prompt,
-    )
-    from daycare_cli.core.taskfile import parse_task, render_task
+    from daycare_cli.cli.edits import read_prompt
+    from daycare_cli.core.taskchange import new_task_fields
+    from daycare_cli.core.taskedit import render_task
+    from daycare_cli.core.taskfile import parse_task
 
     cli = get_context(ctx)
     store = cli.store
-    if schedule is not None:
-        check_cron_option(schedule)
-    if at is not None:
-        check_at_option(at)
-    if every is not None:
-        check_every_option(every)
-    check_zone_option(tz)
-
-    fields: dict[str, Any] = {"name": name}
-    kinds: list[dict[str, Any]] = []
-    if schedule is not None:
-        kinds.append({"cron": schedule})
-    if at is not None:
-        kinds.append({"at": at})
-    if every is not None:
-        kinds.append({"every": every})
-    if webhook:
-        kinds.append({"webhook": True})
-    if len(kinds) == 1 and schedule is not None:
-        fields["schedule"] = schedule
-    elif kinds:
-        fields["triggers"] = kinds
-    if tz is not None:
-        fields["timezone"] = tz
-    if execute:
-        fields["execute"] = True
-    if model is not None:
-        fields["model"] = model
-    if once:
-        fields["delete_after_run"] = True
+    fields = new_task_fields(
+        name,
+        schedule=schedule,
+        at=at,
+        every=every,
+        webhook=webhook,
+        timezone=tz,
+        execute=execute,
+        model=model,
+        once=once,
+    )
 
     if task_id is not None:
         check_task_id(task_id)
@@ -244,7 +200,7 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     from rich.text import Text
 
     from daycare_cli.cli.summary import iso, task_fires, task_record
-    from daycare_cli.core.taskfile import split_file
+    from daycare_cli.core.frontmatter import split_file
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
@@ -307,7 +263,14 @@ def update(
 
     --schedule, --at and --every replace the task's time triggers and keep its webhooks.
     """
-    from daycare_cli.cli.edits import Change, frontmatter_data, read_prompt
+    from daycare_cli.cli.edits import read_prompt
+    from daycare_cli.core.taskchange import (
+        Change,
+        check_zone_option,
+        frontmatter_data,
+        parse_assignment,
+        plan_time_trigger,
+    )
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
@@ -316,8 +279,6 @@ def update(
     if name is not None:
         change.set_keys["name"] = name
     if tz is not None:
-        from daycare_cli.cli.edits import check_zone_option
-
         check_zone_option(tz)
         change.set_keys["timezone"] = tz
     if enabled is not None:
@@ -341,64 +302,14 @@ def update(
     finish_change(cli, entry, change, before)
 
 
-def plan_time_trigger(
-    change: Change, raw: dict[str, Any], *, schedule: str | None, at: str | None, every: str | None
-) -> None:
-    """Plan replacing the time triggers (cron, at, every) of a file, keeping its webhooks."""
-    from daycare_cli.cli.edits import trigger_mapping
-
-    given = [v for v in (schedule, at, every) if v is not None]
-    if not given:
-        return
-    if len(given) > 1:
-        raise UsageError("give one of --schedule, --at, --every")
-    new = trigger_mapping(cron=schedule, at=at, every=every)
-    existing = raw.get("triggers")
-    if schedule is not None and not existing:
-        # The shorthand stays the shorthand: one line changes.
-        change.set_keys["schedule"] = schedule
-        return
-    kept = [t for t in existing or [] if isinstance(t, dict) and "webhook" in t]
-    kind = "cron" if schedule is not None else ("at" if at is not None else None)
-    for old in existing or []:
-        # A replaced cron or at trigger keeps the zone it named: a new time, same clock.
-        if isinstance(old, dict) and kind in old and old.get("timezone") and "timezone" not in new:
-            new["timezone"] = old["timezone"]
-            break
-    if "schedule" in raw:
-        change.unset.append("schedule")
-    if schedule is not None and not kept:
-        change.set_keys["schedule"] = schedule
-        change.unset.append("triggers")
-    else:
-        change.set_keys["triggers"] = [*kept, new]
-
-
-def parse_assignment(item: str) -> tuple[str, Any]:
-    """`KEY=VALUE` with VALUE read as YAML (`retries=3`, `tags=[a, b]`, `name=Hello`)."""
-    import yaml
-
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UsageError(f"--set wants KEY=VALUE, not {item!r}", hint="e.g. --set retries=3")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        raise UsageError(
-            f"the value of --set {key} is not valid YAML",
-            hint=f"quote it, e.g. --set '{key}=\"{value}\"'",
-        ) from None
-    return key, parsed
-
-
 def finish_change(
     cli: CliContext, entry: TaskEntry, change: Change, before: dict[str, Any]
 ) -> None:
     """Validate and write a change, then say what changed and when the task fires next."""
     from rich.text import Text
 
-    from daycare_cli.cli.edits import describe_changes, frontmatter_data, save_change
+    from daycare_cli.cli.edits import describe_changes, save_change
+    from daycare_cli.core.taskchange import frontmatter_data
 
     text, task = save_change(cli.store, entry, change)
     if text != entry.text:
@@ -424,7 +335,7 @@ def finish_change(
 
 def set_enabled(ctx: typer.Context, task_id: str, value: bool) -> None:
     """Set `enabled` with a one-line edit."""
-    from daycare_cli.cli.edits import Change, frontmatter_data
+    from daycare_cli.core.taskchange import Change, frontmatter_data
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
@@ -509,77 +420,3 @@ def delete(
     render.console().print(
         Text.assemble(f"Archived {task_id} to ", (render.display_path(target), "bold"))
     )
-
-
-def lint(
-    ctx: typer.Context,
-    targets: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Task ids or paths of .md files (default: every task file).",
-            autocompletion=complete_task_id,
-        ),
-    ] = None,
-    json_: JsonFlag = False,
-) -> None:
-    """Check task files; print each error as file:line:col with a fix. Exit 4 if any is invalid."""
-    cli = get_context(ctx)
-    entries = [lint_entry(cli, t) for t in targets] if targets else cli.store.list()
-    results = []
-    for entry in entries:
-        warnings = task_warnings(cli, entry.task) if entry.task is not None else []
-        results.append((entry, warnings))
-    invalid = sum(1 for entry, _ in results if entry.error is not None)
-    if json_:
-        render.print_json([lint_record(entry, warnings) for entry, warnings in results])
-    else:
-        print_lint(results, invalid)
-    if invalid:
-        raise typer.Exit(TaskFileError.exit_code)
-
-
-def lint_entry(cli: CliContext, target: str) -> TaskEntry:
-    """A task by id, or a file by path (anything with a slash or ending in .md)."""
-    from daycare_cli.store.tasks import read_entry
-
-    if target.endswith(".md") or os.sep in target:
-        return read_entry(Path(target).absolute())
-    return cli.store.load(target)
-
-
-def lint_record(entry: TaskEntry, warnings: list[str]) -> dict[str, Any]:
-    """`task lint --json`: one object a file."""
-    err = entry.error
-    return {
-        "id": entry.id,
-        "path": str(entry.path),
-        "valid": err is None,
-        "error": render.error_text(err) if err else None,
-        "line": err.line if err else None,
-        "col": err.col if err else None,
-        "hint": err.hint if err else None,
-        "warnings": warnings,
-    }
-
-
-def print_lint(results: list[tuple[TaskEntry, list[str]]], invalid: int) -> None:
-    """Errors as compilers print them, then warnings, then a count."""
-    from rich.text import Text
-
-    out = render.console()
-    warned = 0
-    for entry, warnings in results:
-        if entry.error is not None:
-            render.render_error(entry.error, stderr=False)
-        for message in warnings:
-            warned += 1
-            out.print(
-                Text.assemble(
-                    ("warning:", "bold yellow"), f" {render.display_path(entry.path)}: {message}"
-                )
-            )
-    summary = f"{len(results)} file{'s' if len(results) != 1 else ''} checked"
-    summary += f", {invalid} invalid" if invalid else ", all valid"
-    if warned:
-        summary += f", {warned} warning{'s' if warned != 1 else ''}"
-    out.print(Text(summary, "red" if invalid else "green"))

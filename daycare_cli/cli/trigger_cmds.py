@@ -45,8 +45,8 @@ def add(
     ] = None,
 ) -> None:
     """Add a trigger: exactly one of --cron, --at, --every, --webhook."""
-    from daycare_cli.cli.edits import Change, frontmatter_data, trigger_mapping
     from daycare_cli.cli.task_cmds import finish_change
+    from daycare_cli.core.taskchange import Change, frontmatter_data, trigger_mapping
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)
@@ -96,8 +96,8 @@ def rm(
     trigger_id: Annotated[str, typer.Argument(help="Id of the trigger (see `task show`).")],
 ) -> None:
     """Remove a trigger; removing the last one leaves a task you run by hand."""
-    from daycare_cli.cli.edits import Change, frontmatter_data
     from daycare_cli.cli.task_cmds import finish_change
+    from daycare_cli.core.taskchange import Change, frontmatter_data
 
     cli = get_context(ctx)
     entry = cli.store.load(task_id)

@@ -1,4 +1,4 @@
-"""Task, Trigger and policy types (DESIGN.md §3).
+"""Task, Trigger and policy types (DESIGN.md §3), and the effective zone of a trigger.
 
 These are plain immutable values. `core/taskfile.py` builds them from a file and
 validates every key with precise positions; everything else only reads them.
@@ -155,3 +155,13 @@ class Task:
         if chosen is None or chosen.strip().lower() in ("", "none"):
             return None
         return chosen
+
+
+def effective_zone(task: Task, trigger: Trigger | None, default: str) -> str:
+    """The zone a trigger is evaluated in: its own, else the task's, else `default`.
+
+    `default` is config `timezone`, else the system's zone; the caller passes it. With
+    no trigger, the zone of the task's triggers that name none.
+    """
+    own = getattr(trigger, "timezone", None) if trigger is not None else None
+    return own or task.timezone or default

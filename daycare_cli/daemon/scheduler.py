@@ -31,7 +31,14 @@ from daycare_cli.core.policy import (
     plan_retry,
 )
 from daycare_cli.core.schedule import at_instant, next_fires, slots_between
-from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Task, Trigger
+from daycare_cli.core.task import (
+    AtTrigger,
+    CronTrigger,
+    EveryTrigger,
+    Task,
+    Trigger,
+    effective_zone,
+)
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
@@ -108,8 +115,7 @@ class Scheduler:
 
     def zone(self, task: Task, trigger: Trigger | None = None) -> str:
         """The zone a trigger is evaluated in: its own, the task's, else config/system."""
-        own = getattr(trigger, "timezone", None) if trigger is not None else None
-        return own or task.timezone or self.config.timezone
+        return effective_zone(task, trigger, self.config.timezone)
 
     def load_all(self, *, starting: bool, actor: str = "daemon") -> None:
         """(Re)read every task file; on start, also catch up and fire `@reboot` triggers."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
-from daycare_cli.core.task import Task
+from daycare_cli.core.task import Task, effective_zone
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -371,7 +371,7 @@ class Runner:
                 task_name=task.name,
                 trigger=req.trigger,
                 now=datetime.now(UTC),
-                tz=task.timezone or self.config.timezone,
+                tz=effective_zone(task, None, self.config.timezone),
                 memory_path=ctx.workspace / "memory.md",
                 payload_text=payload_text,
             )

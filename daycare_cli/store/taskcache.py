@@ -57,7 +57,15 @@ class TaskCache:
         """What must match for the cache to apply: versions, the reader's code, the dir."""
         core = Path(__file__).resolve().parents[1] / "core"
         reader = []
-        for name in ("taskfile.py", "task.py", "schedule.py"):
+        # The task file reader and the types it builds (core/taskfile.py and what it splits into).
+        for name in (
+            "taskfile.py",
+            "triggerfile.py",
+            "yamlrules.py",
+            "frontmatter.py",
+            "task.py",
+            "schedule.py",
+        ):
             with contextlib.suppress(OSError):
                 reader.append((core / name).stat().st_mtime_ns)
         return {

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from daycare_cli.cli.context import CliContext
-from daycare_cli.cli.edits import Change, save_change
+from daycare_cli.cli.edits import save_change
 from daycare_cli.core.errors import TaskFileError
+from daycare_cli.core.taskchange import Change
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,7 @@
-"""Tests for core/taskfile.py: splitting, reading valid task files, lint warnings, rendering.
+"""Tests for core/taskfile.py: reading valid task files, and reading back what is written.
 
-Malformed files are in test_taskfile_errors.py, round-trip edits in test_taskfile_update.py.
+Malformed files are in test_taskfile_errors.py; splitting in test_frontmatter.py; warnings
+in test_lint.py; rendering and round-trip edits in test_taskedit.py.
 """
 
 from __future__ import annotations
@@ -21,48 +22,14 @@ from daycare_cli.core.task import (
     Task,
     WebhookTrigger,
 )
-from daycare_cli.core.taskfile import (
-    ALIASES,
-    KEYS,
-    SplitFile,
-    lint_warnings,
-    parse_task,
-    render_task,
-    split_file,
-    trigger_to_dict,
-)
+from daycare_cli.core.taskedit import render_task
+from daycare_cli.core.taskfile import ALIASES, KEYS, parse_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "tasks.example"
 
 
 def parse(text: str | bytes, path: str = "tasks/demo.md") -> Task:
     return parse_task(text, path=path)
-
-
-# ----------------------------------------------------------------------------- split_file
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("---\na: 1\n---\nbody\n", SplitFile("a: 1\n", "body\n", 2, 4, "\n", False)),
-        ("---\na: 1\n...\nbody\n", SplitFile("a: 1\n", "body\n", 2, 4, "\n", False)),
-        ("---\n---\n", SplitFile("", "", 2, 3, "\n", False)),
-        ("---\na: 1\n---", SplitFile("a: 1\n", "", 2, 4, "\n", False)),
-        ("---\na: 1\n---\nx\n---\ny\n", SplitFile("a: 1\n", "x\n---\ny\n", 2, 4, "\n", False)),
-        ("---\na: 1\n--- \nbody", SplitFile("a: 1\n", "body", 2, 4, "\n", False)),
-        ("---\r\na: 1\r\n---\r\nb\r\n", SplitFile("a: 1\r\n", "b\r\n", 2, 4, "\r\n", False)),
-        ("\ufeff---\na: 1\n---\nb\n", SplitFile("a: 1\n", "b\n", 2, 4, "\n", True)),
-        ("plain body\n---\n", SplitFile(None, "plain body\n---\n", 0, 1, "\n", False)),
-        ("\n---\na: 1\n---\n", SplitFile(None, "\n---\na: 1\n---\n", 0, 1, "\n", False)),
-        ("----\na\n", SplitFile(None, "----\na\n", 0, 1, "\n", False)),
-        ("\ufeffbody", SplitFile(None, "body", 0, 1, "\n", True)),
-        ("", SplitFile(None, "", 0, 1, "\n", False)),
-        ("---\na: |\n  x\n\n  y\n---\n", SplitFile("a: |\n  x\n\n  y\n", "", 2, 7, "\n", False)),
-    ],
-)
-def test_split_file(text: str, expected: SplitFile) -> None:
-    assert split_file(text, "t.md") == expected
 
 
 # ----------------------------------------------------------------------------- valid files
@@ -376,69 +343,7 @@ def test_examples_parse() -> None:
         assert task.triggers
 
 
-# ----------------------------------------------------------------------------- lint
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("---\nexecute: true\n---\n<run_python>print(1)</run_python>\n", []),
-        ("---\n---\n<run_python>print(1)</run_python>\n", ["`execute` is false"]),
-        ("---\nexecute: true\n---\nno code\n", ["no <run_python> blocks"]),
-        ("---\nsandbox: {network: true}\n---\ntext\n", ["no effect without `execute: true`"]),
-        ("---\nenv: {A: b}\n---\ntext\n", ["no effect without `execute: true`"]),
-        ("---\nname: Quiet\n---\n\n", ["body is empty"]),
-        ("Just text.\n", []),
-        ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read in the default zone"]),
-        ("---\ntimezone: UTC\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", []),
-        ("---\ntriggers: [{at: '2026-11-24T12:00+01:00'}]\n---\nx\n", []),
-    ],
-)
-def test_lint_warnings(text: str, expected: list[str]) -> None:
-    warnings = lint_warnings(parse(text))
-    assert len(warnings) == len(expected)
-    for warning, fragment in zip(warnings, expected, strict=True):
-        assert fragment in warning
-
-
-# ----------------------------------------------------------------------------- render_task
-
-
-def test_render_task_order_and_quoting() -> None:
-    fields: dict[str, Any] = {
-        "tags": ["ops"],
-        "execute": True,
-        "schedule": "*/5 * * * *",
-        "name": "Fehler-Überwachung",
-        "env": {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"},
-        "deleteAfterRun": False,
-        "description": None,
-    }
-    text = render_task(fields, "Body")
-    assert text == (
-        "---\n"
-        "name: Fehler-Überwachung\n"
-        'schedule: "*/5 * * * *"\n'
-        "execute: true\n"
-        "delete_after_run: false\n"
-        "env:\n"
-        '  FLAG: "yes"\n'
-        '  AT: "9:30"\n'
-        '  MODE: "0755"\n'
-        "  URL: https://x.example/a\n"
-        "tags: [ops]\n"
-        "---\n"
-        "Body\n"
-    )
-    task = parse(text)
-    assert task.env == {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"}
-
-
-def test_render_task_cron_is_always_double_quoted() -> None:
-    text = render_task({"schedule": "0 9 * * *", "triggers": [{"cron": "30 8 * * 1"}]}, "")
-    assert 'schedule: "0 9 * * *"' in text
-    assert '- cron: "30 8 * * 1"' in text
-    assert text.endswith("---\n")
+# ----------------------------------------------------------------------------- round trip
 
 
 def test_render_task_round_trips_through_parse() -> None:
@@ -480,29 +385,3 @@ def test_render_task_round_trips_through_parse() -> None:
         original.tags,
         original.body,
     )
-
-
-@pytest.mark.parametrize(
-    ("trigger", "expected"),
-    [
-        (CronTrigger("0 0 * * *", source="@daily"), {"cron": "@daily"}),
-        (CronTrigger("0 9 * * *", id="cron-2"), {"cron": "0 9 * * *"}),
-        (
-            CronTrigger("0 9 * * *", id="morning", timezone="UTC"),
-            {"cron": "0 9 * * *", "timezone": "UTC", "id": "morning"},
-        ),
-        (EveryTrigger(5400.0), {"every": "1h30m"}),
-        (WebhookTrigger(), {"webhook": True}),
-        (
-            WebhookTrigger(id="gh", signature="github", secret="S"),
-            {"webhook": {"signature": "github", "secret": "S"}, "id": "gh"},
-        ),
-        (
-            AtTrigger(datetime(2026, 1, 1, 12, tzinfo=BERLIN), timezone="Europe/Berlin"),
-            {"at": "2026-01-01T12:00:00", "timezone": "Europe/Berlin"},
-        ),
-        (AtTrigger(datetime(2026, 1, 1, 12, tzinfo=UTC)), {"at": "2026-01-01T12:00:00+00:00"}),
-    ],
-)
-def test_trigger_to_dict(trigger: Any, expected: dict[str, Any]) -> None:
-    assert trigger_to_dict(trigger) == expected

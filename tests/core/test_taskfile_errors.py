@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.taskfile import parse_task, split_file
+from daycare_cli.core.taskfile import parse_task
 
 
 def fm(*lines: str, body: str = "Body.\n") -> str:
@@ -196,12 +196,6 @@ def test_invalid_task_id(path: str, task_id: str | None, hint: str) -> None:
         parse_task("---\nname: x\n---\n", path=path, task_id=task_id)
     assert "is not a valid task id" in info.value.message
     assert hint in (info.value.hint or "")
-
-
-def test_split_file_unclosed() -> None:
-    with pytest.raises(TaskFileError) as info:
-        split_file("---\nname: x\n", "t.md")
-    assert (info.value.line, info.value.col, info.value.excerpt) == (1, 1, "---")
 
 
 def test_exit_code_is_invalid_task_file() -> None:

@@ -1,16 +1,34 @@
-"""Tests for core/taskfile.py update_frontmatter: an edit changes only the lines of its keys.
+"""Tests for core/taskedit.py: rendering new files, and edits that change only their lines.
 
-Comments, order, quoting, blank lines, CRLF and a BOM must survive byte for byte.
+update_frontmatter: comments, order, quoting, blank lines, CRLF and a BOM must survive
+byte for byte.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.taskfile import parse_task, update_frontmatter
+from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Task, WebhookTrigger
+from daycare_cli.core.taskedit import (
+    render_task,
+    replace_body,
+    trigger_to_dict,
+    update_frontmatter,
+    with_newlines,
+)
+from daycare_cli.core.taskfile import parse_task
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def parse(text: str | bytes, path: str = "tasks/demo.md") -> Task:
+    return parse_task(text, path=path)
+
 
 HAND_WRITTEN = """\
 ---
@@ -214,3 +232,123 @@ def test_edit_refuses_broken_frontmatter(text: str, message: str) -> None:
         update_frontmatter(text, {"name": "y"}, path="t.md")
     assert message in info.value.message
     assert info.value.path == "t.md"
+
+
+# ----------------------------------------------------------------------------- render_task
+
+
+def test_render_task_order_and_quoting() -> None:
+    fields: dict[str, Any] = {
+        "tags": ["ops"],
+        "execute": True,
+        "schedule": "*/5 * * * *",
+        "name": "Fehler-Überwachung",
+        "env": {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"},
+        "deleteAfterRun": False,
+        "description": None,
+    }
+    text = render_task(fields, "Body")
+    assert text == (
+        "---\n"
+        "name: Fehler-Überwachung\n"
+        'schedule: "*/5 * * * *"\n'
+        "execute: true\n"
+        "delete_after_run: false\n"
+        "env:\n"
+        '  FLAG: "yes"\n'
+        '  AT: "9:30"\n'
+        '  MODE: "0755"\n'
+        "  URL: https://x.example/a\n"
+        "tags: [ops]\n"
+        "---\n"
+        "Body\n"
+    )
+    task = parse(text)
+    assert task.env == {"FLAG": "yes", "AT": "9:30", "MODE": "0755", "URL": "https://x.example/a"}
+
+
+def test_render_task_cron_is_always_double_quoted() -> None:
+    text = render_task({"schedule": "0 9 * * *", "triggers": [{"cron": "30 8 * * 1"}]}, "")
+    assert 'schedule: "0 9 * * *"' in text
+    assert '- cron: "30 8 * * 1"' in text
+    assert text.endswith("---\n")
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (CronTrigger("0 0 * * *", source="@daily"), {"cron": "@daily"}),
+        (CronTrigger("0 9 * * *", id="cron-2"), {"cron": "0 9 * * *"}),
+        (
+            CronTrigger("0 9 * * *", id="morning", timezone="UTC"),
+            {"cron": "0 9 * * *", "timezone": "UTC", "id": "morning"},
+        ),
+        (EveryTrigger(5400.0), {"every": "1h30m"}),
+        (WebhookTrigger(), {"webhook": True}),
+        (
+            WebhookTrigger(id="gh", signature="github", secret="S"),
+            {"webhook": {"signature": "github", "secret": "S"}, "id": "gh"},
+        ),
+        (
+            AtTrigger(datetime(2026, 1, 1, 12, tzinfo=BERLIN), timezone="Europe/Berlin"),
+            {"at": "2026-01-01T12:00:00", "timezone": "Europe/Berlin"},
+        ),
+        (AtTrigger(datetime(2026, 1, 1, 12, tzinfo=UTC)), {"at": "2026-01-01T12:00:00+00:00"}),
+    ],
+)
+def test_trigger_to_dict(trigger: Any, expected: dict[str, Any]) -> None:
+    assert trigger_to_dict(trigger) == expected
+
+
+# ----------------------------------------------------------------------------- replace_body
+
+
+@pytest.mark.parametrize(
+    ("text", "body", "expected"),
+    [
+        ("---\nname: x\n---\nold\n", "new", "---\nname: x\n---\nnew\n"),
+        ("---\nname: x\n---\nold\n", "new\n", "---\nname: x\n---\nnew\n"),
+        ("---\nname: x\n---\nold\n", "", "---\nname: x\n---\n"),
+        ("---\nname: x\n...\nold\n---\nmore\n", "new", "---\nname: x\n...\nnew\n"),
+        ("---\r\nname: x\r\n---\r\nold\r\n", "a\nb", "---\r\nname: x\r\n---\r\na\r\nb\r\n"),
+        ("---\r\nname: x\r\n---\r\nold\r\n", "a\r\nb\r\n", "---\r\nname: x\r\n---\r\na\r\nb\r\n"),
+        ("---\nname: x\n---", "new", "---\nname: x\n---\nnew\n"),  # no newline after `---`
+        ("\ufeff---\nname: x\n---\nold\n", "new", "\ufeff---\nname: x\n---\nnew\n"),
+        ("just a body\n", "new", "new\n"),
+        ("\ufeffjust a body\n", "new", "\ufeffnew\n"),
+        ("# note\r\nbody\r\n", "x\ny", "x\r\ny\r\n"),
+    ],
+)
+def test_replace_body(text: str, body: str, expected: str) -> None:
+    assert replace_body(text, "t.md", body) == expected
+
+
+def test_replace_body_keeps_the_frontmatter_bytes_and_reads_back() -> None:
+    new = replace_body(HAND_WRITTEN, "tasks/demo.md", "Only text now.")
+    front = HAND_WRITTEN[: HAND_WRITTEN.index("<run_python>")]
+    assert new == front + "Only text now.\n"
+    task = parse(new)
+    assert (task.body, task.name, task.tags) == (
+        "Only text now.\n",
+        "Error monitor",
+        ("ops", "daily"),
+    )
+
+
+def test_replace_body_refuses_an_unclosed_frontmatter() -> None:
+    with pytest.raises(TaskFileError, match="not closed"):
+        replace_body("---\nname: x\n", "t.md", "new")
+
+
+@pytest.mark.parametrize(
+    ("text", "newline", "expected"),
+    [
+        ("a\nb\n", "\n", "a\nb\n"),
+        ("a\r\nb\n", "\n", "a\nb\n"),
+        ("a\nb\r\n", "\r\n", "a\r\nb\r\n"),
+        ("a\rb", "\r\n", "a\rb"),  # a lone CR is not a line break
+        ("", "\r\n", ""),
+    ],
+)
+def test_with_newlines(text: str, newline: str, expected: str) -> None:
+    assert with_newlines(text, newline) == expected
