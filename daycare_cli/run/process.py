@@ -115,10 +115,11 @@ async def run_process(
         try:
             if transport.get_returncode() is None:
                 # Cancelled (the run was cancelled or the daemon is stopping): kill now,
-                # and give the kernel a moment to tear the namespace down.
-                _kill_group(pid, signal.SIGKILL)
+                # and give the kernel a moment to tear the namespace down. The tree goes
+                # first: once the block is dead, its children are no longer below it.
                 if launch.tree_kill:
                     _freeze_and_kill(pid)
+                _kill_group(pid, signal.SIGKILL)
                 await _settle(proto)
         finally:
             transport.close()
