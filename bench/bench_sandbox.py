@@ -29,13 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daycare_cli.run.sandbox import (
-    BlockSpec,
-    isolation_level,
-    run_block,
-    sandbox_python,
-)
-from daycare_cli.run.sandbox import _sandbox_identity as sandbox_identity
+from daycare_cli.run.identity import sandbox_identity, sandbox_python
+from daycare_cli.run.sandbox import BlockSpec, isolation_level, run_block
 
 
 def summary(times: list[float]) -> tuple[float, float]:

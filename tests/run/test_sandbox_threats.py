@@ -254,6 +254,77 @@ def test_cancelled_block_leaves_nothing(block, base, isolation, marker, alive_wi
     still_fine(block)
 
 
+def test_cancelled_block_leaves_no_escaped_child(block, base, isolation, marker, alive_with):
+    """A child that left the block's session dies with a cancelled block too. Three
+    rounds: killing the block before sweeping its tree lost the child about half the
+    time (reduced), once the block died first and the child moved to another parent."""
+    files = base / "ws" / "files"
+    spec = BlockSpec(
+        code=(
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    time.sleep(60)\n"
+            "open('up', 'w').write('1')\n"
+            "time.sleep(60)"
+        ),
+        files_dir=files,
+        artifacts_dir=base / "ws" / "runs" / "r1" / "artifacts",
+        workspace=base / "ws",
+        run={"id": marker},
+    )
+
+    async def cancel_midway() -> None:
+        (files / "up").unlink(missing_ok=True)
+        running = asyncio.ensure_future(run_block(spec))
+        while not (files / "up").exists():
+            await asyncio.sleep(0.01)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    for _ in range(3):
+        asyncio.run(cancel_midway())
+        assert alive_with(marker) == []
+    still_fine(block)
+
+
+def test_cancelled_again_during_cleanup_still_cleans_up(block, base, isolation, marker, alive_with):
+    """A second cancellation while the block is being torn down (a daemon stopping as a
+    run timeout fires) does not cut the clean-up short: what the block started is gone,
+    and then the caller sees the cancellation, not an outcome."""
+    files = base / "ws" / "files"
+    spec = BlockSpec(
+        code=(
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    time.sleep(60)\n"
+            "open('up', 'w').write('1')\n"
+            "time.sleep(60)"
+        ),
+        files_dir=files,
+        artifacts_dir=base / "ws" / "runs" / "r1" / "artifacts",
+        workspace=base / "ws",
+        run={"id": marker},
+    )
+
+    async def cancel_twice() -> None:
+        running = asyncio.ensure_future(run_block(spec))
+        while not (files / "up").exists():
+            await asyncio.sleep(0.01)
+        running.cancel()
+        await asyncio.sleep(0)  # the block's clean-up runs up to its wait for the pipes
+        assert running.cancel(), "the clean-up should still be waiting"
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    t0 = time.monotonic()
+    asyncio.run(cancel_twice())
+    assert time.monotonic() - t0 < 5
+    assert alive_with(marker) == []
+    still_fine(block)
+
+
 @pytest.mark.parametrize(
     ("code", "sandbox", "error"),
     [

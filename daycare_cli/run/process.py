@@ -1,0 +1,270 @@
+"""A block's process: spawn it, read its capped pipes, stop it and what it left behind.
+
+The process is spawned from the event-loop thread in a new session with the launch
+plan's argv, clean environment and `preexec`; its script goes on stdin, stdout and stderr
+are read with caps and a deadline, and results come back on a private pipe (the
+"channel"). On cap or deadline the process group gets SIGTERM, 0.5 s of grace, then
+SIGKILL; after a normal exit it gets SIGKILL too. Without a pid namespace (`sweep`),
+the block's process tree is frozen and killed as well, even what left the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from daycare_cli.core.task import MIB
+
+STDERR_CAP = 64 * 1024
+CHANNEL_CAP = 8 * MIB
+GRACE = 0.5  # seconds between SIGTERM and SIGKILL
+DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to spawn one block (or the probe's `true`): built by sandbox's launch plan."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    preexec: Callable[[], None]
+    tree_kill: bool  # no pid namespace: sweep the process tree on stop
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What the process left: capped output, the channel's messages, how it ended."""
+
+    stdout: bytes
+    truncated: bool
+    stderr: bytes
+    stderr_truncated: bool
+    messages: list[dict[str, Any]]
+    returncode: int | None
+    timed_out: bool
+
+
+class SpawnError(Exception):
+    """The process could not be started; `cause` is the OSError or SubprocessError."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def run_process(
+    launch: Launch, script: Callable[[int], bytes], *, timeout: float, stdout_cap: int
+) -> Finished:
+    """Spawn `launch`, feed it `script(channel fd)` on stdin, and wait (at most `timeout`
+    seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
+
+    Raises SpawnError when the process cannot start. When cancelled, the process and its
+    tree are killed and the pipes closed before the cancellation propagates.
+    """
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    channel = _ChannelProtocol()
+    ch_transport, _ = await loop.connect_read_pipe(
+        lambda: channel, os.fdopen(read_fd, "rb", buffering=0)
+    )
+    stdin_data = script(write_fd)
+    try:
+        transport, proto = await loop.subprocess_exec(
+            lambda: _BlockProtocol(stdout_cap),
+            *launch.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=launch.env,
+            cwd=launch.cwd,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            preexec_fn=launch.preexec,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        ch_transport.close()
+        raise SpawnError(exc) from exc
+    finally:
+        os.close(write_fd)
+
+    pid = transport.get_pid()
+    timed_out = False
+    try:
+        stdin = transport.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.write(stdin_data)  # type: ignore[attr-defined]
+            stdin.close()
+        ended = await _first(proto.exited, proto.overflow, timeout=timeout)
+        timed_out = not ended
+        if not proto.exited.is_set():
+            await _stop(pid, proto, launch.tree_kill)
+        _kill_group(pid, signal.SIGKILL)
+        await _first(proto.pipes_closed, timeout=DRAIN)
+        await _first(channel.closed, timeout=DRAIN)
+    finally:
+        try:
+            if transport.get_returncode() is None:
+                # Cancelled (the run was cancelled or the daemon is stopping): kill now,
+                # and give the kernel a moment to tear the namespace down. The tree goes
+                # first: once the block is dead, its children are no longer below it.
+                if launch.tree_kill:
+                    _freeze_and_kill(pid)
+                _kill_group(pid, signal.SIGKILL)
+                await _settle(proto)
+        finally:
+            transport.close()
+            ch_transport.close()
+    return Finished(
+        stdout=bytes(proto.stdout),
+        truncated=proto.truncated,
+        stderr=bytes(proto.stderr),
+        stderr_truncated=proto.stderr_truncated,
+        messages=channel.messages(),
+        returncode=transport.get_returncode(),
+        timed_out=timed_out,
+    )
+
+
+class _BlockProtocol(asyncio.SubprocessProtocol):
+    """Collects capped stdout/stderr and notices exit and stdout overflow."""
+
+    def __init__(self, stdout_cap: int) -> None:
+        self.stdout_cap = stdout_cap
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.truncated = False
+        self.stderr_truncated = False
+        self.exited = asyncio.Event()
+        self.overflow = asyncio.Event()
+        self.pipes_closed = asyncio.Event()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            if self.truncated:
+                return
+            room = self.stdout_cap - len(self.stdout)
+            self.stdout += data[:room]
+            if len(data) > room:
+                self.truncated = True
+                self.overflow.set()
+        elif fd == 2:
+            room = STDERR_CAP - len(self.stderr)
+            self.stderr += data[: max(room, 0)]
+            if len(data) > room:
+                self.stderr_truncated = True
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open.discard(fd)
+        if not self._open:
+            self.pipes_closed.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    """The private result pipe: JSON lines from the prelude."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        if len(self.data) < CHANNEL_CAP:
+            self.data += data[: CHANNEL_CAP - len(self.data)]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+    def messages(self) -> list[dict[str, Any]]:
+        out = []
+        for line in bytes(self.data).splitlines():
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict):
+                    out.append(msg)
+        return out
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> bool:
+    """Wait until one of the events is set; False on timeout."""
+    if any(e.is_set() for e in events):
+        return True
+    tasks = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+    return bool(done)
+
+
+async def _settle(proto: _BlockProtocol) -> None:
+    """Wait (at most DRAIN) for the killed block's pipes to close, even through another
+    cancellation: that one is raised once the wait is over, never swallowed."""
+    wait = asyncio.ensure_future(_first(proto.pipes_closed, timeout=DRAIN))
+    cancelled: asyncio.CancelledError | None = None
+    while not wait.done():
+        try:
+            await asyncio.shield(wait)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+
+
+async def _stop(pid: int, proto: _BlockProtocol, tree_kill: bool) -> None:
+    """SIGTERM the group, 0.5 s of grace, then SIGKILL it (and, without a pid namespace,
+    everything descended from the block, even what left the group)."""
+    snapshot = _tree(pid) if tree_kill else []
+    _kill_group(pid, signal.SIGTERM)
+    await _first(proto.exited, timeout=GRACE)
+    if tree_kill and not proto.exited.is_set():
+        _freeze_and_kill(pid)
+    _kill_group(pid, signal.SIGKILL)
+    for p in snapshot:
+        # psutil refuses to signal a pid that another process has taken since.
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    await _first(proto.exited, timeout=DRAIN)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, sig)
+
+
+def _tree(root: int) -> list[psutil.Process]:
+    """The block's process and its descendants; empty when it is gone."""
+    try:
+        proc = psutil.Process(root)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _freeze_and_kill(root: int) -> None:
+    """Stop the whole tree (stopped processes cannot fork), then SIGKILL all of it."""
+    stopped: dict[int, psutil.Process] = {}
+    for _ in range(200):
+        new = [p for p in _tree(root) if p.pid not in stopped]
+        if not new:
+            break
+        for p in new:
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+        stopped.update((p.pid, p) for p in new)
+    for p in stopped.values():
+        with contextlib.suppress(psutil.Error):
+            p.kill()
