@@ -28,7 +28,9 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Record | None:
         """The next record; None when the bus closed. Raises TimeoutError after `timeout`."""
-        record = await asyncio.wait_for(self.queue.get(), timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(timeout):
+            record = await self.queue.get()
         return None if record is _END else record
 
     async def __aiter__(self) -> AsyncIterator[Record]:

@@ -1,7 +1,8 @@
 """aiohttp servers: webhooks on loopback TCP and the control API on a 0600 unix socket.
 
 Neither starts runs by itself: both submit to the scheduler, which applies the same
-overlap policy and global cap as for scheduled fires.
+overlap policy and global cap as for scheduled fires. The servers take the parts they use
+(scheduler, state, paths, event bus); the daemon that runs them is not their concern.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger
-from daycare_cli.daemon.events import Subscription
-
-if TYPE_CHECKING:
-    from daycare_cli.daemon.service import Daemon
+from daycare_cli.daemon.events import EventBus, Subscription
+from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.server")
 
@@ -51,10 +53,15 @@ def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
 
 
 class WebhookServer:
-    """`POST /hooks/<token>` on 127.0.0.1:8765 (config `webhook.host`/`webhook.port`)."""
+    """`POST /hooks/<token>` on 127.0.0.1:8765 (config `webhook.host`/`webhook.port`).
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    Settings and secrets are read from the scheduler's config, which a reload replaces.
+    """
+
+    def __init__(self, scheduler: Scheduler, state: State, paths: Paths) -> None:
+        self.scheduler = scheduler
+        self.state = state
+        self.paths = paths
         self.stopping = False
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -67,17 +74,19 @@ class WebhookServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await self.runner.setup()
-        host = str(self.daemon.config.get("webhook.host") or "127.0.0.1")
+        config = self.scheduler.config
+        host = str(config.get("webhook.host") or "127.0.0.1")
         # Port 0 (an ephemeral port, as tests use) is a valid setting, not "unset".
-        port = int(self.daemon.config.get("webhook.port"))
+        port = int(config.get("webhook.port"))
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            port = server.sockets[0].getsockname()[1]
+        # The port actually bound (an ephemeral one for port 0): (host, port[, ...]).
+        addresses = self.runner.addresses
+        if addresses:
+            port = int(addresses[0][1])
         self.url = f"http://{host}:{port}"
-        self.daemon.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
-        (self.daemon.paths.runtime_dir / "webhook.url").write_text(self.url + "\n")
+        self.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.runtime_dir / "webhook.url").write_text(self.url + "\n")
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -94,53 +103,70 @@ class WebhookServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
-        daemon = self.daemon
-        assert daemon.state is not None and daemon.scheduler is not None
-        found = daemon.state.lookup_token(request.match_info["token"])
+        state, scheduler = self.state, self.scheduler
+        found = state.lookup_token(request.match_info["token"])
         if found is None:
             return web.json_response(NOT_FOUND, status=404)
         task_id, trigger_id = found
-        sched = daemon.scheduler.tasks.get(task_id)
+        sched = scheduler.plan.tasks.get(task_id)
         trigger = sched.task.trigger(trigger_id) if sched else None
         if sched is None or not isinstance(trigger, WebhookTrigger) or not sched.task.enabled:
             return web.json_response(NOT_FOUND, status=404)
         if trigger.signature:
-            secret = daemon.config.secret(trigger.secret or "")
+            secret = scheduler.config.secret(trigger.secret or "")
             if secret is None:
                 log.warning(
                     "%s: webhook secret %r is not configured; refusing", task_id, trigger.secret
                 )
                 return web.json_response({"error": "signature secret not configured"}, status=403)
             if not check_signature(trigger.signature, secret, body, request.headers):
-                daemon.state.add_event("webhook", "webhook.bad_signature", task=task_id)
+                state.add_event("webhook", "webhook.bad_signature", task=task_id)
                 return web.json_response({"error": "bad signature"}, status=401)
         delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get(
             "Idempotency-Key"
         )
         if delivery:
-            seen = daemon.state.delivery_run(task_id, delivery)
+            seen = state.delivery_run(task_id, delivery)
             if seen is not None:
                 return web.json_response({"run": seen, "duplicate": True}, status=202)
-        limit = int(daemon.config.get("webhook.queue_size") or 16)
-        if queue_full(daemon.scheduler.queue_depth(task_id), limit):
+        limit = int(scheduler.config.get("webhook.queue_size"))
+        if queue_full(scheduler.queue_depth(task_id), limit):
             return web.json_response({"error": "queue full, try again later"}, status=429)
-        run_id = daemon.scheduler.submit(
-            task_id, kind="webhook", trigger_id=trigger_id, payload=body
-        )
+        run_id = scheduler.submit(task_id, kind="webhook", trigger_id=trigger_id, payload=body)
         if run_id is None:
             return web.json_response(NOT_FOUND, status=404)
         if delivery:
-            earlier = daemon.state.remember_delivery(task_id, delivery, run_id)
+            earlier = state.remember_delivery(task_id, delivery, run_id)
             if earlier is not None and earlier != run_id:
                 return web.json_response({"run": earlier, "duplicate": True}, status=202)
         return web.json_response({"run": run_id}, status=202)
 
 
 class ControlServer:
-    """The control API on the unix socket: status, tasks, run now, reload, follow."""
+    """The control API on the unix socket: status, tasks, run now, reload, follow.
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    `reload` re-reads config and task files; `started_at` and the webhook server's URL
+    are shown by `/status`.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        state: State,
+        paths: Paths,
+        events: EventBus,
+        *,
+        reload: Callable[[], None],
+        started_at: datetime,
+        webhooks: WebhookServer,
+    ) -> None:
+        self.scheduler = scheduler
+        self.state = state
+        self.paths = paths
+        self.events = events
+        self.reload_all = reload
+        self.started_at = started_at
+        self.webhooks = webhooks
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -154,7 +180,7 @@ class ControlServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await self.runner.setup()
-        path = self.daemon.paths.socket
+        path = self.paths.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket of a dead daemon (we hold the daemon lock)
@@ -171,52 +197,47 @@ class ControlServer:
             await self.runner.cleanup()
             self.runner = None
         with contextlib.suppress(FileNotFoundError):
-            self.daemon.paths.socket.unlink()
+            self.paths.socket.unlink()
 
     async def status(self, request: web.Request) -> web.Response:
-        d = self.daemon
-        s = d.scheduler
-        assert s is not None and d.state is not None
-        running = [r.to_json() for r in d.state.running_runs()]
-        errors = [{"task": tid, "error": str(err)} for tid, err in sorted(s.broken.items())] + [
+        s, plan = self.scheduler, self.scheduler.plan
+        running = [r.to_json() for r in self.state.running_runs()]
+        errors = [{"task": tid, "error": str(err)} for tid, err in sorted(plan.broken.items())] + [
             {"task": tid, "error": str(sch.error), "stale": True}
-            for tid, sch in sorted(s.tasks.items())
+            for tid, sch in sorted(plan.tasks.items())
             if sch.error is not None
         ]
         return web.json_response(
             {
                 "pid": os.getpid(),
-                "started_at": d.started_at.isoformat(timespec="seconds"),
-                "uptime_s": int((datetime.now(UTC) - d.started_at).total_seconds()),
-                "tasks": len(s.tasks),
-                "enabled": sum(1 for x in s.tasks.values() if x.task.enabled),
+                "started_at": self.started_at.isoformat(timespec="seconds"),
+                "uptime_s": int((datetime.now(UTC) - self.started_at).total_seconds()),
+                "tasks": len(plan.tasks),
+                "enabled": sum(1 for x in plan.tasks.values() if x.task.enabled),
                 "fires": s.fires,
                 "active_runs": running,
                 "pending": len(s.pending),
                 "errors": errors,
-                "flagged": d.state.flagged_tasks(),
-                "webhook_url": d.webhook_url,
-                "home": str(d.paths.home),
-                "tasks_dir": str(d.paths.tasks_dir),
+                "flagged": self.state.flagged_tasks(),
+                "webhook_url": self.webhooks.url or None,
+                "home": str(self.paths.home),
+                "tasks_dir": str(self.paths.tasks_dir),
                 "next": self._next(limit=10),
             }
         )
 
     def _next(self, limit: int) -> list[dict[str, Any]]:
-        s = self.daemon.scheduler
-        assert s is not None
         rows = []
-        for tid, sch in s.tasks.items():
+        for tid, sch in self.scheduler.plan.tasks.items():
             for trig, when in sch.next_fire.items():
                 rows.append({"task": tid, "trigger": trig, "at": when.isoformat()})
         rows.sort(key=lambda r: datetime.fromisoformat(r["at"]).timestamp())
         return rows[:limit]
 
     async def tasks(self, request: web.Request) -> web.Response:
-        s = self.daemon.scheduler
-        assert s is not None
+        plan = self.scheduler.plan
         out = {}
-        for tid, sch in s.tasks.items():
+        for tid, sch in plan.tasks.items():
             out[tid] = {
                 "next_fire": {k: v.isoformat() for k, v in sch.next_fire.items()},
                 "active": list(sch.active),
@@ -224,7 +245,7 @@ class ControlServer:
                 "error": str(sch.error) if sch.error else None,
                 "scheduled": True,
             }
-        for tid, err in s.broken.items():
+        for tid, err in plan.broken.items():
             out[tid] = {
                 "next_fire": {},
                 "active": [],
@@ -235,33 +256,32 @@ class ControlServer:
         return web.json_response(out)
 
     async def reload(self, request: web.Request) -> web.Response:
-        self.daemon.reload()
+        self.reload_all()
         return web.json_response({"ok": True})
 
     async def run_now(self, request: web.Request) -> web.StreamResponse:
-        d = self.daemon
-        assert d.scheduler is not None and d.state is not None
+        scheduler, plan = self.scheduler, self.scheduler.plan
         task_id = request.match_info["id"]
         body = await request.read()
         payload = body if request.query.get("payload") == "1" else None
-        path = d.paths.task_file(task_id)
-        if task_id not in d.scheduler.tasks and path.exists():
+        path = self.paths.task_file(task_id)
+        if task_id not in plan.tasks and path.exists():
             # Created a moment ago and not yet seen by the watcher: read it now.
             from daycare_cli.store.tasks import read_entry
 
-            d.scheduler.apply_entry(read_entry(path), actor="cli")
-        if task_id not in d.scheduler.tasks:
-            err = d.scheduler.broken.get(task_id)
+            plan.apply_entry(read_entry(path), actor="cli")
+        if task_id not in plan.tasks:
+            err = plan.broken.get(task_id)
             if err is not None:
                 return web.json_response({"error": str(err), "code": 4}, status=422)
             return web.json_response({"error": f"no task {task_id!r}", "code": 3}, status=404)
-        run_id = d.scheduler.submit(task_id, kind="manual", payload=payload)
+        run_id = scheduler.submit(task_id, kind="manual", payload=payload)
         if run_id is None:
             return web.json_response({"error": "could not start the run", "code": 1}, status=409)
         if request.query.get("stream") != "1":
             return web.json_response({"run": run_id}, status=202)
         # Subscribe before yielding to the loop, so no event of the run is missed.
-        sub = d.events.subscribe(run_id)
+        sub = self.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         try:
             await resp.prepare(request)
@@ -269,7 +289,7 @@ class ControlServer:
             await self._pump(request, sub, resp, run_id)
         finally:
             sub.close()
-        run = d.state.get_run(run_id)
+        run = self.state.get_run(run_id)
         final = {"event": "run.result", "run": run_id, "result": run.to_json() if run else None}
         await resp.write(json.dumps(final, default=str).encode() + b"\n")
         await resp.write_eof()
@@ -284,8 +304,6 @@ class ControlServer:
         task: str | None = None,
     ) -> None:
         """Forward events until the run ends, the client leaves or the daemon stops."""
-        d = self.daemon
-        assert d.state is not None
         while True:
             try:
                 record = await sub.get(timeout=1.0)
@@ -294,14 +312,14 @@ class ControlServer:
                 if transport is None or transport.is_closing():
                     return  # the client went away
                 if run_id is not None:
-                    run = d.state.get_run(run_id)
+                    run = self.state.get_run(run_id)
                     # Ended without events (skipped by overlap, or finished elsewhere).
                     if run is not None and run.finished_at:
                         return
                 continue
             if record is None:
                 return  # the daemon is stopping: end of stream
-            if task is not None and _run_task(d, record) != task:
+            if task is not None and self._run_task(record) != task:
                 continue
             await resp.write(json.dumps(record, default=str).encode() + b"\n")
             if run_id is not None and record.get("event") == "run.end":
@@ -309,10 +327,9 @@ class ControlServer:
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
         """Stream the events of one run (`?run=ID`), one task's runs or every run, as NDJSON."""
-        d = self.daemon
         run_id = request.query.get("run") or None
         task = request.query.get("task") or None
-        sub = d.events.subscribe(run_id)
+        sub = self.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         try:
             await resp.prepare(request)
@@ -324,8 +341,6 @@ class ControlServer:
             sub.close()
         return resp
 
-
-def _run_task(daemon: Daemon, record: dict[str, Any]) -> str | None:
-    assert daemon.state is not None
-    run = daemon.state.get_run(str(record.get("run")))
-    return run.task if run else None
+    def _run_task(self, record: dict[str, Any]) -> str | None:
+        run = self.state.get_run(str(record.get("run")))
+        return run.task if run else None

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config, load_config
 from daycare_cli.core.errors import UserError
@@ -19,6 +19,9 @@ from daycare_cli.daemon.events import EventBus
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
+
+if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
+    from daycare_cli.daemon.server import ControlServer, WebhookServer
 
 log = logging.getLogger("daycare.daemon")
 
@@ -72,7 +75,6 @@ class Daemon:
         self.state: State | None = None
         self.scheduler: Scheduler | None = None
         self.lock_fd: int | None = None
-        self.webhook_url: str | None = None
         self.started_at = datetime.now(UTC)
         self.signal_wake = asyncio.Event()
 
@@ -126,26 +128,35 @@ class Daemon:
         self.scheduler = scheduler = Scheduler(
             self.paths, self.config, state, on_event=self.events.publish
         )
+        plan = scheduler.plan
         # Watch before the first scan: a file written between the scan and the watch
         # (e.g. right after the ready line) would otherwise go unseen until a rescan.
         # One turn of the loop lets `awatch` register its inotify watch; the changes it
         # queues meanwhile are applied after the scan (same digest: no-op).
         watcher_stop = asyncio.Event()
-        watcher = loop.create_task(watch(scheduler, watcher_stop), name="watcher")
+        watcher = loop.create_task(watch(plan, watcher_stop), name="watcher")
         await asyncio.sleep(0)
-        scheduler.load_all(starting=True)
+        plan.load_all(starting=True)
         state.add_event(
             "daemon",
             "daemon.started",
             detail={
                 "pid": os.getpid(),
-                "tasks": len(scheduler.tasks),
-                "invalid": sorted(scheduler.broken),
+                "tasks": len(plan.tasks),
+                "invalid": sorted(plan.broken),
             },
         )
 
-        webhooks = WebhookServer(self)
-        control = ControlServer(self)
+        webhooks = WebhookServer(scheduler, state, self.paths)
+        control = ControlServer(
+            scheduler,
+            state,
+            self.paths,
+            self.events,
+            reload=self.reload,
+            started_at=self.started_at,
+            webhooks=webhooks,
+        )
         try:
             await control.start()
             await webhooks.start()
@@ -158,7 +169,6 @@ class Daemon:
             await webhooks.stop()
             state.close()
             return 1
-        self.webhook_url = webhooks.url
 
         from daycare_cli.run.sandbox import isolation_level
 
@@ -166,10 +176,10 @@ class Daemon:
         isolation, reason = await asyncio.to_thread(isolation_level)
         if isolation != "bubblewrap":
             log.warning("sandbox isolation: %s (%s)", isolation, reason)
-        n_triggers = sum(len(s.task.triggers) for s in scheduler.tasks.values())
+        n_triggers = sum(len(s.task.triggers) for s in plan.tasks.values())
         status = (
-            f"{len(scheduler.tasks)} tasks, {n_triggers} triggers, "
-            f"{len(scheduler.broken)} invalid, isolation {isolation}"
+            f"{len(plan.tasks)} tasks, {n_triggers} triggers, "
+            f"{len(plan.broken)} invalid, isolation {isolation}"
         )
         print(
             f"{READY_LINE}: {status}; webhooks on {webhooks.url}; control on {self.paths.socket}",
@@ -206,10 +216,9 @@ class Daemon:
             if self.state is not None:
                 self.state.add_event("daemon", "config.invalid", detail={"error": str(exc)})
 
-        self.scheduler.config = self.config
-        self.scheduler.gate.resize(int(self.config.get("max_concurrent_runs") or 4))
-        self.scheduler.load_all(starting=False, actor="daemon")
-        log.info("reloaded config and %d tasks", len(self.scheduler.tasks))
+        self.scheduler.reconfigure(self.config)
+        self.scheduler.plan.load_all(starting=False, actor="daemon")
+        log.info("reloaded config and %d tasks", len(self.scheduler.plan.tasks))
         sd_notify("READY=1")
 
     async def _watchdog(self) -> None:
@@ -226,8 +235,8 @@ class Daemon:
     async def _shutdown(
         self,
         scheduler: Scheduler,
-        webhooks: Any,
-        control: Any,
+        webhooks: WebhookServer,
+        control: ControlServer,
         watcher_stop: asyncio.Event,
         background: list[asyncio.Task[Any]],
     ) -> None:
@@ -262,7 +271,7 @@ class Daemon:
                 error="daemon stopped before the run started",
                 now=datetime.now(UTC),
             )
-        for sched in scheduler.tasks.values():
+        for sched in scheduler.plan.tasks.values():
             for req in sched.queued:
                 if req.run_id:
                     self.state.finish_run(

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.daemon.plan import Plan
 from daycare_cli.store.tasks import is_task_file, read_entry
 
 log = logging.getLogger("daycare.watcher")
@@ -33,22 +33,22 @@ def watch_filter(tasks_dir: Path) -> Callable[[object, str], bool]:
     return accept
 
 
-def apply_change(scheduler: Scheduler, path: Path) -> None:
+def apply_change(plan: Plan, path: Path) -> None:
     """Re-read one task file (or unschedule it when gone) and update the plan."""
     task_id = path.name[:-3]
     if not path.exists():
-        scheduler.remove(task_id, actor="file")
+        plan.remove(task_id, actor="file")
         return
     try:
         entry = read_entry(path)
     except Exception as exc:  # vanished between exists() and read: treat as deleted
         log.debug("could not read %s: %s", path, exc)
-        scheduler.remove(task_id, actor="file")
+        plan.remove(task_id, actor="file")
         return
-    scheduler.apply_entry(entry, actor="file")
+    plan.apply_entry(entry, actor="file")
 
 
-async def watch(scheduler: Scheduler, stop: asyncio.Event) -> None:
+async def watch(plan: Plan, stop: asyncio.Event) -> None:
     """Apply changes of the tasks directory until `stop` is set.
 
     When the watcher itself fails (the directory is removed and re-created, an inotify
@@ -56,7 +56,7 @@ async def watch(scheduler: Scheduler, stop: asyncio.Event) -> None:
     """
     import watchfiles
 
-    tasks_dir = scheduler.paths.tasks_dir
+    tasks_dir = plan.paths.tasks_dir
     tasks_dir.mkdir(parents=True, exist_ok=True)
     accept = watch_filter(tasks_dir.resolve())
     while not stop.is_set():
@@ -74,10 +74,10 @@ async def watch(scheduler: Scheduler, stop: asyncio.Event) -> None:
                 paths = {Path(p).resolve() for _, p in changes}
                 for path in sorted(paths):
                     if accept(None, str(path)):
-                        apply_change(scheduler, path)
+                        apply_change(plan, path)
         except Exception as exc:
             log.warning("watcher failed (%s); rescanning %s", exc, tasks_dir)
             await asyncio.sleep(1.0)
             tasks_dir.mkdir(parents=True, exist_ok=True)
         if not stop.is_set():
-            scheduler.load_all(starting=False, actor="file")
+            plan.load_all(starting=False, actor="file")

@@ -131,12 +131,7 @@ class Runner:
             try:
                 await acquire_lock(lock, wait)
             except asyncio.CancelledError:
-                self.state.finish_run(
-                    run_id,
-                    status="cancelled",
-                    error="cancelled while waiting for the previous run",
-                    now=datetime.now(UTC),
-                )
+                self._record_cancelled(run_id, "cancelled while waiting for the previous run")
                 raise
             except LockBusy as busy:
                 reason = (
@@ -179,19 +174,17 @@ class Runner:
 
         outcome: dict[str, Any] = {}
         try:
-            outcome = await asyncio.wait_for(
-                self._execute(req, ctx), timeout=max(task.run_timeout, 1.0)
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the run ends, and whoever cancelled would never learn it.
+            async with asyncio.timeout(max(task.run_timeout, 1.0)):
+                outcome = await self._execute(req, ctx)
         except TimeoutError:
             outcome = {
                 "status": "timed_out",
                 "error": f"run exceeded its run_timeout of {task.run_timeout:g}s",
             }
         except asyncio.CancelledError:
-            self.state.finish_run(
-                run_id, status="cancelled", error="run cancelled", now=datetime.now(UTC)
-            )
-            self._emit(ctx, "run.end", status="cancelled")
+            self._record_cancelled(run_id, "run cancelled", ctx)
             raise
         except Exception as exc:  # a bug in a step must still leave a finished row
             log.exception("run %s crashed", run_id)
@@ -419,6 +412,15 @@ class Runner:
         return [p for p in candidates if p.exists()]
 
     # -- recording --------------------------------------------------------------------
+
+    def _record_cancelled(self, run_id: str, error: str, ctx: RunContext | None = None) -> None:
+        """Record a cancelled run; never raises, so the cancellation itself goes on."""
+        try:
+            self.state.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC))
+            if ctx is not None:
+                self._emit(ctx, "run.end", status="cancelled")
+        except Exception:
+            log.exception("could not record run %s as cancelled", run_id)
 
     def _redact(self, text: str, ctx: RunContext) -> str:
         from daycare_cli.run.notify import redact

@@ -1,0 +1,361 @@
+"""The plan: every valid task the daemon holds and a heap of the fires coming due.
+
+Loading and re-reading task files, the next fire of each trigger, and catch-up of slots
+that passed unrun live here; running fires is the scheduler's job (`scheduler.py`). Every
+change to the plan sets the scheduler's `wake` event, so its loop recomputes the sleep
+(STYLE.md, "one loop, one wakeup").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from daycare_cli.config import Config
+from daycare_cli.core.errors import TaskFileError
+from daycare_cli.core.policy import apply_jitter, default_catch_up_window, plan_catch_up
+from daycare_cli.core.schedule import at_instant, next_fires, slots_between
+from daycare_cli.core.task import (
+    AtTrigger,
+    CronTrigger,
+    EveryTrigger,
+    Task,
+    Trigger,
+    effective_zone,
+)
+from daycare_cli.daemon.clock import Clock
+from daycare_cli.run.runner import RunRequest
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.state import State
+from daycare_cli.store.tasks import TaskEntry, TaskStore
+
+log = logging.getLogger("daycare.daemon")
+
+CATCH_UP_LIMIT = 100
+CATCH_UP_SCAN = 1000  # newest missed slots looked at after a long sleep
+
+
+@dataclass(order=True)
+class Fire:
+    """One planned fire of a trigger: when to start and which slot it is for."""
+
+    at: float
+    seq: int
+    task_id: str = field(compare=False)
+    trigger_id: str = field(compare=False)
+    slot: datetime = field(compare=False)
+    kind: str = field(compare=False, default="schedule")  # schedule | catch-up | retry
+    attempt: int = field(compare=False, default=1)
+    generation: int = field(compare=False, default=0)
+
+
+@dataclass
+class Scheduled:
+    """A task as the daemon holds it: the last good version and what is running."""
+
+    task: Task
+    digest: str
+    generation: int
+    error: TaskFileError | None = None  # an invalid edit; the old version stays scheduled
+    active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    queued: list[RunRequest] = field(default_factory=list)
+    next_fire: dict[str, datetime] = field(default_factory=dict)
+
+
+class Plan:
+    """Every valid task's triggers, and their next fires in a heap ordered by start time."""
+
+    def __init__(
+        self, paths: Paths, config: Config, state: State, *, clock: Clock, wake: asyncio.Event
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.state = state
+        self.clock = clock
+        self.wake = wake
+        self.store = TaskStore(paths)
+        self.tasks: dict[str, Scheduled] = {}
+        self.broken: dict[str, TaskFileError] = {}  # files with no good version at all
+        self.heap: list[Fire] = []
+        self.seq = itertools.count()
+        self.started_at = clock.now()
+        self.planned: list[tuple[str, str, datetime]] = []  # new triggers, see flush_planned
+
+    # -- loading ----------------------------------------------------------------------
+
+    def zone(self, task: Task, trigger: Trigger | None = None) -> str:
+        """The zone a trigger is evaluated in: its own, the task's, else config/system."""
+        return effective_zone(task, trigger, self.config.timezone)
+
+    def load_all(self, *, starting: bool, actor: str = "daemon") -> None:
+        """(Re)read every task file; on start, also catch up and fire `@reboot` triggers."""
+        seen: set[str] = set()
+        for entry in self.store.list():
+            seen.add(entry.id)
+            self.apply_entry(entry, starting=starting, actor=actor)
+        for task_id in list(self.tasks):
+            if task_id not in seen:
+                self.remove(task_id, actor=actor)
+        for task_id in list(self.broken):
+            if task_id not in seen:
+                del self.broken[task_id]
+        self.flush_planned()
+        self.wake.set()
+
+    def flush_planned(self) -> None:
+        """Write where new triggers were planned from (one commit for a whole load)."""
+        if self.planned:
+            self.state.plan_from(self.planned)
+            self.planned = []
+
+    def apply_entry(self, entry: TaskEntry, *, starting: bool = False, actor: str = "file") -> None:
+        """Schedule a new or changed task file; an invalid edit keeps the old version."""
+        current = self.tasks.get(entry.id)
+        if entry.task is None:
+            assert entry.error is not None
+            if current is not None:
+                if current.error is None or str(current.error) != str(entry.error):
+                    current.error = entry.error
+                    log.warning(
+                        "invalid edit of %s, keeping the last good version: %s",
+                        entry.id,
+                        entry.error,
+                    )
+                    self.state.add_event(
+                        actor, "task.invalid", task=entry.id, detail={"error": str(entry.error)}
+                    )
+            elif str(self.broken.get(entry.id)) != str(entry.error):
+                self.broken[entry.id] = entry.error
+                log.warning("task file %s is invalid: %s", entry.id, entry.error)
+                self.state.add_event(
+                    actor, "task.invalid", task=entry.id, detail={"error": str(entry.error)}
+                )
+            return
+        self.broken.pop(entry.id, None)
+        if current is not None and current.digest == entry.digest:
+            current.error = None
+            return
+        generation = (current.generation + 1) if current else 1
+        sched = Scheduled(entry.task, entry.digest, generation)
+        if current is not None:
+            sched.active, sched.queued = current.active, current.queued
+        self.tasks[entry.id] = sched
+        if not starting:
+            # Loading at start is not a change: one `daemon.started` event covers it, and
+            # 10,000 one-row transactions would cost a second of start-up.
+            kind = "task.changed" if current else "task.added"
+            log.info("%s %s", kind.split(".")[1], entry.id)
+            self.state.add_event(actor, kind, task=entry.id, detail={"generation": generation})
+        self.plan_task(sched, catch_up=starting or current is None, starting=starting)
+        if not starting:
+            self.flush_planned()  # a load flushes once at its end
+        self.wake.set()
+
+    def remove(self, task_id: str, *, actor: str = "file") -> None:
+        """Unschedule a task whose file is gone; its history and running runs stay."""
+        self.broken.pop(task_id, None)
+        if self.tasks.pop(task_id, None) is not None:
+            log.info("removed %s", task_id)
+            self.state.add_event(actor, "task.removed", task=task_id)
+            self.wake.set()
+
+    def archive(self, task_id: str, *, reason: str) -> None:
+        """Move a spent one-off task's file to `.archive/` and unschedule it."""
+        try:
+            target = self.store.archive(task_id)
+        except Exception as exc:  # the file may already be gone
+            log.warning("could not archive %s: %s", task_id, exc)
+        else:
+            log.info("%s: one-off task archived to %s (%s)", task_id, target, reason)
+            self.state.add_event(
+                "daemon",
+                "task.archived",
+                task=task_id,
+                detail={"path": str(target), "reason": reason},
+            )
+        self.tasks.pop(task_id, None)
+
+    # -- the heap ---------------------------------------------------------------------
+
+    def push(self, fire: Fire) -> None:
+        heapq.heappush(self.heap, fire)
+
+    def add_fire(
+        self,
+        start: datetime,
+        sched: Scheduled,
+        trigger_id: str,
+        slot: datetime,
+        kind: str = "schedule",
+        *,
+        attempt: int = 1,
+        generation: int | None = None,
+    ) -> None:
+        """Plan a fire of `sched`'s trigger at `start` for `slot` (in the task's generation)."""
+        gen = sched.generation if generation is None else generation
+        self.push(
+            Fire(
+                start.timestamp(),
+                next(self.seq),
+                sched.task.id,
+                trigger_id,
+                slot,
+                kind,
+                attempt=attempt,
+                generation=gen,
+            )
+        )
+
+    def pop_due(self, now: float) -> Fire | None:
+        """The earliest fire due by `now` (epoch seconds), taken off the heap; else None."""
+        if self.heap and self.heap[0].at <= now:
+            return heapq.heappop(self.heap)
+        return None
+
+    def next_at(self) -> float | None:
+        """When the earliest planned fire starts (epoch seconds); None with nothing planned."""
+        return self.heap[0].at if self.heap else None
+
+    # -- planning ---------------------------------------------------------------------
+
+    def plan_task(self, sched: Scheduled, *, catch_up: bool, starting: bool) -> None:
+        """Push the next fire of every trigger; with `catch_up`, first handle missed slots."""
+        task = sched.task
+        sched.next_fire.clear()
+        if not task.enabled:
+            return
+        now = self.clock.now()
+        for trigger in task.triggers:
+            if isinstance(trigger, CronTrigger) and trigger.reboot:
+                if starting:
+                    self.add_fire(now, sched, trigger.id, now)
+                continue
+            if not isinstance(trigger, CronTrigger | AtTrigger | EveryTrigger):
+                continue
+            tz = self.zone(task, trigger)
+            tstate = self.state.get_trigger_state(task.id, trigger.id)
+            last = _parse_time(tstate.last_slot) if tstate else None
+            anchor = last if isinstance(trigger, EveryTrigger) and last else None
+            if isinstance(trigger, EveryTrigger) and anchor is None:
+                # From the daemon's start (one instant for all, so simultaneous intervals
+                # fire in one wake-up), or from now for a task added later.
+                anchor = self.started_at if starting else now
+            if catch_up:
+                missed: list[datetime] = []
+                if isinstance(trigger, AtTrigger):
+                    at = at_instant(trigger, tz)
+                    if at.timestamp() <= now.timestamp() and (
+                        last is None or last.timestamp() < at.timestamp()
+                    ):
+                        missed = [at]
+                elif last is not None:
+                    missed = self.missed_since(sched, trigger, last, now)
+                if missed:
+                    self.catch_up(sched, trigger, missed, now)
+            if last is None:
+                self.planned.append((task.id, trigger.id, anchor or now))
+            nxt = next_fires(trigger, now, 1, tz=tz, anchor=anchor)
+            if nxt:
+                self.schedule_fire(sched, trigger, nxt[0])
+
+    def schedule_fire(
+        self, sched: Scheduled, trigger: Trigger, slot: datetime, kind: str = "schedule"
+    ) -> None:
+        """Plan the fire of `slot`, shifted by the task's jitter; it is the trigger's next."""
+        start = (
+            apply_jitter(slot, sched.task.jitter, random.random()) if sched.task.jitter else slot
+        )
+        sched.next_fire[trigger.id] = slot
+        self.add_fire(start, sched, trigger.id, slot, kind)
+
+    def window(self, task: Task, trigger: Trigger, now: datetime) -> float:
+        """Seconds of missed time that catch-up considers (task setting or one period)."""
+        tz = self.zone(task, trigger)
+        return task.catch_up_window or default_catch_up_window(trigger, tz=tz, now=now)
+
+    def missed_since(
+        self, sched: Scheduled, trigger: Trigger, last: datetime, now: datetime
+    ) -> list[datetime]:
+        """Slots after `last` up to now, newest CATCH_UP_SCAN at most, within the window.
+
+        Older slots (a week of `every: 1s` after a long sleep) are only counted in an
+        event, not recorded one row each.
+        """
+        tz = self.zone(sched.task, trigger)
+        window = self.window(sched.task, trigger, now)
+        # The window includes a slot exactly on its edge; slots_between excludes its start.
+        edge = now - timedelta(seconds=window, milliseconds=1)
+        start = max(last, edge, key=lambda d: d.timestamp())
+        if isinstance(trigger, EveryTrigger) and start is not last:
+            # Keep every slots aligned to their anchor.
+            k = int((start.timestamp() - last.timestamp()) // trigger.seconds)
+            start = last + timedelta(seconds=k * trigger.seconds)
+        slots = slots_between(trigger, start, now, tz=tz, limit=CATCH_UP_SCAN)
+        older = slots_between(trigger, last, start, tz=tz, limit=CATCH_UP_SCAN)
+        if older:
+            self.state.add_event(
+                "daemon",
+                "catch_up.dropped",
+                task=sched.task.id,
+                detail={"trigger": trigger.id, "slots": len(older), "before": start.isoformat()},
+            )
+        return slots[-CATCH_UP_SCAN:]
+
+    def catch_up(
+        self, sched: Scheduled, trigger: Trigger, missed: list[datetime], now: datetime
+    ) -> None:
+        """Apply the task's `catch_up` policy to slots that passed while nothing ran."""
+        task = sched.task
+        window = self.window(task, trigger, now)
+        plan = plan_catch_up(
+            task.catch_up, missed[-CATCH_UP_LIMIT:], now=now, window=window, limit=CATCH_UP_LIMIT
+        )
+        dropped = missed[:-CATCH_UP_LIMIT] if len(missed) > CATCH_UP_LIMIT else []
+        skipped = dropped + plan.missed
+        if skipped:
+            self.state.record_missed(task.id, trigger.id, skipped, now=now)
+            log.info(
+                "%s/%s: %d missed slot(s) recorded (catch_up: %s)",
+                task.id,
+                trigger.id,
+                len(skipped),
+                task.catch_up,
+            )
+        for slot, start_at in plan.run:
+            self.add_fire(start_at, sched, trigger.id, slot, "catch-up")
+        latest = max(missed, key=lambda d: d.timestamp())
+        self.state.set_trigger_state(task.id, trigger.id, last_slot=latest.isoformat())
+        if not plan.run and self.spent(task, now):
+            # A one-off whose only time passed unrun: recorded missed, nothing left to fire.
+            self.archive(task.id, reason="missed")
+
+    def spent(self, task: Task, now: datetime) -> bool:
+        """True for a task whose every trigger is an `at` time that has passed."""
+        return bool(task.triggers) and all(
+            isinstance(t, AtTrigger)
+            and at_instant(t, self.zone(task, t)).timestamp() <= now.timestamp()
+            for t in task.triggers
+        )
+
+    # -- views ------------------------------------------------------------------------
+
+    def next_fire(self, task_id: str) -> datetime | None:
+        """The earliest next slot of a task's triggers; None when nothing is planned."""
+        sched = self.tasks.get(task_id)
+        if sched is None or not sched.next_fire:
+            return None
+        return min(sched.next_fire.values(), key=lambda d: d.timestamp())
+
+
+def _parse_time(value: datetime | str | None) -> datetime | None:
+    # State.get_trigger_state already returns datetimes; older callers passed text.
+    if not value:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
