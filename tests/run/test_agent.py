@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 
 from daycare_cli.run.agent import (
-    MEMORY_LIMIT,
     AgentRequest,
     AgentResult,
-    append_memory,
     build_system_prompt,
     build_user_prompt,
-    model_known,
-    read_memory,
     run_agent,
 )
+from daycare_cli.run.memory import MEMORY_LIMIT, append_memory, read_memory
+from daycare_cli.run.models import model_known
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 

@@ -425,11 +425,14 @@ def test_notification_redacts_secrets(home: Home, inbox: Inbox) -> None:
         "---\nexecute: true\nmodel: none\n"
         f'notify: ["{inbox.url}"]\nnotify_on: [response]\n'
         'env:\n  TOKEN: "${secret:api_token}"\n---\n'
-        "<run_python>import os; print('token is', os.environ['TOKEN'])</run_python>\n"
+        "<run_python>import os; t = os.environ['TOKEN']; print('token is', t, len(t))"
+        "</run_python>\n"
     )
     run = home.run(task)
-    assert run.output == f"token is {SECRET}\n"
-    assert [m["message"] for m in inbox.messages] == ["token is [redacted]"]
+    # The block got the secret (its length shows), and no record of the run holds it.
+    assert run.output == f"token is [redacted] {len(SECRET)}\n"
+    assert run_file(run, "prompt.md").read_text("utf-8") == run.output
+    assert [m["message"] for m in inbox.messages] == [f"token is [redacted] {len(SECRET)}"]
 
 
 def test_failing_notify_url_never_fails_the_run(home: Home) -> None:
