@@ -46,7 +46,8 @@ class Reply:
     answers an OpenAI-style error body. `raw` replaces the whole body (sent with
     `content_type`), for replies that are not the protocol at all. `delay` waits before
     the headers; `cut_after` ends a stream after that many events without `[DONE]` and
-    closes the connection.
+    closes the connection. An error carries `Retry-After-Ms` (`retry_after_ms`), which
+    the openai client obeys, so that its retries take milliseconds in tests.
     """
 
     text: str = ""
@@ -57,6 +58,7 @@ class Reply:
     content_type: str = "text/html; charset=utf-8"
     delay: float = 0.0
     cut_after: int | None = None
+    retry_after_ms: int = 20
 
 
 def text(content: str, usage: tuple[int, int] | None = (10, 5)) -> Reply:
@@ -230,6 +232,7 @@ class FakeOpenAI:
             return web.json_response(
                 {"error": {"message": reply.text, "type": "server_error", "code": None}},
                 status=reply.status,
+                headers={"Retry-After-Ms": str(reply.retry_after_ms)},
             )
         if body.get("stream"):
             return await self._stream(request, body, reply)
