@@ -159,7 +159,10 @@ def test_a_malformed_tool_call_twice_fails_the_run_naming_it(
 
 
 def test_a_slow_model_is_cut_by_run_timeout(home: Home, fake_openai: FakeOpenAI) -> None:
-    fake_openai.script(Reply(text="too late", delay=10))
+    # A first run loads llm and its plugins, which must not eat the 1 s of the second.
+    fake_openai.script(text("warm"))
+    assert home.run(home.task("---\nmodel: fake\n---\nGo.\n", "warm")).status == "succeeded"
+    fake_openai.script(Reply(text="too late", delay=30))
     run = home.run(home.task("---\nmodel: fake\nrun_timeout: 1s\n---\nGo.\n"))
     assert (run.status, run.error) == ("timed_out", "run exceeded its run_timeout of 1s")
     requests = [e for e in log_events(run) if e["event"] == "model.request"]
