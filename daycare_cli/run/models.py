@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     AnyModel = llm.AsyncModel | llm.Model
 
 ERROR_LIMIT = 300
+USERS_SHOWN = 5  # tasks named per model in doctor's line
 
 KeyState = Literal["not needed", "set", "missing"]
 
@@ -136,7 +137,9 @@ class ModelCheck:
 
 def _describe(model_id: str, used_by: list[str]) -> tuple[str, str]:
     """(level, detail) for one model id."""
-    users = f"; used by {', '.join(used_by)}" if used_by else ""
+    shown = ", ".join(used_by[:USERS_SHOWN])
+    more = len(used_by) - USERS_SHOWN
+    users = f"; used by {shown}" + (f" and {more} more" if more > 0 else "") if used_by else ""
     try:
         model, error = find_model(model_id)
     except Exception as exc:  # a broken plugin must not crash doctor

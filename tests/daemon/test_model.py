@@ -277,3 +277,31 @@ def test_a_secret_stays_secret(setup: Setup, via: str) -> None:
     events = setup.home.query("SELECT * FROM events WHERE task = ?", (task,))
     assert SECRET not in json.dumps([dict(r) for r in rows + events])
     assert SECRET not in setup.home.output()
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+def test_doctor_lists_every_model_with_its_key_and_tools(setup: Setup) -> None:
+    args = ["doctor", "--json"]
+    res = CliRunner().invoke(build_app(), args, env=setup.env(), prog_name="daycare")
+    assert res.exit_code == 1  # a model without its key is a failure
+    checks = {c["name"]: c for c in json.loads(res.stdout)}
+    assert checks["model"]["detail"] == "no default model: tasks without `model:` are reminders"
+    users = sorted(
+        f"{name}-{via}"
+        for name, keys in SCENARIOS.items()
+        if keys.splitlines()[0] == "model: fake"
+        for via in VIAS
+    )
+    assert checks["model fake"] == {
+        "name": "model fake",
+        "level": "ok",
+        "detail": f"model 'fake' at {setup.fake.url} is available; no key needed; tools: yes; "
+        f"used by {', '.join(users[:5])} and {len(users) - 5} more",
+    }
+    keyed = checks["model fake-keyed"]
+    assert keyed["level"] == "fail"
+    assert "no API key: add one with `llm keys set fake-key`;" in keyed["detail"]
+    assert "OPENAI_API_KEY" not in keyed["detail"]
+    assert checks["model fake-nostream"]["level"] == "ok"
