@@ -177,3 +177,20 @@ def test_a_missing_key_fails_before_any_request(
     assert run.status == "failed"
     assert run.error == "model 'fake-keyed' has no API key; add one with `llm keys set fake-key`"
     assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [("", True), ("redact_model_input: false\n", False), ("redactModelInput: false\n", False)],
+)
+def test_redact_model_input_is_read_from_the_task_file(home: Home, line: str, value: bool) -> None:
+    assert home.task(f"---\nmodel: fake\n{line}---\nGo.\n").redact_model_input is value
+
+
+def test_redact_model_input_must_be_a_boolean(home: Home) -> None:
+    from daycare_cli.core.taskfile import TaskFileError
+
+    with pytest.raises(TaskFileError) as caught:
+        home.task("---\nredact_model_input: sometimes\n---\nGo.\n")
+    assert caught.value.line == 2
+    assert "`redact_model_input` must be true or false" in caught.value.message
