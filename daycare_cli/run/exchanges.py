@@ -66,7 +66,7 @@ class ExchangeLog:
 
         def get_client(*args: Any, **kwargs: Any) -> Any:
             client = original(*args, **kwargs)
-            self._attach(client, asynchronous=bool(kwargs.get("async_")))
+            self._attach(client)
             return client
 
         try:
@@ -75,13 +75,14 @@ class ExchangeLog:
             return False
         return True
 
-    def _attach(self, client: Any, *, asynchronous: bool) -> None:
+    def _attach(self, client: Any) -> None:
         self._clients.append(client)
         http: Any = getattr(client, "_client", None)
         hooks = getattr(http, "event_hooks", None)
         if not isinstance(hooks, dict):
             return
-        if asynchronous:
+        # An async client awaits its hooks, a sync one calls them.
+        if inspect.iscoroutinefunction(getattr(http, "send", None)):
 
             async def on_request_async(request: Any) -> None:
                 self._request(request)
