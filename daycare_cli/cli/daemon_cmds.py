@@ -349,14 +349,11 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
     )
     if os.geteuid() == 0:
         add("user", "warn", "running as root: blocks run as an unprivileged user")
-    model = cli.config.model
-    if model and model.lower() != "none":
-        from daycare_cli.run.agent import model_known
+    from daycare_cli.run.models import model_checks
 
-        known, msg = model_known(model)
-        add("model", "ok" if known else "fail", msg)
-    else:
-        add("model", "ok", "no default model: tasks without `model:` are reminders")
+    named = [(e.id, e.task.model) for e in cli.store.list() if e.task is not None]
+    for check in model_checks(cli.config.model, named):
+        add(check.name, check.level, check.detail)
     paths = cli.paths
     for label, p in (("home", paths.home), ("tasks", paths.tasks_dir)):
         add(

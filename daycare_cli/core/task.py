@@ -121,6 +121,7 @@ class Task:
     execute: bool = False
     model: str | None = None
     system: str | None = None
+    redact_model_input: bool = True  # mask config secrets in what the model is sent
     timeout: float = 60.0
     run_timeout: float = 900.0
     overlap: str = "skip"

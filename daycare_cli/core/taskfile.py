@@ -45,6 +45,7 @@ KEYS: tuple[str, ...] = (
     "delete_after_run",
     "model",
     "system",
+    "redact_model_input",
     "timeout",
     "run_timeout",
     "overlap",
@@ -98,6 +99,7 @@ _EXAMPLES: dict[str, str] = {
     "timezone": "timezone: Europe/Berlin",
     "model": "model: gpt-4o-mini  (or none)",
     "system": "system: Answer in one short paragraph.",
+    "redact_model_input": "redact_model_input: false",
     "timeout": "timeout: 60s",
     "run_timeout": "run_timeout: 15m",
     "retry_delay": "retry_delay: 30s",
@@ -246,7 +248,7 @@ class _Reader(TriggerReader):
         """The value of a key that is not a trigger or the zone."""
         if key in ("name", "description", "system", "model"):
             return self.string(node, key, empty=key in ("description", "system", "model"))
-        if key in ("enabled", "execute", "delete_after_run"):
+        if key in ("enabled", "execute", "delete_after_run", "redact_model_input"):
             return self.boolean(node, key)
         if key in ("timeout", "run_timeout"):
             return self.duration(node, key, above=True)

@@ -5,13 +5,19 @@ DESIGN.md §5.6. The tool loop is ours rather than `llm`'s `chain()`: when the m
 which needs a look at all of a turn's calls before any of them runs. Nothing is logged
 to llm's own database: the run's record lives in daycare's state and run directory.
 
+Outcomes are honest: a reply with neither text nor a tool call fails the run ("the model
+returned nothing", with the HTTP status and content type when the body was not the
+protocol's), a model's `can_stream: false` is honoured, and a tool call whose arguments
+are not JSON goes back to the model once as a tool error before the run fails. The HTTP
+attempts of each turn (the provider client's own retries included) are reported.
+
 `llm` is imported inside functions so that commands which never talk to a model stay fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -21,15 +27,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daycare_cli.store.paths import atomic_write
+from daycare_cli.run.exchanges import ExchangeLog
+from daycare_cli.run.memory import append_memory, read_memory
+from daycare_cli.run.models import find_model, key_problem, sentence, supports_tools
+from daycare_cli.run.notify import redact
+from daycare_cli.run.turns import MalformedArguments, SentCall, Turn
 
 if TYPE_CHECKING:
     import llm
 
-AgentStatus = Literal["succeeded", "skipped", "failed"]
+log = logging.getLogger("daycare.agent")
 
-MEMORY_LIMIT = 16 * 1024
-ERROR_LIMIT = 300
+AgentStatus = Literal["succeeded", "skipped", "failed"]
+EventSink = Callable[[str, dict[str, Any]], None]
 
 SKIP_DESCRIPTION = (
     "End this run now without a response, because there is nothing worth reporting. "
@@ -47,7 +57,8 @@ class AgentRequest:
 
     `system` is the task's extra system prompt; `now` is the run's start (any zone; shown
     in `tz`); `payload_text` is a webhook payload no block consumed, appended to the prompt
-    as a fenced, untrusted section.
+    as a fenced, untrusted section. `secrets` are values never written to memory nor, with
+    `redact_input` (the task's `redact_model_input`, on by default), sent to the model.
     """
 
     model_id: str
@@ -60,6 +71,8 @@ class AgentRequest:
     tz: str
     memory_path: Path
     payload_text: str | None = None
+    secrets: tuple[str, ...] = ()
+    redact_input: bool = True
 
 
 @dataclass
@@ -68,7 +81,10 @@ class AgentResult:
 
     Token counts are the sums over all turns, None when the model reported none.
     `turns` counts inferences; `tool_calls` has one dict per call the model made:
-    `{turn, name, arguments, status: ok|error|cancelled, output}`.
+    `{turn, name, arguments, status: ok|error|cancelled, output}`. `exchanges` are the
+    HTTP requests behind the turns (models of llm's OpenAI family only): `{turn, attempt,
+    status, content_type, duration_ms}`; `retries` counts the requests the provider's
+    client repeated, and `attempts` is the number of requests of the last turn.
     """
 
     status: AgentStatus
@@ -80,35 +96,9 @@ class AgentResult:
     duration_ms: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     turns: int = 0
-
-
-def read_memory(path: Path) -> str:
-    """The task's memory file, or "" when there is none yet."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError):
-        return ""
-
-
-def append_memory(path: Path, note: str, now: datetime) -> None:
-    """Append one dated line to memory.md, dropping the oldest lines beyond MEMORY_LIMIT.
-
-    A note is flattened to one line so that dropping whole lines keeps the rest intact;
-    a single note longer than the limit is cut.
-    """
-    flat = " ".join(note.split())
-    line = f"- {now.isoformat(timespec='minutes')}: {flat}\n"
-    data = line.encode("utf-8")
-    if len(data) > MEMORY_LIMIT:
-        line = data[: MEMORY_LIMIT - 1].decode("utf-8", errors="ignore") + "\n"
-    existing = read_memory(path)
-    if existing and not existing.endswith("\n"):
-        existing += "\n"
-    lines = (existing + line).splitlines(keepends=True)
-    size = sum(len(x.encode("utf-8")) for x in lines)
-    while size > MEMORY_LIMIT and len(lines) > 1:
-        size -= len(lines.pop(0).encode("utf-8"))
-    atomic_write(path, "".join(lines))
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
+    attempts: int = 0
 
 
 def _zone(tz: str) -> ZoneInfo:
@@ -178,85 +168,6 @@ def build_user_prompt(req: AgentRequest) -> str:
     )
 
 
-def _sentence(text: str) -> str:
-    """First line of an error message, bounded, so that errors stay one sentence."""
-    first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
-    if len(first) > ERROR_LIMIT:
-        first = first[: ERROR_LIMIT - 1] + "…"
-    return first.rstrip(".")
-
-
-def _key_problem(model: llm.AsyncModel | llm.Model) -> str | None:
-    """A one-sentence error when the model needs a key that cannot be found, else None."""
-    import llm
-
-    if not getattr(model, "needs_key", None):
-        return None
-    try:
-        model.get_key()
-    except llm.NeedsKeyException:
-        hint = f"`llm keys set {model.needs_key}`"
-        if model.key_env_var:
-            hint += f" or set {model.key_env_var}"
-        return f"model '{model.model_id}' has no API key; add one with {hint}"
-    return None
-
-
-def _find_model(model_id: str) -> tuple[llm.AsyncModel | llm.Model | None, str]:
-    """The async model for an id or alias (a sync one if that is all there is), or an error."""
-    import llm
-
-    try:
-        return llm.get_async_model(model_id), ""
-    except llm.UnknownModelError:
-        pass
-    try:
-        return llm.get_model(model_id), ""
-    except llm.UnknownModelError:
-        return None, (
-            f"unknown model '{model_id}'; run `llm models` to list the models llm knows, "
-            "or install the plugin that provides it"
-        )
-
-
-def model_known(model_id: str) -> tuple[bool, str]:
-    """For `daycare doctor`: (ok, message); ok when llm knows the model and has its key."""
-    try:
-        model, error = _find_model(model_id)
-    except Exception as exc:  # a broken plugin must not crash doctor
-        return False, f"llm could not load its models: {_sentence(str(exc))}"
-    if model is None:
-        return False, error
-    problem = _key_problem(model)
-    if problem:
-        return False, problem
-    alias = "" if model.model_id == model_id else f" (alias of {model.model_id})"
-    return True, f"model '{model_id}'{alias} is available"
-
-
-class _Turn:
-    """One inference, async or (for plugins that only offer sync models) in a thread."""
-
-    def __init__(self, response: llm.AsyncResponse | llm.Response) -> None:
-        self.response = response
-
-    async def finish(self) -> tuple[str, list[llm.ToolCall], llm.Usage]:
-        import llm
-
-        r = self.response
-        if isinstance(r, llm.AsyncResponse):
-            return await r.text(), await r.tool_calls(), await r.usage()
-        return await asyncio.to_thread(lambda: (r.text(), r.tool_calls(), r.usage()))
-
-    async def reply(self, results: list[llm.ToolResult]) -> _Turn:
-        import llm
-
-        r = self.response
-        if isinstance(r, llm.AsyncResponse):
-            return _Turn(await r.reply(tool_results=results))
-        return _Turn(await asyncio.to_thread(lambda: r.reply(tool_results=results)))
-
-
 def _tools() -> list[llm.Tool | llm.Toolbox | llm.ServerSideTool | Callable[..., Any]]:
     import llm
 
@@ -288,12 +199,20 @@ def _add(total: int | None, value: int | None) -> int | None:
     return (total or 0) + value
 
 
-async def run_agent(req: AgentRequest, *, max_turns: int = 5) -> AgentResult:
+def _mask(req: AgentRequest, text: str) -> str:
+    """The text as the model may see it: secrets masked unless the task turned that off."""
+    return redact(text, req.secrets) if req.redact_input else text
+
+
+async def run_agent(
+    req: AgentRequest, *, max_turns: int = 5, on_event: EventSink | None = None
+) -> AgentResult:
     """Send the prompt to the model, run its tool calls, and say how the run ended.
 
-    Never raises for expected failures (unknown model, missing key, provider error): the
-    result is `failed` with a one-sentence error. Cancellation propagates, so a run
-    timeout around this coroutine works.
+    Never raises for expected failures (unknown model, missing key, provider error, an
+    empty reply): the result is `failed` with a one-sentence error. Cancellation
+    propagates, so a run timeout around this coroutine works. `on_event(name, fields)`
+    receives one `model.request` per HTTP attempt, after each turn.
     """
     started = time.monotonic()
     result = AgentResult(status="failed")
@@ -309,82 +228,163 @@ async def run_agent(req: AgentRequest, *, max_turns: int = 5) -> AgentResult:
         return done()
 
     try:
-        model, error = _find_model(req.model_id)
+        model, error = find_model(req.model_id)
     except Exception as exc:
-        result.error = f"llm could not load its models: {_sentence(str(exc))}"
+        result.error = f"llm could not load its models: {sentence(str(exc))}"
         return done()
     if model is None:
         result.error = error
         return done()
-    problem = _key_problem(model)
+    problem = key_problem(model)
     if problem:
         result.error = problem
         return done()
 
-    # A model without tool support still gets the prompt, just without skip and remember.
-    tools = _tools() if getattr(model, "supports_tools", False) else []
-    system = build_system_prompt(req, read_memory(req.memory_path), tools=bool(tools))
+    exchanges = ExchangeLog()
+    exchanges.watch(model)
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        new = exchanges.exchanges[reported:]
+        reported = len(exchanges.exchanges)
+        result.exchanges.extend(e.as_dict() for e in new)
+        result.retries = exchanges.retries
+        result.attempts = len(exchanges.of_turn(result.turns))
+        if on_event is not None:
+            for exchange in new:
+                on_event("model.request", exchange.as_dict())
+
     try:
-        turn = _Turn(model.prompt(build_user_prompt(req), system=system, tools=tools))
-        while True:
-            text, calls, usage = await turn.finish()
-            result.turns += 1
-            result.input_tokens = _add(result.input_tokens, usage.input)
-            result.output_tokens = _add(result.output_tokens, usage.output)
-            result.response = text
-            if not calls:
-                result.status = "succeeded"
-                return done()
-            skip = next((c for c in calls if c.name == "skip"), None)
-            if skip is not None:
-                args = skip.arguments if isinstance(skip.arguments, dict) else {}
-                for call in calls:
-                    status = "ok" if call is skip else "cancelled"
-                    _record_call(result, call, status, "")
-                result.status = "skipped"
-                result.skip_reason = str(args.get("reason") or "").strip()
-                return done()
-            tool_results = [_run_call(req, result, call) for call in calls]
-            if result.turns >= max_turns:
-                result.error = (
-                    f"the model was still calling tools after {max_turns} "
-                    f"turn{'' if max_turns == 1 else 's'}; "
-                    "simplify the task or its prompt"
-                )
-                return done()
-            turn = await turn.reply(tool_results)
-    # CancelledError is not an Exception: a run timeout around this coroutine still works.
-    except llm.NeedsKeyException as exc:
-        result.error = f"model '{req.model_id}' has no API key: {_sentence(str(exc))}"
+        await _converse(req, model, result, exchanges, report, max_turns)
+    except llm.NeedsKeyException:
+        result.error = key_problem(model) or f"model '{req.model_id}' has no API key"
     except Exception as exc:
-        message = _sentence(str(exc))
-        if not isinstance(exc, llm.ModelError):
-            # A provider library's own exception: its type says what kind of failure.
-            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-        result.error = f"model '{req.model_id}' failed: {message}"
-    result.status = "failed"
+        wrong = exchanges.unexpected(result.turns, bool(getattr(model, "can_stream", False)))
+        if wrong:
+            # The client choked on a body that was never the protocol (an HTML error page):
+            # what the server sent says more than the exception it caused.
+            log.debug("model %s: %r", req.model_id, exc)
+            result.error = f"model '{req.model_id}' did not answer in its protocol ({wrong})"
+        else:
+            message = sentence(str(exc))
+            if not isinstance(exc, llm.ModelError):
+                # A provider library's own exception: its type says what kind of failure.
+                message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+            result.error = f"model '{req.model_id}' failed: {message}"
+    finally:
+        # Also when cancelled (a run timeout): the attempts made so far are recorded.
+        report()
+        await exchanges.close()
+    if result.error is not None:
+        result.status = "failed"
     return done()
 
 
-def _record_call(result: AgentResult, call: llm.ToolCall, status: str, output: str) -> None:
+async def _converse(
+    req: AgentRequest,
+    model: llm.AsyncModel | llm.Model,
+    result: AgentResult,
+    exchanges: ExchangeLog,
+    report: Callable[[], None],
+    max_turns: int,
+) -> None:
+    """The tool loop; sets the result's status, response, error and counts."""
+    # A model without tool support still gets the prompt, just without skip and remember.
+    tools = _tools() if supports_tools(model) else []
+    stream = bool(getattr(model, "can_stream", False))
+    system = build_system_prompt(req, read_memory(req.memory_path), tools=bool(tools))
+    turn = Turn(
+        model.prompt(
+            _mask(req, build_user_prompt(req)),
+            system=_mask(req, system),
+            tools=tools,
+            stream=stream,
+        ),
+        stream,
+    )
+    second_chance = True
+    while True:
+        result.turns += 1
+        exchanges.turn = result.turns
+        malformed: MalformedArguments | None = None
+        try:
+            text, calls, usage = await turn.finish()
+            result.input_tokens = _add(result.input_tokens, usage.input)
+            result.output_tokens = _add(result.output_tokens, usage.output)
+            sent = [_as_sent(c) for c in calls]
+        except MalformedArguments as bad:
+            if not second_chance:
+                result.error = (
+                    f"model '{req.model_id}' sent malformed tool-call arguments twice, the "
+                    f"second time in {bad}; try a model that handles tool calls better"
+                )
+                return
+            second_chance = False
+            malformed, text, sent = bad, bad.text, bad.calls
+        report()
+        result.response = text
+        if not sent:
+            if text.strip():
+                result.status = "succeeded"
+            else:
+                wrong = exchanges.unexpected(result.turns, stream)
+                result.error = f"model '{req.model_id}' returned nothing" + (
+                    f" ({wrong})" if wrong else ""
+                )
+            return
+        skip = next((c for c in sent if c.name == "skip" and c.error is None), None)
+        if skip is not None:
+            for call in sent:
+                _record_call(result, call, "ok" if call is skip else "cancelled", "")
+            result.status = "skipped"
+            result.skip_reason = str((skip.arguments or {}).get("reason") or "").strip()
+            return
+        tool_results = [_run_call(req, result, call) for call in sent]
+        if result.turns >= max_turns:
+            result.error = (
+                f"the model was still calling tools after {max_turns} "
+                f"turn{'' if max_turns == 1 else 's'}; "
+                "simplify the task or its prompt"
+            )
+            return
+        if malformed is not None:
+            turn = turn.continue_after(malformed, tool_results)
+        else:
+            turn = await turn.reply(tool_results)
+
+
+def _as_sent(call: llm.ToolCall) -> SentCall:
+    arguments = call.arguments if isinstance(call.arguments, dict) else {}
+    return SentCall(call.tool_call_id, call.name, "", arguments, None)
+
+
+def _record_call(result: AgentResult, call: SentCall, status: str, output: str) -> None:
+    arguments = call.arguments if call.arguments is not None else {"_raw": call.arguments_text}
     result.tool_calls.append(
         {
             "turn": result.turns,
             "name": call.name,
-            "arguments": call.arguments if isinstance(call.arguments, dict) else {},
+            "arguments": arguments,
             "status": status,
             "output": output,
         }
     )
 
 
-def _run_call(req: AgentRequest, result: AgentResult, call: llm.ToolCall) -> llm.ToolResult:
-    """Execute one non-skip tool call and give the model its result."""
+def _run_call(req: AgentRequest, result: AgentResult, call: SentCall) -> llm.ToolResult:
+    """Execute one non-skip tool call (or refuse a malformed one) and give the model its result."""
     import llm
 
-    args = call.arguments if isinstance(call.arguments, dict) else {}
-    if call.name == "remember":
-        note = str(args.get("note") or "").strip()
+    args = call.arguments or {}
+    if call.error is not None:
+        status, output = (
+            "error",
+            f"Error: the arguments of this call are not valid JSON ({call.error}); "
+            f"call {call.name} again with a JSON object as its arguments",
+        )
+    elif call.name == "remember":
+        note = redact(str(args.get("note") or ""), req.secrets).strip()
         if note:
             try:
                 append_memory(req.memory_path, note, req.now.astimezone(_zone(req.tz)))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("daycare.notify")
 
@@ -61,6 +62,20 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     return text
+
+
+def redact_values(value: Any, secrets: Iterable[str]) -> Any:
+    """`redact` applied to every string inside dicts, lists and tuples (keys included)."""
+    secrets = list(secrets)
+    if not any(s and len(s) >= 4 for s in secrets):
+        return value
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact_values(k, secrets): redact_values(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v, secrets) for v in value]
+    return value
 
 
 def resolve_targets(names: Iterable[str], lookup: dict[str, str | None]) -> list[str]:

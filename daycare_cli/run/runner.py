@@ -190,8 +190,9 @@ class Runner:
             log.exception("run %s crashed", run_id)
             outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
 
-        if outcome.get("skip_reason"):
-            outcome["skip_reason"] = self._redact(str(outcome["skip_reason"]), ctx)
+        for key in ("skip_reason", "error", "output", "response"):
+            if outcome.get(key):
+                outcome[key] = self._redact(str(outcome[key]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
         run = self.state.finish_run(
@@ -330,7 +331,7 @@ class Runner:
             outcome["isolation"] = isolation
             text = expansion.text
             if expansion.skipped:
-                (ctx.run_dir / "prompt.md").write_text(text, "utf-8")
+                (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
                 return {
                     **outcome,
                     "status": "skipped",
@@ -339,7 +340,8 @@ class Runner:
                 }
         else:
             text = task.body
-        (ctx.run_dir / "prompt.md").write_text(text, "utf-8")
+        # What is recorded never holds a secret; the model gets `text` (see redact_input).
+        (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
         outcome["output"] = text
         if block_errors:
             outcome["error"] = "; ".join(block_errors)
@@ -367,7 +369,10 @@ class Runner:
                 tz=effective_zone(task, None, self.config.timezone),
                 memory_path=ctx.workspace / "memory.md",
                 payload_text=payload_text,
-            )
+                secrets=tuple(self._secrets(ctx)),
+                redact_input=task.redact_model_input,
+            ),
+            on_event=lambda name, fields: self._emit(ctx, name, **fields),
         )
         self._emit(
             ctx,
@@ -379,12 +384,14 @@ class Runner:
             output_tokens=result.output_tokens,
             tool_calls=result.tool_calls,
             error=result.error,
+            attempts=result.attempts,
+            retries=result.retries,
         )
         # A model that called skip has nothing to deliver: text it wrote beside the call
         # is not a response (as with a block's skip, its output is discarded).
         response = result.response if result.status != "skipped" else ""
         if response:
-            (ctx.run_dir / "response.md").write_text(response, "utf-8")
+            (ctx.run_dir / "response.md").write_text(self._redact(response, ctx), "utf-8")
         outcome.update(
             model=model,
             response=response or None,
@@ -422,17 +429,23 @@ class Runner:
         except Exception:
             log.exception("could not record run %s as cancelled", run_id)
 
+    def _secrets(self, ctx: RunContext) -> list[str]:
+        """Values never recorded: config secrets and those the task's env took from them."""
+        return ctx.secrets + [str(v) for v in self.config.secrets.values()]
+
     def _redact(self, text: str, ctx: RunContext) -> str:
         from daycare_cli.run.notify import redact
 
-        return redact(text, ctx.secrets + list(self.config.secrets.values()))
+        return redact(text, self._secrets(ctx))
 
     def _emit(self, ctx: RunContext, event: str, **fields: Any) -> None:
+        from daycare_cli.run.notify import redact_values
+
         record = {
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,
             "run": ctx.run_id,
-            **fields,
+            **redact_values(fields, self._secrets(ctx)),
         }
         with contextlib.suppress(OSError), ctx.log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
@@ -469,7 +482,7 @@ class Runner:
         body = body_text if run.status == "succeeded" else (run.error or run.skip_reason or "")
         lookup = {n: self.config.notify_target(n) for n in task.notify if "://" not in n}
         urls = resolve_targets(task.notify, lookup)
-        errors = await send(urls, Notification(title, body), ctx.secrets)
+        errors = await send(urls, Notification(title, body), self._secrets(ctx))
         for err in errors:
             self.state.add_event(
                 self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}

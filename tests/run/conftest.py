@@ -20,8 +20,12 @@ from typing import Any
 
 import pytest
 from inbox import Inbox
+from openai_fake import FakeOpenAI
+from runhome import Home
 
 from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, run_block
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.state import State
 
 HAVE_BWRAP = isolation_level()[0] == "bubblewrap"
 
@@ -111,3 +115,29 @@ def inbox() -> Iterator[Inbox]:
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A temp daycare home (state database open) with llm's user dir in `tmp_path/llm`."""
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
+    for name in ("DAYCARE_CONFIG", "DAYCARE_TASKS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    paths = Paths.resolve(home=tmp_path / "home")
+    paths.home.mkdir()
+    state = State.open(paths.state_db)
+    try:
+        yield Home(paths, state)
+    finally:
+        state.close()
+
+
+@pytest.fixture
+def fake_openai(tmp_path: Path) -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server, its models installed in `tmp_path/llm` (the home's llm dir)."""
+    server = FakeOpenAI()
+    server.install(tmp_path / "llm")
+    try:
+        yield server
+    finally:
+        server.close()

@@ -13,81 +13,22 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from inbox import Inbox
+from runhome import Home, log_events, run_file
 
 from daycare_cli.config import load_config
-from daycare_cli.core.task import Task
-from daycare_cli.core.taskfile import parse_task
 from daycare_cli.run.runner import Runner, RunRequest
-from daycare_cli.store.paths import Paths
-from daycare_cli.store.rows import Event, Run
-from daycare_cli.store.state import State
 
 # apprise imports the stdlib's imghdr, deprecated since Python 3.11: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
 SECRET = "s3cr3t-Value-9137"
-
-
-@dataclass
-class Home:
-    """A temp daycare home with its state database open."""
-
-    paths: Paths
-    state: State
-
-    def configure(self, toml: str) -> None:
-        """Write config.toml (read again by every `run`)."""
-        self.paths.config_file.write_text(toml, "utf-8")
-
-    def task(self, text: str, task_id: str = "t") -> Task:
-        """Write a task file into the tasks directory and parse it."""
-        path = self.paths.task_file(task_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, "utf-8")
-        return parse_task(path.read_bytes(), path=str(path))
-
-    def run(self, task: Task, **request: Any) -> Run:
-        """One run of `task` through a fresh Runner; the finished row."""
-        runner = Runner(self.paths, load_config(self.paths.config_file), self.state)
-        run = asyncio.run(runner.run(RunRequest(task=task, **request)))
-        assert run is not None
-        return run
-
-    def events(self, kind: str) -> list[Event]:
-        return [e for e in self.state.list_events(limit=500) if e.kind == kind]
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
-    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm"))
-    for name in ("DAYCARE_CONFIG", "DAYCARE_TASKS_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    paths = Paths.resolve(home=tmp_path / "home")
-    paths.home.mkdir()
-    state = State.open(paths.state_db)
-    try:
-        yield Home(paths, state)
-    finally:
-        state.close()
-
-
-def log_events(run: Run) -> list[dict[str, Any]]:
-    assert run.run_dir is not None
-    lines = (Path(run.run_dir) / "log.jsonl").read_text("utf-8").splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def run_file(run: Run, name: str) -> Path:
-    assert run.run_dir is not None
-    return Path(run.run_dir) / name
 
 
 # -- the seed's examples ---------------------------------------------------------------
@@ -426,11 +367,14 @@ def test_notification_redacts_secrets(home: Home, inbox: Inbox) -> None:
         "---\nexecute: true\nmodel: none\n"
         f'notify: ["{inbox.url}"]\nnotify_on: [response]\n'
         'env:\n  TOKEN: "${secret:api_token}"\n---\n'
-        "<run_python>import os; print('token is', os.environ['TOKEN'])</run_python>\n"
+        "<run_python>import os; t = os.environ['TOKEN']; print('token is', t, len(t))"
+        "</run_python>\n"
     )
     run = home.run(task)
-    assert run.output == f"token is {SECRET}\n"
-    assert [m["message"] for m in inbox.messages] == ["token is [redacted]"]
+    # The block got the secret (its length shows), and no record of the run holds it.
+    assert run.output == f"token is [redacted] {len(SECRET)}\n"
+    assert run_file(run, "prompt.md").read_text("utf-8") == run.output
+    assert [m["message"] for m in inbox.messages] == [f"token is [redacted] {len(SECRET)}"]
 
 
 def test_failing_notify_url_never_fails_the_run(home: Home) -> None:
