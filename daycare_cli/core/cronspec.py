@@ -143,10 +143,31 @@ class CronSpec:
         if days is None:
             if len(self._month_days) > 4096:  # an iterator over centuries stays bounded
                 self._month_days.clear()
-            last = calendar.monthrange(year, month)[1]
-            days = tuple(d for d in range(1, last + 1) if self.matches_date(year, month, d))
+            days = self._compute_month_days(year, month)
             self._month_days[key] = days
         return days
+
+    def _compute_month_days(self, year: int, month: int) -> tuple[int, ...]:
+        if month not in self.months:
+            return ()
+        monday_first, last = calendar.monthrange(year, month)
+        first = (monday_first + 1) % 7  # the weekday of the 1st, Sunday is 0
+        dom = {d for d in self.days if d <= last}
+        if self.last_day:
+            dom.add(last)
+        if self.last_weekday_of_month:
+            dom.add(_last_weekday(year, month, last))
+        dow: set[int] = set()
+        for weekday in self.weekdays:
+            dow.update(range(1 + (weekday - first) % 7, last + 1, 7))
+        for weekday in self.last_weekdays:
+            day = 1 + (weekday - first) % 7
+            dow.add(day + 7 * ((last - day) // 7))
+        for weekday, nth in self.nth_weekdays:
+            day = 1 + (weekday - first) % 7 + 7 * (nth - 1)
+            if day <= last:
+                dow.add(day)
+        return tuple(sorted(dom & dow if self.day_and else dom | dow))
 
     def next_wall(
         self, year: int, month: int, day: int, hour: int, minute: int, *, max_year: int
@@ -350,30 +371,31 @@ def check_fires_often_enough(spec: CronSpec, expr: str, col: int) -> None:
     1901 and 2099, so one 28-year cycle decides. Most expressions match in every month
     they name; that is decided from the fields without walking the calendar.
     """
-    plain_weekdays = not spec.last_weekdays and not spec.nth_weekdays
-    early_day = any(d <= 28 for d in spec.days)
+    # Forms that match in every month: a day up to 28, `L`, `LW`, a plain weekday, a
+    # last weekday (`5L`), a first to fourth weekday (`1#4`).
+    every_month_dom = any(d <= 28 for d in spec.days) or spec.last_day
+    every_month_dom = every_month_dom or spec.last_weekday_of_month
+    every_month_dow = bool(spec.weekdays or spec.last_weekdays)
+    every_month_dow = every_month_dow or any(n <= 4 for _, n in spec.nth_weekdays)
+    fields = spec.text.split()
     if spec.day_and:
-        every_day = spec.text.split()[2] == "*"
-        every_weekday = spec.text.split()[4] == "*"
-        fast = (every_day and plain_weekdays and bool(spec.weekdays)) or (
-            every_weekday and early_day
-        )
+        fast = (fields[2] == "*" and every_month_dow) or (fields[4] == "*" and every_month_dom)
     else:
-        fast = (plain_weekdays and bool(spec.weekdays)) or early_day
+        fast = every_month_dom or every_month_dow
     if fast:
         return
     first, last = 2001, 2028
-    years = [
-        year
-        for year in range(first, last + 1)
-        if any(spec.month_days(year, month) for month in spec.months)
-    ]
+    years = [year for year in range(first, last + 1) if _year_matches(spec, year)]
     if not years:
         raise _never_fires(expr, spec.text, col)
     cycle = last - first + 1
     gaps = [b - a for a, b in zip(years, [*years[1:], years[0] + cycle], strict=True)]
     if max(gaps) > RARE_YEARS:
         raise _never_fires(expr, spec.text, col, gap=max(gaps) - 1)
+
+
+def _year_matches(spec: CronSpec, year: int) -> bool:
+    return any(spec.month_days(year, month) for month in spec.months)
 
 
 def _never_fires(expr: str, normalized: str, col: int, gap: int | None = None) -> ScheduleError:

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from cron_differential import compare, differential_cases
 from cron_random import expression
 from cronie_model import fires_between, parse_entry, transitions
 
 from daycare_cli.core.errors import ScheduleError
-from daycare_cli.core.schedule import explain, next_fires, normalize_cron, slots_between
+from daycare_cli.core.schedule import explain, next_fires, normalize_cron
 from daycare_cli.core.task import CronTrigger
 
 LHI = "Australia/Lord_Howe"  # half-hour shift: 02:00 +11 -> 01:30 +10:30, 02:00 -> 02:30
@@ -196,44 +197,6 @@ def _dst_zones(rng: random.Random) -> list[str]:
     return NAMED_ZONES + picked
 
 
-def differential_cases(
-    rng: random.Random, zones: list[str], per_zone: int, years: tuple[int, int]
-) -> list[tuple[str, str, datetime]]:
-    """(zone, expression, after) around transitions of each zone in those years."""
-    cases = []
-    for name in zones:
-        zone = ZoneInfo(name)
-        moments = transitions(zone, *years)
-        if not moments:
-            continue
-        for _ in range(per_zone):
-            moment = rng.choice(moments)
-            after = moment + timedelta(seconds=rng.randint(-4 * 3600, 4 * 3600))
-            wall = (moment + timedelta(minutes=rng.randint(-90, 90))).astimezone(zone)
-            while True:
-                expr = expression(rng, wall.replace(tzinfo=None))
-                try:
-                    normalize_cron(expr)
-                except ScheduleError:
-                    continue  # e.g. a day no chosen month has: draw again
-                break
-            cases.append((name, expr, after))
-    return cases
-
-
-def compare(name: str, expr: str, after: datetime, window: timedelta) -> str | None:
-    """None when daycare and the model agree on every fire in (after, after + window]."""
-    zone = ZoneInfo(name)
-    end = after + window
-    model = fires_between(expr, zone, after, end, warmup=timedelta(hours=12))
-    trigger = CronTrigger(normalize_cron(expr), source=expr)
-    ours = slots_between(trigger, after, end, tz=name, limit=10_000)
-    if [f.timestamp() for f in ours] == [f.timestamp() for f in model]:
-        return None
-    show = lambda fs: [f.astimezone(zone).isoformat() for f in fs][:8]  # noqa: E731
-    return f"{name} {expr!r} after {after.astimezone(zone)}: ours {show(ours)} cronie {show(model)}"
-
-
 def test_differential_against_cronie_model() -> None:
     rng = random.Random(SEED)
     cases = differential_cases(rng, _dst_zones(rng), CASES_PER_ZONE, (2005, 2030))
@@ -254,3 +217,21 @@ def test_differential_fires_are_strictly_after_now() -> None:
             expected = next(f for f in model if f.timestamp() > now.timestamp())
             (got,) = next_fires(trigger, now, tz=LHI)
             assert got.timestamp() == expected.timestamp(), (expr, now)
+
+
+def test_month_days_agree_with_matching_each_date() -> None:
+    """The arithmetic of month_days (weekday of the 1st, month length) against the
+    date-by-date rule, over the model's random expressions and 2023-2025."""
+    from daycare_cli.core.schedule import cron_spec
+
+    rng = random.Random(7)
+    for _ in range(300):
+        target = datetime(2024, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23))
+        try:
+            spec = cron_spec(normalize_cron(expression(rng, target)))
+        except ScheduleError:
+            continue
+        for year, month in [(2023, 2), (2024, 2), (2024, target.month), (2025, 12)]:
+            last = (datetime(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
+            by_date = tuple(d for d in range(1, last + 1) if spec.matches_date(year, month, d))
+            assert spec.month_days(year, month) == by_date, (spec.text, year, month)
