@@ -23,6 +23,7 @@ import difflib
 import functools
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -34,6 +35,7 @@ from daycare_cli.core.cronspec import (
     cronsim_text,
     parse_cron,
 )
+from daycare_cli.core.dstnote import at_note, slot_note
 from daycare_cli.core.errors import ScheduleError
 from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Trigger
 
@@ -247,6 +249,43 @@ def next_fires(
         if len(fires) >= n:
             break
     return fires
+
+
+@dataclass(frozen=True)
+class NotedFire:
+    """A fire and, when a clock change moved or repeated it, what happened in words."""
+
+    at: datetime  # aware, UTC
+    dst: str | None = None
+
+
+def next_fires_noted(
+    trigger: Trigger,
+    after: datetime,
+    n: int = 1,
+    *,
+    tz: str,
+    anchor: datetime | None = None,
+) -> list[NotedFire]:
+    """next_fires() with a DST note on each fire a clock change moved or repeated
+    ("02:30 does not exist on 2026-03-29: runs at 03:00 +02:00")."""
+    _require_aware(after, "after")
+    if n <= 0:
+        return []
+    if isinstance(trigger, CronTrigger) and normalize_cron(trigger.expr) != REBOOT:
+        zone = _zone(_cron_zone(trigger, tz))
+        slots = _cron_slots(normalize_cron(trigger.expr), zone, after)
+        return [
+            NotedFire(datetime.fromtimestamp(slot.at, UTC), slot_note(slot, zone))
+            for slot in itertools.islice(slots, n)
+        ]
+    fires = next_fires(trigger, after, n, tz=tz, anchor=anchor)
+    if isinstance(trigger, AtTrigger) and fires:
+        at = trigger.at
+        if at.tzinfo is None or isinstance(at.tzinfo, ZoneInfo):
+            zone = at.tzinfo if isinstance(at.tzinfo, ZoneInfo) else _zone(trigger.timezone or tz)
+            return [NotedFire(fires[0], at_note(at.replace(tzinfo=None), zone))]
+    return [NotedFire(fire) for fire in fires]
 
 
 def slots_between(
