@@ -180,6 +180,21 @@ def at_instant(trigger: AtTrigger, tz: str) -> datetime:
     return at.astimezone(UTC)
 
 
+# `at` times a task file may hold: any later and adding a retry delay or a catch-up
+# window could pass the end of Python's calendar (year 9999).
+AT_YEARS = (1970, 8999)
+
+
+def check_at(at: datetime) -> None:
+    """Raise ScheduleError unless an `at` time is in the years AT_YEARS allows."""
+    first, last = AT_YEARS
+    if not first <= at.year <= last:
+        raise ScheduleError(
+            f"`at` must be a time between the years {first} and {last}, not in {at.year}",
+            hint='at: "2026-11-22T09:00:00"',
+        )
+
+
 def _every_step(trigger: EveryTrigger) -> timedelta:
     step = timedelta(seconds=trigger.seconds)
     if step < timedelta(seconds=1):
