@@ -284,11 +284,19 @@ def _parse_field(token: str, spec: _Field) -> _Values:
         raise _BadField("use `*` for any value (`?` is Quartz syntax)")
     if "~" in token:
         raise _BadField("cronie's random `~` is not supported: pick the values yourself")
+    if re.match(r"H(\(|/|,|$)", token.upper()):
+        raise _BadField("`H` (a hashed value, as Jenkins and croniter write it) is not supported")
     for term in token.split(","):
         if not term:
             raise _BadField("a comma needs a value on each side")
         _parse_term(term, spec, out)
     return out
+
+
+_L_HINTS = {
+    "day of month": "`L` and `LW` stand alone, not in a range or with a step",
+    "weekday": "write `L` after a weekday number: `5L` is the last Friday of the month",
+}
 
 
 def _parse_term(term: str, spec: _Field, out: _Values) -> None:
@@ -299,6 +307,9 @@ def _parse_term(term: str, spec: _Field, out: _Values) -> None:
         else:
             out.last_weekday = True
         return
+    misplaced_l = spec is _DAY or not re.fullmatch(r"[0-9]+L", upper)
+    if "L" in upper and spec in (_DAY, _WEEKDAY) and not upper.isalpha() and misplaced_l:
+        raise _BadField(_L_HINTS[spec.name])
     if spec is _DAY and upper.endswith("W"):
         raise _BadField("only `LW` (last weekday of the month) is supported, not `<day>W`")
     if spec is _WEEKDAY and re.fullmatch(r"[0-9]+L", upper):
@@ -306,6 +317,8 @@ def _parse_term(term: str, spec: _Field, out: _Values) -> None:
         return
     if spec is _WEEKDAY and "#" in upper:
         day, _, nth = upper.partition("#")
+        if not day.isalnum():
+            raise _BadField("`#` takes one weekday before it, as in `MON#1`")
         if not nth.isdigit() or not 1 <= int(nth) <= 5:
             raise _BadField("`#` takes a week of the month from 1 to 5, as in `1#2`")
         out.nth.add((_value(day, spec), int(nth)))

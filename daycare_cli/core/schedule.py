@@ -110,8 +110,10 @@ def _expand_macro(expr: str, text: str) -> str:
     known = [REBOOT, *MACROS]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean `{close[0]}`?" if close else "use one of " + ", ".join(known)
+    if key.startswith("@every"):
+        hint = "for a fixed interval use an `every` trigger, e.g. `- every: 5m`"
     raise ScheduleError(
-        f"unknown cron macro `{text}`",
+        f"unknown cron macro `{text.split()[0]}`",
         col=expr.index("@") + 1,
         hint=hint,
         excerpt=expr,
