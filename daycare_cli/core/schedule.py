@@ -305,6 +305,30 @@ def next_fires_noted(
     return [NotedFire(fire) for fire in fires]
 
 
+def upcoming(
+    trigger: Trigger, *, now: datetime, last_slot: datetime | None, tz: str, n: int = 1
+) -> list[NotedFire]:
+    """The next `n` fires of a trigger from its stored state: one answer for every view.
+
+    `last_slot` is the trigger's state (store/state.py): its last slot, or for a trigger
+    that never fired the instant it was first planned; None when nothing is stored.
+    An `every` trigger counts from it (else from `now`); an `at` trigger whose slot is
+    recorded has fired; cron fires depend on `now` alone.
+    """
+    _require_aware(now, "now")
+    if last_slot is not None:
+        _require_aware(last_slot, "last_slot")
+    fired = (
+        isinstance(trigger, AtTrigger)
+        and last_slot is not None
+        and last_slot.timestamp() >= at_instant(trigger, tz).timestamp()
+    )
+    if fired:
+        return []
+    anchor = last_slot if isinstance(trigger, EveryTrigger) else None
+    return next_fires_noted(trigger, now, n, tz=tz, anchor=anchor)
+
+
 def slots_between(
     trigger: Trigger, start: datetime, end: datetime, *, tz: str, limit: int = 100
 ) -> list[datetime]:

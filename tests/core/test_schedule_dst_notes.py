@@ -184,3 +184,32 @@ def test_no_notes_for_explicit_offsets_and_intervals() -> None:
     every = next_fires_noted(EveryTrigger(3600), local("2026-03-29 01:30+01"), 2, tz=BER)
     assert [f.dst for f in every] == [None, None]
     assert next_fires_noted(CronTrigger("@reboot"), after, 3, tz=BER) == []
+
+
+# --- upcoming(): the next fires from a trigger's stored state ----------------------
+
+
+def test_upcoming_counts_every_from_the_stored_slot() -> None:
+    from daycare_cli.core.schedule import upcoming
+
+    now = local("2026-11-24 10:20+01")
+    every = EveryTrigger(900)
+    stored = local("2026-11-24 10:07+01")  # the last slot (or the instant first planned)
+    fires = upcoming(every, now=now, last_slot=stored, tz=BER, n=2)
+    assert [f.at for f in fires] == [local("2026-11-24 10:22+01"), local("2026-11-24 10:37+01")]
+    fresh = upcoming(every, now=now, last_slot=None, tz=BER, n=1)
+    assert [f.at for f in fresh] == [local("2026-11-24 10:35+01")]
+
+
+def test_upcoming_at_and_cron() -> None:
+    from daycare_cli.core.schedule import upcoming
+
+    now = local("2026-03-28 12:00+01")
+    at = AtTrigger(datetime(2026, 3, 29, 2, 30, tzinfo=ZoneInfo(BER)))
+    (fire,) = upcoming(at, now=now, last_slot=None, tz=BER)
+    assert fire.dst == "02:30 does not exist on 2026-03-29: runs at 03:30 +02:00"
+    assert upcoming(at, now=now, last_slot=fire.at, tz=BER) == []  # it fired
+    cron = CronTrigger("30 2 * * *")
+    (first,) = upcoming(cron, now=now, last_slot=local("2026-03-28 02:30+01"), tz=BER)
+    assert first.at == local("2026-03-29 03:00+02")
+    assert first.dst == "02:30 does not exist on 2026-03-29: runs at 03:00 +02:00"
