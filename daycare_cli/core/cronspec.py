@@ -141,7 +141,7 @@ class CronSpec:
         key = (year, month)
         days = self._month_days.get(key)
         if days is None:
-            if len(self._month_days) > 4096:  # an iterator over centuries stays bounded
+            if len(self._month_days) > 256:  # a walk over decades stays small
                 self._month_days.clear()
             days = self._compute_month_days(year, month)
             self._month_days[key] = days
