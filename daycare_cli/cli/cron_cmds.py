@@ -58,7 +58,7 @@ def explain_cmd(
         explain,
         format_instant,
         frequency_warning,
-        next_fires,
+        next_fires_noted,
         normalize_cron,
     )
     from daycare_cli.core.task import CronTrigger
@@ -71,7 +71,7 @@ def explain_cmd(
     trigger = CronTrigger(expr=normalized, source=expression, timezone=zone)
     description = explain(trigger, tz=zone)
     warning = frequency_warning(trigger, tz=zone, now=after)
-    fires = next_fires(trigger, after, count, tz=zone) if count else []
+    fires = next_fires_noted(trigger, after, count, tz=zone) if count else []
     if json_:
         render.print_json(
             {
@@ -80,7 +80,9 @@ def explain_cmd(
                 "timezone": zone,
                 "description": description,
                 "warning": warning,
-                "fires": [format_instant(f, zone) for f in fires],
+                "fires": [format_instant(f.at, zone) for f in fires],
+                # One entry a fire: what a clock change did to it, else null.
+                "fires_dst": [f.dst for f in fires],
             }
         )
         return
@@ -91,8 +93,9 @@ def explain_cmd(
     if warning:
         render.warn(warning)
     for fire in fires:
-        out.print(
-            Text.assemble(
-                "  ", render.local_time(fire, zone), "  ", (render.relative(fire, after), "dim")
-            )
+        line = Text.assemble(
+            "  ", render.local_time(fire.at, zone), "  ", (render.relative(fire.at, after), "dim")
         )
+        if fire.dst:
+            line.append(f"  ({fire.dst})", "yellow")
+        out.print(line)

@@ -27,12 +27,13 @@ class Fire:
     task: Task
     trigger: Trigger
     zone: str
+    dst: str | None = None  # what a clock change did to this fire, in words
 
 
 def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list[Fire]:
     """The next `n` fires of one trigger after now (none for webhooks and `@reboot`)."""
     from daycare_cli.core.errors import ScheduleError
-    from daycare_cli.core.schedule import next_fires
+    from daycare_cli.core.schedule import next_fires_noted
 
     zone = cli.trigger_zone(task, trigger)
     after, anchor = cli.now, None
@@ -41,10 +42,10 @@ def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list
         # `every` counts from the daemon's start or last fire, which only the daemon knows.
         after = anchor = planned - timedelta(milliseconds=1)
     try:
-        instants = next_fires(trigger, after, n, tz=zone, anchor=anchor)
+        noted = next_fires_noted(trigger, after, n, tz=zone, anchor=anchor)
     except ScheduleError:
         return []
-    return [Fire(when, task, trigger, zone) for when in instants]
+    return [Fire(fire.at, task, trigger, zone, fire.dst) for fire in noted]
 
 
 def task_fires(cli: CliContext, task: Task, n: int) -> list[Fire]:

@@ -77,7 +77,10 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
     for i, fire in enumerate(task_fires(cli, task, n)):
         label = f"  {'next' if i == 0 else '':<{width}}"
         when = render.when_text(fire.when, cli.now, fire.zone)
-        out.print(Text.assemble((label, "bold"), "  ", when))
+        line = Text.assemble((label, "bold"), "  ", when)
+        if fire.dst:
+            line.append(f"  ({fire.dst})", "yellow")
+        out.print(line)
 
 
 def check_task_id(task_id: str) -> str:
@@ -210,6 +213,7 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
         record = task_record(cli, entry, fires[:1])
         record["body"] = task.body if task is not None else None
         record["fires"] = [iso(f) for f in fires]
+        record["fires_dst"] = [f.dst for f in fires]  # one a fire: a DST note or null
         render.print_json(record)
         if entry.error is not None:
             raise typer.Exit(entry.error.exit_code)

@@ -1,29 +1,52 @@
-"""Durations in task files: `90s`, `15m`, `2h`, `1d`, `1h30m` or seconds (DESIGN.md §3)."""
+"""Durations in task files, spelled as systemd spells them (DESIGN.md §3, §4).
+
+`90s`, `15m`, `15min`, `15 minutes`, `2h`, `1d`, `1w`, `1h30m`, `1h 30m`, `1.5h`, `500ms`
+or a number of seconds. Units from weeks down to milliseconds, each at most once and
+largest first (`30m1h` is refused: it is usually a typo). Months and years are refused:
+they have no fixed length. No duration is longer than 366 days (MAX_SECONDS), so every
+value a task file may hold is one the daemon can add to a date.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 
-_UNITS: dict[str, int] = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_UNIT_SECONDS: dict[str, float] = {
+    "w": 604800,
+    "d": 86400,
+    "h": 3600,
+    "m": 60,
+    "s": 1,
+    "ms": 0.001,
+}
 
-# Components in falling order, each at most once: "1d2h30m15s", "1.5h", "90s".
-_DURATION_RE = re.compile(
-    r"(?:(?P<d>\d+(?:\.\d+)?)d)?\s*"
-    r"(?:(?P<h>\d+(?:\.\d+)?)h)?\s*"
-    r"(?:(?P<m>\d+(?:\.\d+)?)m)?\s*"
-    r"(?:(?P<s>\d+(?:\.\d+)?)s)?"
-)
+# systemd's spellings (systemd.time(7)), read case-insensitively.
+_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("w", "week", "weeks"), "w"),
+    **dict.fromkeys(("d", "day", "days"), "d"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), "m"),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("ms", "msec", "msecs"), "ms"),
+}
+_NO_FIXED_LENGTH = ("month", "months", "y", "year", "years")
+_ORDER = tuple(_UNIT_SECONDS)
+
+_PART_RE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)\s*")
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 
-EXAMPLES = "90s, 15m, 2h, 1d, 1h30m or a number of seconds"
+# The longest duration a task file may hold: every, jitter, catch_up_window, timeouts.
+MAX_SECONDS = 366 * 86400.0
+
+EXAMPLES = "90s, 15m, 15min, 2h, 1h30m, 1d or a number of seconds"
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds in a duration: `"90s"`, `"15m"`, `"2h"`, `"1d"`, `"1h30m"`, or a number of seconds.
+    """Seconds in a duration: `"90s"`, `"15 minutes"`, `"1h 30m"`, or a number of seconds.
 
-    Raises ValueError, with the accepted forms in the message, for anything else and for
-    negative, infinite or NaN values.
+    Raises ValueError, with the accepted forms or the bound in the message, for anything
+    else: negative, infinite or NaN values and durations longer than 366 days.
     """
     if isinstance(value, bool):  # bool is an int subclass; `true` is not a duration
         raise ValueError(f"expected a duration ({EXAMPLES}), not a boolean")
@@ -37,19 +60,43 @@ def parse_duration(value: str | int | float) -> float:
         raise ValueError(f"a duration must be a finite number of seconds, not {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative: {value!r}")
+    if seconds > MAX_SECONDS:
+        shown = value.strip() if isinstance(value, str) else f"{value:g}s"
+        raise ValueError(f"a duration can be at most 366 days (366d), not {shown}")
     return seconds
 
 
 def _parse_text(value: str) -> float:
-    text = value.strip().lower()
+    text = value.strip()
     if text.startswith("-") and len(text) > 1:
         raise ValueError(f"a duration cannot be negative: {value!r}")
     if _NUMBER_RE.fullmatch(text):
         return float(text)
-    match = _DURATION_RE.fullmatch(text)
-    if not text or match is None or not any(match.groupdict().values()):
+    total, position, last = 0.0, 0, -1
+    while position < len(text):
+        match = _PART_RE.match(text, position)
+        if match is None:
+            raise ValueError(f"invalid duration {value!r}: use {EXAMPLES}")
+        number, word = match.groups()
+        unit = _SPELLINGS.get(word.lower())
+        if unit is None:
+            if word.lower() in _NO_FIXED_LENGTH:
+                raise ValueError(
+                    f"invalid duration {value!r}: months and years have no fixed length; "
+                    "write days, e.g. 30d"
+                )
+            raise ValueError(f"invalid duration {value!r}: unknown unit `{word}`; use {EXAMPLES}")
+        rank = _ORDER.index(unit)
+        if rank <= last:
+            raise ValueError(
+                f"invalid duration {value!r}: write each unit once, largest first, e.g. {EXAMPLES}"
+            )
+        last = rank
+        total += float(number) * _UNIT_SECONDS[unit]
+        position = match.end()
+    if last < 0:
         raise ValueError(f"invalid duration {value!r}: use {EXAMPLES}")
-    return sum(float(n) * _UNITS[unit] for unit, n in match.groupdict().items() if n is not None)
+    return total
 
 
 def format_duration(seconds: float) -> str:
@@ -63,7 +110,7 @@ def format_duration(seconds: float) -> str:
     whole = int(seconds)
     fraction = round(seconds - whole, 6)
     parts: list[str] = []
-    for unit, size in _UNITS.items():
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, whole = divmod(whole, size)
         if unit == "s":
             count_f = count + fraction

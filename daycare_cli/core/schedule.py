@@ -1,29 +1,18 @@
-"""Triggers -> next fires in a time zone, Debian cron DST rules, and explain() (DESIGN.md §4).
+"""Triggers -> next fires in a time zone, cronie's rules, DST notes and explain() (DESIGN.md §4).
 
-Cron expressions are evaluated by cronsim behind this one adapter. cronsim already
-follows Debian cron / cronie on DST, which decide per job from its first two fields
-(cronie's `MIN_STAR | HR_STAR` flags, set when the field's text starts with `*`):
+Cron expressions are read by core/cronspec.py (cronie's field rules) and placed in time
+by core/cronclock.py (cronie's main loop, DST included); cronsim only puts an expression
+into words. In short, for a day when the clock changes:
 
 - A *fixed-time* job (neither minute nor hour starts with `*`, e.g. `30 2 * * *`,
-  `0 0-23 * * *`) is matched on the wall clock. A slot in the skipped hour runs once,
-  right after the jump (03:00 in Berlin); a slot in the repeated hour runs once, in the
-  first pass.
-- A *wildcard* job (minute or hour starts with `*`: `0 * * * *`, `*/15 * * * *`,
-  `0 */2 * * *`, `*/15 2 * * *`) follows real elapsed time: it never runs in the
-  skipped hour and runs in both passes of the repeated hour. So `*/15 2 * * *` has no
-  slot on the spring-forward day and eight on the fall-back day (Berlin, Sydney): cronie
-  runs wildcard jobs only for minutes that really happen, and skipped minutes are caught
-  up for fixed-time jobs alone.
+  `0 0-23 * * *`) runs once for a wall time the clock jumps over, at the jump (03:00 in
+  Berlin), and once for a wall time that happens twice, the first time.
+- A *wildcard* job (minute or hour starts with `*`: `0 * * * *`, `*/15 2 * * *`) follows
+  real time: it never runs in the skipped hour and runs in both passes of the repeated one.
 
-Where cronsim differs from that, this module adapts it:
-
-- Fixed-time jobs are walked on naive wall-clock time, so a start in the second pass of
-  a repeated hour (fold=1) yields the first-pass slot again, which lies in the past.
-  Every instant is therefore checked with `.timestamp()` to be strictly after "now" and
-  after the previous one (aware datetimes of one tzinfo compare ignoring `fold`).
-- Several skipped slots of one job (`0,30 2 * * *`) collapse into the one instant after
-  the jump. cronie would start the job once per skipped slot at that instant; a slot is
-  unique per (task, trigger, instant) here, so it fires once.
+Every instant is compared with `.timestamp()` (aware datetimes of one tzinfo compare
+ignoring `fold`). Several skipped slots of one job (`0,30 2 * * *`) are one fire at the
+jump: a slot is unique per (task, trigger, instant).
 
 Everything here is pure: "now" is an argument, and the only I/O is zoneinfo lookups.
 """
@@ -33,16 +22,20 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from cronsim import CronSim, CronSimError
-from cronsim.cronsim import SYMBOLIC_DAYS, SYMBOLIC_MONTHS
-from cronsim.cronsim import Field as CronField
-
+from daycare_cli.core.cronclock import Slot, cron_slots
+from daycare_cli.core.cronspec import (
+    EXAMPLE_CRON,
+    CronSpec,
+    check_fires_often_enough,
+    cronsim_text,
+    parse_cron,
+)
+from daycare_cli.core.dstnote import at_note, slot_note
 from daycare_cli.core.errors import ScheduleError
 from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Trigger
 
@@ -60,45 +53,6 @@ MACROS: dict[str, str] = {
 
 # A trigger firing more often than this gets a warning at create/update time.
 FREQUENT_SECONDS = 300
-
-# A cron expression that can go longer than this without a slot counts as never firing.
-RARE_YEARS = 5
-
-FIELDS_WORDS = "minute hour day month weekday"
-EXAMPLE_CRON = "`0 9 * * 1-5` (09:00 on weekdays)"
-
-
-@dataclass(frozen=True)
-class _FieldSpec:
-    name: str
-    field: CronField
-    names: tuple[str, ...]
-    hint: str
-
-
-_FIELD_SPECS: tuple[_FieldSpec, ...] = (
-    _FieldSpec("minute", CronField.MINUTE, (), "minutes are 0-59, e.g. `0`, `*/15` or `0,30`"),
-    _FieldSpec("hour", CronField.HOUR, (), "hours are 0-23, e.g. `9`, `9-17` or `*/2`"),
-    _FieldSpec(
-        "day of month",
-        CronField.DAY,
-        (),
-        "days of the month are 1-31, `L` (last day) or `LW` (last weekday), e.g. `1,15`",
-    ),
-    _FieldSpec(
-        "month",
-        CronField.MONTH,
-        tuple(SYMBOLIC_MONTHS),
-        "months are 1-12 or JAN-DEC, e.g. `1`, `JAN-MAR` or `*/3`",
-    ),
-    _FieldSpec(
-        "weekday",
-        CronField.DOW,
-        tuple(SYMBOLIC_DAYS),
-        "weekdays are 0-7 (0 and 7 are Sunday) or SUN-SAT, e.g. `MON-FRI`, "
-        "`5L` (last Friday) or `1#2` (second Monday)",
-    ),
-)
 
 
 # --- validation ------------------------------------------------------------------------
@@ -123,34 +77,28 @@ def _normalize_cached(expr: str) -> str:
         )
     if text.startswith("@"):
         return _expand_macro(expr, text)
+    spec = parse_cron(expr)
+    check_fires_often_enough(spec, expr, _field_col(expr, 2))
+    return spec.text
 
-    tokens = [(m.start() + 1, m.group()) for m in re.finditer(r"\S+", expr)]
-    if len(tokens) != 5:
-        if len(tokens) > 5:
-            col = tokens[5][0]
-            hint = f"write 5 fields ({FIELDS_WORDS}) without seconds or years, e.g. {EXAMPLE_CRON}"
-        else:
-            col = len(expr.rstrip()) + 1
-            hint = f"write all 5 fields ({FIELDS_WORDS}), `*` for any, e.g. {EXAMPLE_CRON}"
-        raise ScheduleError(
-            f"expected 5 fields ({FIELDS_WORDS}), got {len(tokens)}",
-            col=col,
-            hint=hint,
-            excerpt=expr,
-        )
 
-    for (col, token), spec in zip(tokens, _FIELD_SPECS, strict=True):
-        _check_field(expr, col, token, spec)
+def _field_col(expr: str, index: int) -> int:
+    """The 1-based column where field `index` of `expr` starts."""
+    col, seen, inside = 0, -1, False
+    for col, char in enumerate(expr, start=1):
+        if char.isspace():
+            inside = False
+        elif not inside:
+            inside, seen = True, seen + 1
+            if seen == index:
+                return col
+    return col
 
-    normalized = " ".join(token for _, token in tokens)
-    day_col = tokens[2][0]
-    try:
-        sim = CronSim(normalized, datetime(2001, 1, 1))
-    except CronSimError:
-        # Every field parsed alone, so cronsim only refuses a day no chosen month has.
-        raise _never_fires(expr, normalized, day_col) from None
-    _check_fires_often_enough(expr, normalized, sim, day_col)
-    return normalized
+
+@functools.lru_cache(maxsize=1024)
+def cron_spec(expr: str) -> CronSpec:
+    """The parsed form of a normalised 5-field expression (cached)."""
+    return parse_cron(expr)
 
 
 def _expand_macro(expr: str, text: str) -> str:
@@ -162,86 +110,14 @@ def _expand_macro(expr: str, text: str) -> str:
     known = [REBOOT, *MACROS]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean `{close[0]}`?" if close else "use one of " + ", ".join(known)
+    if key.startswith("@every"):
+        hint = "for a fixed interval use an `every` trigger, e.g. `- every: 5m`"
     raise ScheduleError(
-        f"unknown cron macro `{text}`",
+        f"unknown cron macro `{text.split()[0]}`",
         col=expr.index("@") + 1,
         hint=hint,
         excerpt=expr,
     )
-
-
-def _check_field(expr: str, col: int, token: str, spec: _FieldSpec) -> None:
-    try:
-        spec.field.parse(token.upper())
-    except (CronSimError, ValueError):
-        pass
-    else:
-        return
-    hint = spec.hint
-    if token == "?":
-        hint = "use `*` for any value (`?` is Quartz syntax); " + hint
-    elif spec.field == CronField.DAY and token.upper().endswith("W") and token.upper() != "LW":
-        hint = "only `LW` (last weekday of the month) is supported, not `<day>W`; " + hint
-    else:
-        for word in re.findall(r"[A-Za-z]+", token):
-            if spec.names and word.upper() not in spec.names:
-                close = difflib.get_close_matches(word.upper(), spec.names, n=1, cutoff=0.5)
-                if close:
-                    hint = f"did you mean `{close[0]}` for `{word}`? " + hint
-                break
-    raise ScheduleError(f"bad {spec.name} `{token}`", col=col, hint=hint, excerpt=expr)
-
-
-def _never_fires(expr: str, normalized: str, col: int, gap: int | None = None) -> ScheduleError:
-    if gap is None:
-        message = f"cron expression `{normalized}` never fires"
-    else:
-        message = f"cron expression `{normalized}` almost never fires: it can go {gap} years "
-        message += "without a slot"
-    matches = "no date matches" if gap is None else "too few dates match"
-    return ScheduleError(
-        message,
-        col=col,
-        hint=f"{matches} the day, month and weekday fields together; "
-        "check them (`L` is the last day of any month)",
-        excerpt=expr,
-    )
-
-
-def _check_fires_often_enough(expr: str, normalized: str, sim: CronSim, col: int) -> None:
-    """Raise unless `normalized` has a slot at least every RARE_YEARS years.
-
-    Which dates match depends only on the calendar, which repeats every 28 years between
-    1901 and 2099, so one 28-year cycle decides. Most expressions match in every month
-    they name; that is checked from the parsed fields without iterating.
-    """
-    plain_weekdays = all(isinstance(w, int) for w in sim.weekdays)
-    day_every_month = any(d <= 28 for d in sim.days)  # L, LW are negative markers
-    if sim.day_and:
-        fast = (sim.parts[3] == "*" and plain_weekdays) or (sim.parts[5] == "*" and day_every_month)
-    else:
-        fast = (plain_weekdays and bool(sim.weekdays)) or day_every_month
-    if fast:
-        return
-
-    first, last = 2001, 2028
-    years: list[int] = []
-    year = first
-    while year <= last:
-        try:
-            fire = next(CronSim(normalized, datetime(year, 1, 1) - timedelta(seconds=1)))
-        except StopIteration:
-            break
-        if fire.year > last:
-            break
-        years.append(fire.year)
-        year = fire.year + 1
-    if not years:
-        raise _never_fires(expr, normalized, col)
-    cycle = last - first + 1
-    gaps = [b - a for a, b in zip(years, [*years[1:], years[0] + cycle], strict=True)]
-    if max(gaps) > RARE_YEARS:
-        raise _never_fires(expr, normalized, col, gap=max(gaps) - 1)
 
 
 def check_zone(name: str) -> None:
@@ -306,6 +182,21 @@ def at_instant(trigger: AtTrigger, tz: str) -> datetime:
     return at.astimezone(UTC)
 
 
+# `at` times a task file may hold: any later and adding a retry delay or a catch-up
+# window could pass the end of Python's calendar (year 9999).
+AT_YEARS = (1970, 8999)
+
+
+def check_at(at: datetime) -> None:
+    """Raise ScheduleError unless an `at` time is in the years AT_YEARS allows."""
+    first, last = AT_YEARS
+    if not first <= at.year <= last:
+        raise ScheduleError(
+            f"`at` must be a time between the years {first} and {last}, not in {at.year}",
+            hint='at: "2026-11-22T09:00:00"',
+        )
+
+
 def _every_step(trigger: EveryTrigger) -> timedelta:
     step = timedelta(seconds=trigger.seconds)
     if step < timedelta(seconds=1):
@@ -325,18 +216,15 @@ def _every_fires(step: timedelta, anchor: datetime, after: datetime) -> Iterator
         k += 1
 
 
+def _cron_slots(expr: str, zone: ZoneInfo, after: datetime) -> Iterator[Slot]:
+    """Slots of a normalised 5-field `expr` in `zone`, strictly after `after`, ascending."""
+    return cron_slots(cron_spec(expr), zone, after.timestamp())
+
+
 def _cron_fires(expr: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime]:
     """UTC slots of a normalised 5-field `expr` in `zone`, strictly after `after`, ascending."""
-    floor = after.timestamp()
-    # cronsim stops by itself after 50 years without a slot.
-    for local in CronSim(expr, after.astimezone(zone)):
-        stamp = local.timestamp()
-        if stamp <= floor:
-            # A fixed-time job started in the second pass of a repeated hour: cronsim walks
-            # the wall clock and offers the first pass again, which is already past.
-            continue
-        floor = stamp
-        yield local.astimezone(UTC)
+    for slot in _cron_slots(expr, zone, after):
+        yield datetime.fromtimestamp(slot.at, UTC)
 
 
 def _fires(trigger: Trigger, after: datetime, *, tz: str, anchor: datetime) -> Iterator[datetime]:
@@ -378,6 +266,67 @@ def next_fires(
         if len(fires) >= n:
             break
     return fires
+
+
+@dataclass(frozen=True)
+class NotedFire:
+    """A fire and, when a clock change moved or repeated it, what happened in words."""
+
+    at: datetime  # aware, UTC
+    dst: str | None = None
+
+
+def next_fires_noted(
+    trigger: Trigger,
+    after: datetime,
+    n: int = 1,
+    *,
+    tz: str,
+    anchor: datetime | None = None,
+) -> list[NotedFire]:
+    """next_fires() with a DST note on each fire a clock change moved or repeated
+    ("02:30 does not exist on 2026-03-29: runs at 03:00 +02:00")."""
+    _require_aware(after, "after")
+    if n <= 0:
+        return []
+    if isinstance(trigger, CronTrigger) and normalize_cron(trigger.expr) != REBOOT:
+        zone = _zone(_cron_zone(trigger, tz))
+        slots = _cron_slots(normalize_cron(trigger.expr), zone, after)
+        return [
+            NotedFire(datetime.fromtimestamp(slot.at, UTC), slot_note(slot, zone))
+            for slot in itertools.islice(slots, n)
+        ]
+    fires = next_fires(trigger, after, n, tz=tz, anchor=anchor)
+    if isinstance(trigger, AtTrigger) and fires:
+        at = trigger.at
+        if at.tzinfo is None or isinstance(at.tzinfo, ZoneInfo):
+            zone = at.tzinfo if isinstance(at.tzinfo, ZoneInfo) else _zone(trigger.timezone or tz)
+            return [NotedFire(fires[0], at_note(at.replace(tzinfo=None), zone))]
+    return [NotedFire(fire) for fire in fires]
+
+
+def upcoming(
+    trigger: Trigger, *, now: datetime, last_slot: datetime | None, tz: str, n: int = 1
+) -> list[NotedFire]:
+    """The next `n` fires of a trigger from its stored state: one answer for every view.
+
+    `last_slot` is the trigger's state (store/state.py): its last slot, or for a trigger
+    that never fired the instant it was first planned; None when nothing is stored.
+    An `every` trigger counts from it (else from `now`); an `at` trigger whose slot is
+    recorded has fired; cron fires depend on `now` alone.
+    """
+    _require_aware(now, "now")
+    if last_slot is not None:
+        _require_aware(last_slot, "last_slot")
+    fired = (
+        isinstance(trigger, AtTrigger)
+        and last_slot is not None
+        and last_slot.timestamp() >= at_instant(trigger, tz).timestamp()
+    )
+    if fired:
+        return []
+    anchor = last_slot if isinstance(trigger, EveryTrigger) else None
+    return next_fires_noted(trigger, now, n, tz=tz, anchor=anchor)
 
 
 def slots_between(
@@ -473,9 +422,11 @@ def explain(trigger: Trigger, *, tz: str) -> str:
             return "When the daemon starts"
         zone = _cron_zone(trigger, tz)
         _zone(zone)
+        from cronsim import CronSim, CronSimError  # only for the words
+
         try:
-            words = CronSim(expr, datetime(2001, 1, 1)).explain()
-        except (ValueError, KeyError, IndexError, NotImplementedError):
+            words = CronSim(cronsim_text(cron_spec(expr)), datetime(2001, 1, 1)).explain()
+        except (CronSimError, ValueError, KeyError, IndexError, NotImplementedError):
             # cronsim's explainer does not cover every form its parser accepts.
             words = f"Cron `{expr}`"
         return f"{words} ({zone})"

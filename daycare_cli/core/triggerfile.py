@@ -160,6 +160,10 @@ class TriggerReader(NodeReader):
             raise self.error(
                 node, f"`at` must be a date and time, not {kind}", 'at: "2026-11-22T09:00:00"'
             )
+        try:
+            schedule.check_at(value)
+        except ScheduleError as exc:
+            raise self.error(node, exc.message, exc.hint) from None
         if value.tzinfo is None:
             chosen = zone or self.task_zone
             if chosen:

@@ -24,6 +24,7 @@ def test_explain_json_with_from_is_deterministic(run) -> None:
             "2026-11-24T09:00:00+01:00",
             "2026-11-25T09:00:00+01:00",
         ],
+        "fires_dst": [None, None, None],
     }
 
 
@@ -52,6 +53,30 @@ def test_explain_for_people_shows_words_warning_and_offsets(run) -> None:
     assert "Wed 2026-07-01 12:02 -04:00" in result.stdout
     assert "Wed 2026-07-01 12:04 -04:00" in result.stdout
     assert "more often than every 5 minutes" in result.stderr
+
+
+def test_explain_marks_fires_dst_moved_or_repeated(run) -> None:
+    """Berlin: 02:30 does not exist on 2026-03-29 and happens twice on 2026-10-25."""
+    spring = run(
+        "cron", "explain", "30 2 * * *", "--tz", "Europe/Berlin",
+        "--from", "2026-03-28T12:00", "-n", "2", "--json",
+    )  # fmt: skip
+    data = json.loads(spring.stdout)
+    assert data["fires"] == ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+    assert data["fires_dst"] == [
+        "02:30 does not exist on 2026-03-29: runs at 03:00 +02:00",
+        None,
+    ]
+    autumn = run(
+        "cron", "explain", "*/30 2 * * *", "--tz", "Europe/Berlin",
+        "--from", "2026-10-25T02:40+02:00", "-n", "3",
+    )  # fmt: skip
+    assert autumn.exit_code == 0, autumn.output
+    lines = [line for line in autumn.stdout.splitlines() if "2026-10-25" in line]
+    assert "02:00 +01:00" in lines[0] and "runs again at +01:00" in lines[0]
+    assert "02:30 +01:00" in lines[1] and "02:30 happens twice on 2026-10-25" in lines[1]
+    assert "2026-10-26" in autumn.stdout.splitlines()[-1]
+    assert "happens twice" not in autumn.stdout.splitlines()[-1]
 
 
 def test_macros_are_normalized(run) -> None:

@@ -1,4 +1,4 @@
-"""Tests for core/schedule.py: cron via cronsim, Debian cron DST rules, at/every/webhook."""
+"""Tests for core/schedule.py: cron (cronie's rules, DST), at, every, webhook, explain."""
 
 from __future__ import annotations
 
