@@ -14,23 +14,21 @@ from typing import Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.params import JsonFlag, TaskId, group
 from daycare_cli.cli.run_cmds import open_state
 from daycare_cli.store.paths import Paths, daemon_pid, pid_alive
 
 
 def register(app: typer.Typer) -> None:
     """Add the `daemon` and `webhook` groups and `doctor`."""
-    daemon_app = typer.Typer(
-        help="The daemon: run, start, stop, status, install.", no_args_is_help=True
-    )
+    daemon_app = group("daemon", "The daemon: run, start, stop, restart, reload, status, install.")
     daemon_app.command("run")(daemon_run)
     daemon_app.command("start")(daemon_start)
     daemon_app.command("stop")(daemon_stop)
     daemon_app.command("status")(daemon_status)
     daemon_app.command("install")(daemon_install)
     app.add_typer(daemon_app, name="daemon")
-    webhook_app = typer.Typer(help="Webhook URLs of tasks.", no_args_is_help=True)
+    webhook_app = group("webhook", "Webhook URLs of tasks.")
     webhook_app.command("url")(webhook_url)
     webhook_app.command("rotate")(webhook_rotate)
     app.add_typer(webhook_app, name="webhook")
@@ -42,7 +40,12 @@ def register(app: typer.Typer) -> None:
 
 def daemon_run(
     ctx: typer.Context,
-    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (to stderr)."
+        ),
+    ] = "INFO",
 ) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
     from daycare_cli.daemon.service import run_daemon
@@ -53,7 +56,12 @@ def daemon_run(
 
 def daemon_start(
     ctx: typer.Context,
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for ready.")] = 15.0,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", metavar="SECONDS", help="How long to wait for the daemon to be ready."
+        ),
+    ] = 15.0,
 ) -> None:
     """Start the daemon in the background (for systems without systemd)."""
     cli = get_context(ctx)
@@ -124,7 +132,12 @@ def wait_ready(paths: Paths, proc: subprocess.Popen[bytes], wait: float) -> bool
 
 def daemon_stop(
     ctx: typer.Context,
-    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", metavar="SECONDS", help="How long to wait for running runs to finish."
+        ),
+    ] = 60.0,
 ) -> None:
     """Stop the daemon: runs get the grace period, then are marked interrupted."""
     cli = get_context(ctx)
@@ -144,7 +157,7 @@ def daemon_stop(
 
 def daemon_status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Whether the daemon runs; uptime, tasks, running runs, errors and next fires."""
     from daycare_cli.cli.render import print_json
@@ -255,8 +268,13 @@ def warn_without_linger() -> None:
 
 def webhook_url(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    task_id: TaskId,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
+        ),
+    ] = None,
 ) -> None:
     """Print the webhook URL of a task (a token is made on first use)."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=False)
@@ -264,8 +282,13 @@ def webhook_url(
 
 def webhook_rotate(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    task_id: TaskId,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
+        ),
+    ] = None,
 ) -> None:
     """Replace a task's webhook token; the old URL stops working at once."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=True)
@@ -306,7 +329,7 @@ def print_webhook_url(cli: CliContext, task_id: str, trigger: str | None, rotate
 
 def doctor(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check the installation: Python, sandbox isolation, model, paths, daemon."""
     from daycare_cli.cli.render import console, print_json

@@ -105,7 +105,9 @@ def print_tree(
 
 def next_fires_cmd(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many fires.")] = 10,
+    count: Annotated[
+        int, typer.Option("-n", "--count", metavar="N", min=1, help="How many fires.")
+    ] = 10,
     json_: JsonFlag = False,
 ) -> None:
     """The next fires across all enabled tasks, soonest first."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.params import TaskId
 
 if TYPE_CHECKING:
     from daycare_cli.client import DaemonClient
@@ -146,10 +146,14 @@ def register_task_commands(task_app: typer.Typer) -> None:
 
 def task_run(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    task_id: TaskId,
     payload: Annotated[
         str | None,
-        typer.Option("--payload", help="Payload as JSON/text, or @file (@- for stdin)."),
+        typer.Option(
+            "--payload",
+            metavar="DATA",
+            help="Payload as JSON or text, or @FILE (@- reads stdin), as a webhook would send.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
     local: Annotated[
@@ -182,9 +186,12 @@ def task_run(
 
 def task_expand(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    task_id: TaskId,
     payload: Annotated[
-        str | None, typer.Option("--payload", help="Payload as JSON/text, or @file.")
+        str | None,
+        typer.Option(
+            "--payload", metavar="DATA", help="Payload as JSON or text, or @FILE (@- reads stdin)."
+        ),
     ] = None,
 ) -> None:
     """Show the expanded prompt: blocks run, no model, no run recorded (a dry run)."""

@@ -9,7 +9,7 @@ import typer
 from daycare_cli.cli import render
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.lint_cmds import lint, task_warnings
-from daycare_cli.cli.params import JsonFlag, TaskId
+from daycare_cli.cli.params import JsonFlag, TaskId, group
 from daycare_cli.core.errors import TaskFileError, UsageError, UserError
 
 if TYPE_CHECKING:
@@ -23,25 +23,50 @@ Without a model, this text itself is delivered as a reminder.
 """
 
 ScheduleOpt = Annotated[
-    str | None, typer.Option("--schedule", help="Cron expression, e.g. '0 9 * * 1-5'.")
+    str | None,
+    typer.Option("--schedule", metavar="EXPR", help="Cron expression, e.g. '0 9 * * 1-5'."),
 ]
-ZoneOpt = Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. Europe/Berlin.")]
+ZoneOpt = Annotated[
+    str | None, typer.Option("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/Berlin.")
+]
 AtOpt = Annotated[
-    str | None, typer.Option("--at", help="Fire once at an ISO date and time (2026-11-24T12:00).")
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="WHEN",
+        help="Fire once: ISO (2026-11-24T12:00), '+2h', 'in 30m', 'tomorrow 09:00', "
+        "'next monday 08:00'; in the task's zone. A past time needs --force.",
+    ),
 ]
-EveryOpt = Annotated[str | None, typer.Option("--every", help="Fire at an interval: 90s, 15m, 2h.")]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help="The prompt (the file's body).")]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option("--every", metavar="DURATION", help="Fire at an interval: 90s, 15m, 2h."),
+]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", metavar="TEXT", help="The prompt (the file's body).")
+]
 PromptFileOpt = Annotated[
-    str | None, typer.Option("--prompt-file", help="Read the prompt from a file; - reads stdin.")
+    str | None,
+    typer.Option(
+        "--prompt-file", metavar="FILE", help="Read the prompt from a file; - reads stdin."
+    ),
 ]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="llm model id or alias; 'none' for no model.")
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="MODEL",
+        help="llm model id or alias (checked against `llm models`); 'none' for no model.",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Accept an --at time that has already passed.")
 ]
 
 
 def register(parent: typer.Typer) -> typer.Typer:
     """Add the `task` group to the root app; returns it so `task trigger` can join it."""
-    app = typer.Typer(name="task", help="Create, list, change and check task files.")
+    app = group("task", "Create, list, change and check task files.")
     app.command("create")(create)
     app.command("ls")(ls)
     app.command("show")(show)
@@ -97,7 +122,12 @@ def check_task_id(task_id: str) -> str:
 
 def create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Task name; the id is made from it.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="Task name; the id is made from it.", show_default=False
+        ),
+    ],
     schedule: ScheduleOpt = None,
     tz: ZoneOpt = None,
     at: AtOpt = None,
@@ -113,42 +143,79 @@ def create(
     ] = False,
     model: ModelOpt = None,
     task_id: Annotated[
-        str | None, typer.Option("--id", help="Task id (default: made from the name).")
+        str | None,
+        typer.Option("--id", metavar="TASK", help="Task id (default: made from the name)."),
     ] = None,
+    if_not_exists: Annotated[
+        bool,
+        typer.Option(
+            "--if-not-exists",
+            help="When a task of that id exists, leave it and exit 0 (for scripts).",
+        ),
+    ] = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Create a task file. Without --prompt or --prompt-file, opens $EDITOR on a template."""
+    """Create a task file. Without --prompt or --prompt-file, opens $EDITOR on a template.
+
+    Refuses a name whose id is taken by a task (--if-not-exists accepts it), an unknown
+    model and an --at time that has passed (--force writes it anyway).
+    """
     from rich.text import Text
 
     from daycare_cli.cli.editor import edit_until_valid
-    from daycare_cli.cli.edits import read_prompt
-    from daycare_cli.core.taskchange import new_task_fields
+    from daycare_cli.cli.edits import check_model, given_on_command_line, read_prompt, resolve_at
+    from daycare_cli.core.taskchange import check_zone_option, new_task_fields
     from daycare_cli.core.taskedit import render_task
     from daycare_cli.core.taskfile import parse_task
+    from daycare_cli.core.taskid import slugify
 
     cli = get_context(ctx)
     store = cli.store
-    fields = new_task_fields(
-        name,
-        schedule=schedule,
-        at=at,
-        every=every,
-        webhook=webhook,
-        timezone=tz,
-        execute=execute,
-        model=model,
-        once=once,
-    )
+    with given_on_command_line():
+        check_zone_option(tz)
+    check_model(model)
+    if at is not None:
+        at = resolve_at(cli, at, tz or cli.default_zone, force=force)
+    with given_on_command_line():
+        fields = new_task_fields(
+            name,
+            schedule=schedule,
+            at=at,
+            every=every,
+            webhook=webhook,
+            timezone=tz,
+            execute=execute,
+            model=model,
+            once=once,
+        )
 
-    if task_id is not None:
-        check_task_id(task_id)
-        if store.new_id(task_id) != task_id:
-            raise UsageError(
-                f"task id {task_id!r} is taken by a task, an archived task or its history",
-                hint="choose another --id, or leave it out to get a fresh one",
-            )
-        new_id = task_id
-    else:
-        new_id = store.new_id(name)
+    wanted = check_task_id(task_id) if task_id is not None else slugify(name)
+    existing = store.paths.task_file(wanted)
+    if existing.exists():
+        if if_not_exists:
+            render.console().print(
+                Text.assemble(
+                    "Task ", (wanted, "bold"), " exists: ", render.display_path(existing),
+                    " (unchanged)",
+                )
+            )  # fmt: skip
+            return
+        raise UserError(
+            f"task {wanted!r} already exists ({render.display_path(existing)})",
+            hint=f"change it with `daycare task update {wanted}`, choose another "
+            f"{'--id' if task_id else 'name or --id'}, or pass --if-not-exists",
+        )
+    new_id = store.new_id(wanted)
+    if task_id is not None and new_id != task_id:
+        raise UserError(
+            f"task id {task_id!r} is kept by a deleted task's archive or history",
+            hint="choose another --id, or leave it out to get a fresh one",
+        )
+    if new_id != wanted:
+        render.warn(
+            f"the id {wanted!r} is kept by a deleted task's archive or history; "
+            f"this task is {new_id!r}"
+        )
     path = store.paths.task_file(new_id)
 
     def validate(text: str) -> Task:
@@ -168,9 +235,11 @@ def create(
                 hint="write the prompt in the editor, or pass --prompt",
             )
         text = edited
+        task = validate(text)
     else:
         text = render_task(fields, body)
-    task = validate(text)
+        with given_on_command_line():
+            task = validate(text)
     written = store.create(new_id, text)
     cli.audit("task.created", new_id, path=str(written))
     render.console().print(Text.assemble("Created ", (render.display_path(written), "bold")))
@@ -186,7 +255,8 @@ def ls(
     ctx: typer.Context,
     json_: JsonFlag = False,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only tasks with this tag (repeatable).")
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only tasks with this tag (repeatable)."),
     ] = None,
 ) -> None:
     """List task files with their triggers and next fire; invalid files show their error."""
@@ -236,7 +306,9 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
 def update(
     ctx: typer.Context,
     task_id: TaskId,
-    name: Annotated[str | None, typer.Option("--name", help="New name (the id stays).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="New name (the id stays).")
+    ] = None,
     schedule: ScheduleOpt = None,
     tz: ZoneOpt = None,
     at: AtOpt = None,
@@ -253,17 +325,21 @@ def update(
     prompt_file: PromptFileOpt = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Set a frontmatter key: KEY=VALUE (a YAML value)."),
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Set a frontmatter key (VALUE is read as YAML)."
+        ),
     ] = None,
     unset: Annotated[
-        list[str] | None, typer.Option("--unset", help="Remove a frontmatter key.")
+        list[str] | None,
+        typer.Option("--unset", metavar="KEY", help="Remove a frontmatter key (repeatable)."),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Change a task file in place: only the lines of the changed keys are rewritten.
 
     --schedule, --at and --every replace the task's time triggers and keep its webhooks.
     """
-    from daycare_cli.cli.edits import read_prompt
+    from daycare_cli.cli.edits import check_model, given_on_command_line, read_prompt, resolve_at
     from daycare_cli.core.taskchange import (
         Change,
         check_zone_option,
@@ -278,8 +354,9 @@ def update(
     change = Change()
     if name is not None:
         change.set_keys["name"] = name
-    if tz is not None:
+    with given_on_command_line():
         check_zone_option(tz)
+    if tz is not None:
         change.set_keys["timezone"] = tz
     if enabled is not None:
         change.set_keys["enabled"] = enabled
@@ -287,13 +364,19 @@ def update(
         change.set_keys["execute"] = execute
     if model is not None:
         change.set_keys["model"] = model
-    plan_time_trigger(change, before, schedule=schedule, at=at, every=every)
+    if at is not None:
+        zone = tz or (cli.task_zone(entry.task) if entry.task else cli.default_zone)
+        at = resolve_at(cli, at, zone, force=force)
+    with given_on_command_line():
+        plan_time_trigger(change, before, schedule=schedule, at=at, every=every)
     for item in set_ or []:
         key, value = parse_assignment(item)
         change.set_keys[key] = value
     for key in unset or []:
         change.unset.append(key)
         change.set_keys.pop(key, None)
+    if isinstance(change.set_keys.get("model"), str):
+        check_model(change.set_keys["model"])
     change.body = read_prompt(prompt, prompt_file)
     if not change:
         raise UsageError(
