@@ -89,7 +89,7 @@ def print_runs_table(cli: CliContext, runs: list[Run]) -> None:
             ]
         )
     headers = ["RUN", "TASK", "TRIGGER", "STATUS", f"STARTED ({render.zone_label(zone)})"]
-    render.print_table([*headers, "TOOK", "NOTE"], rows, shrink=(6,))
+    render.print_table([*headers, "TOOK", "NOTE"], rows, shrink=((6, 4),))
 
 
 def runs_show(ctx: typer.Context, run_ref: RunRef, as_json: JsonFlag = False) -> None:
@@ -215,7 +215,7 @@ def events(
             ]
         )
     headers = [f"AT ({render.zone_label(zone)})", "ACTOR", "EVENT", "TASK", "RUN", "DETAIL"]
-    render.print_table(headers, table, shrink=(5,))
+    render.print_table(headers, table, shrink=((5, 4),))
 
 
 def logs(

@@ -220,11 +220,17 @@ def shorten(text: str, width: int) -> str:
 
 
 def print_table(
-    headers: list[str], rows: list[list[Cell]], *, shrink: tuple[int, ...] = ()
+    headers: list[str],
+    rows: list[list[Cell]],
+    *,
+    shrink: tuple[int | tuple[int, int], ...] = (),
 ) -> None:
     """Print aligned columns to stdout; on a terminal, columns in `shrink` give way to fit.
 
-    A row shorter than `headers` ends in a cell that spans the remaining columns.
+    `shrink` lists columns in the order they give way, each down to 16 cells, or to the
+    width given as `(column, width)`; a column may appear twice to give way in steps.
+    Columns not listed (ids) are never cut. A row shorter than `headers` ends in a cell
+    that spans the remaining columns.
     """
     colour = use_colour(sys.stdout)
     widths = [text_width(h) for h in headers]
@@ -237,10 +243,11 @@ def print_table(
         import shutil
 
         room = shutil.get_terminal_size().columns - 2 * (len(headers) - 1)
-        for i in shrink:
+        for step in shrink:
+            i, least = step if isinstance(step, tuple) else (step, 16)
             excess = sum(widths) - room
             if excess > 0:
-                widths[i] = max(widths[i] - excess, min(widths[i], 16))
+                widths[i] = max(widths[i] - excess, min(widths[i], least))
         rows = [[(shorten(t, widths[i]), s) for i, (t, s) in enumerate(row)] for row in rows]
     lines = [format_row([(h, "bold") for h in headers], widths, colour)]
     lines.extend(format_row(row, widths, colour) for row in rows)

@@ -269,7 +269,14 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     """Show a task: frontmatter, triggers, the next 5 fires and the body."""
     from rich.text import Text
 
-    from daycare_cli.cli.summary import iso, task_fires, task_record
+    from daycare_cli.cli.summary import (
+        iso,
+        last_run_cell,
+        last_run_record,
+        last_runs,
+        task_fires,
+        task_record,
+    )
     from daycare_cli.core.frontmatter import split_file
 
     cli = get_context(ctx)
@@ -278,6 +285,7 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     fires = task_fires(cli, task, 5) if task is not None else []
     if json_:
         record = task_record(cli, entry, fires[:1])
+        record["last_run"] = last_run_record(last_runs(cli).get(entry.id))
         record["body"] = task.body if task is not None else None
         record["fires"] = [iso(f) for f in fires]
         render.print_json(record)
@@ -299,6 +307,10 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     out.print(Text((split.frontmatter or "").rstrip("\r\n")))
     out.print(Text("triggers", "bold underline"))
     print_schedule(cli, task, 5)
+    last = last_runs(cli).get(task.id)
+    if last is not None:
+        words, style = last_run_cell(last, cli.now)
+        out.print(Text.assemble(("  last", "bold"), "  ", (words, style), f"  (run {last.id})"))
     out.print(Text("body", "bold underline"))
     out.print(Text(task.body.rstrip("\r\n")))
 

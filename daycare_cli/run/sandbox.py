@@ -116,6 +116,9 @@ class BlockSpec:
     payload_file: Path | None = None
     hide: Sequence[Path] = ()
     stdout_cap: int = 64 * KIB
+    # Live view (issue 8): called on the event loop with each piece of stdout as it is
+    # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
+    on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -504,8 +507,9 @@ def _read_payload(path: Path | None) -> str | None:
 class _BlockProtocol(asyncio.SubprocessProtocol):
     """Collects capped stdout/stderr and notices exit and stdout overflow."""
 
-    def __init__(self, stdout_cap: int) -> None:
+    def __init__(self, stdout_cap: int, on_output: Callable[[bytes], None] | None = None) -> None:
         self.stdout_cap = stdout_cap
+        self.on_output = on_output
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.truncated = False
@@ -521,6 +525,9 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
                 return
             room = self.stdout_cap - len(self.stdout)
             self.stdout += data[:room]
+            if self.on_output is not None and room > 0:
+                with contextlib.suppress(Exception):  # a listener must not break the block
+                    self.on_output(data[:room])
             if len(data) > room:
                 self.truncated = True
                 self.overflow.set()
@@ -575,7 +582,7 @@ async def _execute(
     script = _script(spec, write_fd, payload_text, reap=launch.tree_kill)
     try:
         transport, proto = await loop.subprocess_exec(
-            lambda: _BlockProtocol(spec.stdout_cap),
+            lambda: _BlockProtocol(spec.stdout_cap, spec.on_output),
             *launch.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
