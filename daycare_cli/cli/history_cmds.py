@@ -236,7 +236,10 @@ def logs(
         ),
     ] = False,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many runs to show.")
+        int,
+        typer.Option(
+            "--limit", "-n", metavar="N", min=0, help="How many past runs to show (0: none)."
+        ),
     ] = 3,
 ) -> None:
     """Run logs: block starts and ends, what blocks print, the model; -f follows live."""
