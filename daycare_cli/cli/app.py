@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext
-from daycare_cli.cli.params import HelpGroup
+from daycare_cli.cli.params import HelpGroup, plain_usage
 
 GLOBAL_OPTIONS = ("--home", "--tasks-dir", "--config")
 
@@ -146,4 +146,5 @@ def build_app() -> typer.Typer:
     run_cmds.register_task_commands(task_app)
     history_cmds.register(app)
     daemon_cmds.register(app)
+    plain_usage(app)
     return app

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from daycare_cli.cli.context import CliContext
 
@@ -33,6 +33,26 @@ class HelpGroup(TyperGroup):
             typer.echo(ctx.get_help().rstrip("\n"))
             ctx.exit(0)
         return list(super().parse_args(ctx, args))
+
+
+class Command(TyperCommand):
+    """A command whose usage line writes arguments as their metavars: `TASK`, not Typer's
+    `{TASK}` for a required one (optional ones keep their brackets)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """The usage line's pieces with `{X}` written `X`."""
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+def plain_usage(app: typer.Typer) -> None:
+    """Make every command of `app` and its groups a `Command` (one place, after building)."""
+    for info in app.registered_commands:
+        if not info.cls or info.cls is TyperCommand:  # the default
+            info.cls = Command
+    for sub in app.registered_groups:
+        if sub.typer_instance is not None:
+            plain_usage(sub.typer_instance)
 
 
 def typed_values(command: Callable[P, None]) -> Callable[P, None]:

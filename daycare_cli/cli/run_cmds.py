@@ -272,7 +272,8 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
             payload_file.write_bytes(data)
 
         async def one(block: Block) -> BlockResult:
-            progress({"event": "block.start", "block": block.index, "line": block.line})
+            line = block.line + task.body_line - 1  # in the file
+            progress({"event": "block.start", "block": block.index, "line": line})
             res = await run_block(
                 BlockSpec(
                     code=block.code,

@@ -288,7 +288,9 @@ class Runner:
             async def run_one(block: Block) -> BlockResult:
                 nonlocal isolation
                 timeout = block_timeout(block, task.timeout)
-                self._emit(ctx, "block.start", block=block.index, line=block.line)
+                # The line in the file, where the author looks for it.
+                line = block.line + task.body_line - 1
+                self._emit(ctx, "block.start", block=block.index, line=line)
                 stream = OutputStream(
                     lambda text: self._emit(
                         ctx, "block.output", block=block.index, text=self._redact(text, ctx)
