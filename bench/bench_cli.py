@@ -1,7 +1,8 @@
 """CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (DESIGN.md §10).
 
 Makes 100 task files (cron in several zones, `every`, webhook, a few with two triggers)
-in a temporary DAYCARE_HOME, then times the installed console script `.venv/bin/daycare`
+in a temporary DAYCARE_HOME with 5 runs of each in its state database (so every row has
+a LAST RUN), then times the installed console script `.venv/bin/daycare`
 as a subprocess: a warm-up call, then the median (and min, max) of N runs (10 by default)
 of `--version`, `task ls` and `task ls --json`, each with and without a bytecode cache,
 then `task ls` once more with a daemon running on that home (it then asks the daemon for
@@ -74,6 +75,27 @@ def make_home(root: Path, n: int) -> Path:
     return root
 
 
+def add_history(home: Path, n: int, per_task: int = 5) -> None:
+    """`per_task` finished runs of each task in state.db, so `task ls` has a LAST RUN to
+    look up for every row (the column issue 8 added)."""
+    from datetime import UTC, datetime, timedelta
+
+    from daycare_cli.store.state import State
+
+    start = datetime.now(UTC) - timedelta(days=1)
+    statuses = ["succeeded", "failed", "skipped", "succeeded"]
+    with State.open(home / "state.db") as state:
+        for i in range(n):
+            for k in range(per_task):
+                at = start + timedelta(minutes=10 * k + i % 7)
+                run = state.create_run(
+                    f"bench-{i:03d}", "manual", None, None, status="queued", now=at
+                )
+                assert run is not None
+                state.start_run(run.id, pid=1, now=at)
+                state.finish_run(run.id, status=statuses[(i + k) % 4], now=at)
+
+
 def time_cmd(args: list[str], env: dict[str, str], n: int) -> list[float]:
     """Wall times (ms) of n runs of a subprocess, after one warm-up run."""
     subprocess.run(args, env=env, check=True, capture_output=True)
@@ -121,6 +143,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="daycare-bench-cli-") as tmp:
         home = make_home(Path(tmp), args.tasks)
+        add_history(home, args.tasks)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
         env.update(DAYCARE_HOME=str(home), NO_COLOR="1", COLUMNS="200", TERM="dumb")
         # A sanity check: every file is valid and listed.

@@ -185,6 +185,27 @@ SCHEMA: dict[str, Any] = {
 FREE_TABLES = ("secrets", "notify")
 
 
+def check_key(key: str) -> None:
+    """Refuse a dotted key that is no setting (NotFoundError, exit 3, with a close match).
+
+    Settings are the keys of SCHEMA, the tables they sit in (`webhook`), and entries of
+    the free tables: `secrets.NAME`, `notify.NAME`, `notify.NAME.url`.
+    """
+    import difflib
+
+    from daycare_cli.core.errors import NotFoundError
+
+    parts = key.split(".")
+    if key in SCHEMA or key in {k.split(".")[0] for k in SCHEMA if "." in k}:
+        return
+    if parts[0] in FREE_TABLES and all(parts) and len(parts) <= (3 if parts[0] == "notify" else 2):
+        return
+    names = sorted([*SCHEMA, "secrets.NAME", "notify.NAME.url"])
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    raise NotFoundError(f"{key!r} is not a config key", hint=f"{hint}keys: {', '.join(names)}")
+
+
 def check_config(raw: dict[str, Any], path: str) -> None:
     """Refuse unknown keys and values of the wrong type, naming the key and the fix."""
     import difflib

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from daycare_cli.cli.context import CliContext
+from daycare_cli.cli.params import HelpGroup, plain_usage
 
 GLOBAL_OPTIONS = ("--home", "--tasks-dir", "--config")
 
@@ -52,7 +52,7 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
-class RootGroup(TyperGroup):
+class RootGroup(HelpGroup):
     """The `daycare` group: hoists global options and renders user errors without tracebacks."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -85,15 +85,25 @@ def root(
     ctx: typer.Context,
     home: Annotated[
         Path | None,
-        typer.Option("--home", help="Home directory (default: $DAYCARE_HOME, else platformdirs)."),
+        typer.Option(
+            "--home",
+            metavar="DIR",
+            help="Home directory; must exist (default: $DAYCARE_HOME, else platformdirs).",
+        ),
     ] = None,
     tasks_dir: Annotated[
         Path | None,
-        typer.Option("--tasks-dir", help="Tasks directory (default: <home>/tasks or config)."),
+        typer.Option(
+            "--tasks-dir", metavar="DIR", help="Tasks directory (default: <home>/tasks or config)."
+        ),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default: $DAYCARE_CONFIG, else platformdirs)."),
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Config file (default: $DAYCARE_CONFIG, else platformdirs).",
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -122,7 +132,6 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         cls=RootGroup,
         help=HELP,
-        no_args_is_help=True,
         add_completion=True,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
@@ -137,4 +146,5 @@ def build_app() -> typer.Typer:
     run_cmds.register_task_commands(task_app)
     history_cmds.register(app)
     daemon_cmds.register(app)
+    plain_usage(app)
     return app

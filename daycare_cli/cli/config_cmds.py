@@ -8,6 +8,7 @@ import typer
 
 from daycare_cli.cli import render
 from daycare_cli.cli.context import get_context
+from daycare_cli.cli.params import group
 from daycare_cli.core.errors import NotFoundError
 
 MASK = "********"
@@ -15,7 +16,7 @@ MASK = "********"
 
 def register(parent: typer.Typer) -> None:
     """Add the `config` group to the root app."""
-    app = typer.Typer(name="config", help="Read and change config.toml.")
+    app = group("config", "Read and change config.toml.")
     app.command("get")(get)
     app.command("set")(set_)
     parent.add_typer(app)
@@ -43,7 +44,10 @@ def value_text(value: Any) -> str:
 def get(
     ctx: typer.Context,
     key: Annotated[
-        str | None, typer.Argument(help="Dotted key, e.g. webhook.port (default: everything).")
+        str | None,
+        typer.Argument(
+            metavar="[KEY]", help="Dotted key, e.g. webhook.port (default: everything)."
+        ),
     ] = None,
 ) -> None:
     """Print one config value, or the whole config as TOML (secrets masked)."""
@@ -57,10 +61,13 @@ def get(
             text = f"# {render.display_path(config.path)} sets nothing; defaults apply\n"
         typer.echo(text, nl=False)
         return
+    from daycare_cli.config import check_key
+
+    check_key(key)
     value = config.get(key)
     if value is None:
         raise NotFoundError(
-            f"config key {key!r} is not set",
+            f"config key {key!r} is not set and has no default",
             path=str(config.path),
             hint=f"set it with `daycare config set {key} VALUE`",
         )
@@ -69,17 +76,37 @@ def get(
 
 def set_(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Dotted key, e.g. timezone or webhook.port.")],
-    value: Annotated[str, typer.Argument(help='Value, read as TOML: 4, true, "text", bare word.')],
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="Dotted key, e.g. timezone or webhook.port.", show_default=False
+        ),
+    ],
+    value: Annotated[
+        str,
+        typer.Argument(
+            metavar="VALUE",
+            help='Value, read as TOML: 4, true, "text", bare word.',
+            show_default=False,
+        ),
+    ],
 ) -> None:
     """Set a config value; the file's comments and layout are kept."""
-    from daycare_cli.config import parse_value, set_config_value
+    from daycare_cli.cli.edits import given_on_command_line
+    from daycare_cli.config import ConfigError, check_key, parse_value, set_config_value
+    from daycare_cli.core.errors import as_usage
 
     cli = get_context(ctx)
+    check_key(key)
     parsed = parse_value(value)
     if key == "timezone" and isinstance(parsed, str):
         from daycare_cli.core.schedule import check_zone
 
-        check_zone(parsed)
-    set_config_value(cli.config.path, key, parsed)
-    typer.echo(f"{key} = {value_text(parsed)} in {render.display_path(cli.config.path)}")
+        with given_on_command_line():
+            check_zone(parsed)
+    path = cli.config.path  # loading it checked the file as it is: an error now is the value's
+    try:
+        set_config_value(path, key, parsed)
+    except ConfigError as err:
+        raise as_usage(err) from None
+    typer.echo(f"{key} = {value_text(parsed)} in {render.display_path(path)}")

@@ -30,11 +30,29 @@ class CliContext:
     config_file: Path | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    def check_home(self) -> None:
+        """Refuse a `--home` that does not exist: a typo must not read as an empty home.
+
+        ($DAYCARE_HOME may name a new home: it is created on first write, as in the tour.)
+        """
+        if self.home is None or self.__dict__.get("_home_checked"):
+            return
+        if not self.home.expanduser().is_dir():
+            from daycare_cli.core.errors import NotFoundError
+
+            raise NotFoundError(
+                f"--home {self.home} does not exist",
+                hint=f"check the path, or create it to start a new home: mkdir -p {self.home}",
+            )
+        self.__dict__["_home_checked"] = True
+
     @cached_property
     def config(self) -> Config:
         """config.toml (an empty config when the file does not exist)."""
         from daycare_cli.config import load_config
         from daycare_cli.store.paths import Paths
+
+        self.check_home()
 
         # The config file's location does not depend on tasks_dir, so a first resolve finds it.
         first = Paths.resolve(self.home, self.tasks_dir, self.config_file)
@@ -45,6 +63,7 @@ class CliContext:
         """Where things live, honouring flags, environment and `tasks_dir` in config."""
         from daycare_cli.store.paths import Paths
 
+        self.check_home()
         configured = self.config.get("tasks_dir")
         return Paths.resolve(
             self.home,

@@ -9,13 +9,14 @@ import typer
 
 from daycare_cli.cli import render
 from daycare_cli.cli.context import get_context
+from daycare_cli.cli.params import group, typed_values
 from daycare_cli.core.errors import UsageError
 
 
 def register(parent: typer.Typer) -> None:
     """Add the `cron` group to the root app."""
-    app = typer.Typer(name="cron", help="Understand cron expressions.")
-    app.command("explain")(explain_cmd)
+    app = group("cron", "Understand cron expressions.")
+    app.command("explain")(typed_values(explain_cmd))
     parent.add_typer(app)
 
 
@@ -43,13 +44,22 @@ def explain_cmd(
         str, typer.Argument(metavar="EXPR", help="Cron expression; quote it: '*/15 * * * *'.")
     ],
     tz: Annotated[
-        str | None, typer.Option("--tz", help="IANA zone (default: config, else the system's).")
+        str | None,
+        typer.Option(
+            "--tz", metavar="ZONE", help="IANA zone (default: config, else the system's)."
+        ),
     ] = None,
     from_: Annotated[
         str | None,
-        typer.Option("--from", help="List fires after this ISO date and time (default: now)."),
+        typer.Option(
+            "--from",
+            metavar="WHEN",
+            help="List fires after this ISO date and time (default: now).",
+        ),
     ] = None,
-    count: Annotated[int, typer.Option("-n", "--count", min=0, help="How many fires.")] = 5,
+    count: Annotated[
+        int, typer.Option("-n", "--count", metavar="N", min=0, help="How many fires.")
+    ] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Say when a cron expression fires, in words and as the next N instants."""

@@ -1,36 +1,46 @@
-"""`daycare daemon run|start|stop|status|install`, `webhook url|rotate` and `doctor`."""
+"""`daycare daemon run|start|stop|restart|reload|status`, `webhook url|rotate`.
+
+`install`/`uninstall` (systemd) are in `systemd_cmds.py`, `doctor` in `doctor_cmds.py`.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.params import JsonFlag, TaskId, group
 from daycare_cli.cli.run_cmds import open_state
 from daycare_cli.store.paths import Paths, daemon_pid, pid_alive
+
+NOT_RUNNING = (
+    "daemon not running (start it with `daycare daemon start` or `daycare daemon install`)"
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `daemon` and `webhook` groups and `doctor`."""
-    daemon_app = typer.Typer(
-        help="The daemon: run, start, stop, status, install.", no_args_is_help=True
-    )
+    from daycare_cli.cli.doctor_cmds import doctor
+    from daycare_cli.cli.systemd_cmds import daemon_install, daemon_uninstall
+
+    daemon_app = group("daemon", "The daemon: run, start, stop, restart, reload, status, install.")
     daemon_app.command("run")(daemon_run)
     daemon_app.command("start")(daemon_start)
     daemon_app.command("stop")(daemon_stop)
+    daemon_app.command("restart")(daemon_restart)
+    daemon_app.command("reload")(daemon_reload)
     daemon_app.command("status")(daemon_status)
     daemon_app.command("install")(daemon_install)
+    daemon_app.command("uninstall")(daemon_uninstall)
     app.add_typer(daemon_app, name="daemon")
-    webhook_app = typer.Typer(help="Webhook URLs of tasks.", no_args_is_help=True)
+    webhook_app = group("webhook", "Webhook URLs of tasks.")
     webhook_app.command("url")(webhook_url)
     webhook_app.command("rotate")(webhook_rotate)
     app.add_typer(webhook_app, name="webhook")
@@ -39,10 +49,26 @@ def register(app: typer.Typer) -> None:
 
 # --- daemon ------------------------------------------------------------------------------
 
+WaitOpt = Annotated[
+    float,
+    typer.Option("--wait", metavar="SECONDS", help="How long to wait for it to be ready."),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout", metavar="SECONDS", help="How long to wait for running runs to finish."
+    ),
+]
+
 
 def daemon_run(
     ctx: typer.Context,
-    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (to stderr)."
+        ),
+    ] = "INFO",
 ) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
     from daycare_cli.daemon.service import run_daemon
@@ -51,17 +77,18 @@ def daemon_run(
     raise typer.Exit(run_daemon(cli.paths, cli.config, log_level.upper()))
 
 
-def daemon_start(
-    ctx: typer.Context,
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for ready.")] = 15.0,
-) -> None:
+def daemon_start(ctx: typer.Context, wait: WaitOpt = 15.0) -> None:
     """Start the daemon in the background (for systems without systemd)."""
-    cli = get_context(ctx)
+    start(get_context(ctx), wait)
+
+
+def start(cli: CliContext, wait: float) -> None:
+    """Start a daemon for this home unless one runs; exit 1 when it is not ready in time."""
     pid = daemon_pid(cli.paths)
     if pid is not None:
         typer.echo(f"daemon already running (pid {pid})")
         return
-    proc = spawn_daemon(cli.paths)
+    proc = spawn_daemon(cli)
     if wait_ready(cli.paths, proc, wait):
         typer.echo(f"daemon started (pid {proc.pid}); log: {cli.paths.daemon_log}")
         return
@@ -73,22 +100,28 @@ def daemon_start(
     raise typer.Exit(1)
 
 
-def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
-    """`daycare daemon run` for this home in a new session, its output in the daemon log."""
+def spawn_daemon(cli: CliContext) -> subprocess.Popen[bytes]:
+    """`daycare daemon run` for this home in a new session, its output in the daemon log.
+
+    It gets the same global options this command got, no more: given the resolved home
+    instead, it would count as an overridden home and put its socket in the home while
+    a plain `daycare` looks in the runtime directory.
+    """
+    paths = cli.paths
     paths.home.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "daycare_cli",
-        "--home",
-        str(paths.home),
-        "--tasks-dir",
-        str(paths.tasks_dir),
-        "--config",
-        str(paths.config_file),
-        "daemon",
-        "run",
+    given = [
+        (flag, value)
+        for flag, value in (
+            ("--home", cli.home),
+            ("--tasks-dir", cli.tasks_dir),
+            ("--config", cli.config_file),
+        )
+        if value is not None
     ]
+    cmd = [sys.executable, "-m", "daycare_cli"]
+    for flag, value in given:
+        cmd += [flag, str(value.expanduser().absolute())]
+    cmd += ["daemon", "run"]
     with paths.daemon_log.open("ab") as log_file:  # the child keeps its own descriptor
         return subprocess.Popen(
             cmd,
@@ -122,31 +155,116 @@ def wait_ready(paths: Paths, proc: subprocess.Popen[bytes], wait: float) -> bool
     return False
 
 
-def daemon_stop(
-    ctx: typer.Context,
-    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
-) -> None:
-    """Stop the daemon: runs get the grace period, then are marked interrupted."""
-    cli = get_context(ctx)
+def daemon_stop(ctx: typer.Context, timeout: TimeoutOpt = 60.0) -> None:
+    """Stop the daemon: running runs get the grace period, then are marked interrupted."""
+    stop(get_context(ctx), timeout)
+
+
+def stop(cli: CliContext, timeout: float) -> bool:
+    """Stop this home's daemon, saying which runs it waits for; False when none ran."""
+    from daycare_cli.cli.render import console
+
     pid = daemon_pid(cli.paths)
     if pid is None:
         typer.echo("daemon not running")
-        return
+        return False
+    active = active_runs(cli)
+    grace = cli.config.grace_period
     os.kill(pid, signal.SIGTERM)
+    if active:
+        names = ", ".join(f"{r['id']} ({r['task']})" for r in active)
+        typer.echo(
+            f"stopping daemon (pid {pid}): waiting up to {grace:g}s for "
+            f"{len(active)} running run{'s' if len(active) != 1 else ''} to finish: {names}"
+        )
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    err = console(stderr=True)
+    waiting = (
+        err.status(f"waiting for the daemon (pid {pid}) to exit…") if err.is_terminal else None
+    )
+    if waiting is not None:
+        waiting.start()
+    try:
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        if waiting is not None:
+            waiting.stop()
     if pid_alive(pid):
-        typer.echo(f"daemon (pid {pid}) still running after {timeout:g}s", err=True)
+        typer.echo(
+            f"daemon (pid {pid}) still running after {timeout:g}s; "
+            f"its runs may still be finishing (see `daycare daemon status`)",
+            err=True,
+        )
         raise typer.Exit(1)
+    if active:
+        state = open_state(cli)
+        try:
+            ends = [state.get_run(r["id"]) for r in active]
+        finally:
+            state.close()
+        for run in ends:
+            if run is not None:
+                typer.echo(f"  run {run.id} ({run.task}): {run.status}")
     typer.echo(f"daemon stopped (pid {pid})")
+    return True
 
 
-def daemon_status(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Whether the daemon runs; uptime, tasks, running runs, errors and next fires."""
+def active_runs(cli: CliContext) -> list[dict[str, Any]]:
+    """The runs the daemon is running now (empty when it does not answer)."""
+    from daycare_cli.client import connect
+
+    client = connect(cli.paths)
+    if client is None:
+        return []
+    try:
+        return list(client.status().get("active_runs", []))
+    except Exception:  # a daemon too busy to answer still gets its SIGTERM
+        return []
+    finally:
+        client.close()
+
+
+def daemon_restart(ctx: typer.Context, timeout: TimeoutOpt = 60.0, wait: WaitOpt = 15.0) -> None:
+    """Stop the daemon (runs get their grace period) and start it again; through systemd
+    when its unit runs it."""
+    import shutil
+
+    from daycare_cli.cli.systemd_cmds import UNIT_NAME, systemctl_user, unit_active, user_bus
+
+    cli = get_context(ctx)
+    systemctl = shutil.which("systemctl")
+    if systemctl is not None and user_bus(systemctl) and unit_active(systemctl):
+        systemctl_user(systemctl, "restart", UNIT_NAME)
+        typer.echo(f"restarted {UNIT_NAME}")
+        return
+    stop(cli, timeout)
+    start(cli, wait)
+
+
+def daemon_reload(ctx: typer.Context) -> None:
+    """Re-read config.toml and every task file now (what SIGHUP does)."""
+    from daycare_cli.client import connect
+
+    cli = get_context(ctx)
+    client = connect(cli.paths)
+    if client is None:
+        typer.echo(NOT_RUNNING, err=True)
+        raise typer.Exit(1)
+    try:
+        client.reload()
+        status = client.status()
+    finally:
+        client.close()
+    errors = status.get("errors", [])
+    typer.echo(
+        f"reloaded: {status.get('tasks')} tasks, {len(errors)} invalid"
+        + (" (see `daycare task lint`)" if errors else "")
+    )
+
+
+def daemon_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Whether the daemon runs; uptime, isolation, tasks, runs, errors and next fires."""
     from daycare_cli.cli.render import print_json
     from daycare_cli.client import connect
 
@@ -156,10 +274,7 @@ def daemon_status(
         if as_json:
             print_json({"running": False})
         else:
-            typer.echo(
-                "daemon not running (start it with `daycare daemon start` or "
-                "`daycare daemon install`)"
-            )
+            typer.echo(NOT_RUNNING)
         raise typer.Exit(1)
     try:
         status = client.status()
@@ -169,84 +284,80 @@ def daemon_status(
     if as_json:
         print_json(status)
     else:
-        print_status(status)
+        print_status(cli, status)
+    unhealthy = [
+        name for name, part in (status.get("parts") or {}).items() if not part.get("healthy", True)
+    ]
+    if unhealthy:
+        raise typer.Exit(1)
 
 
-def print_status(status: dict[str, Any]) -> None:
-    """`daemon status` for a person: one summary line, then runs, failing tasks, errors, fires."""
+def print_status(cli: CliContext, status: dict[str, Any]) -> None:
+    """`daemon status` for a person: a summary, then health, runs, errors and next fires.
+
+    Isolation, loop lag and the parts' health are shown when the daemon reports them.
+    """
     from rich.text import Text
 
-    from daycare_cli.cli.render import console
+    from daycare_cli.cli.render import ago, console, local_time, table_time, visible, zone_label
 
     out = console()
+    zone = cli.default_zone
+    started = status.get("started_at")
+    since = ""
+    if started:
+        when = datetime.fromisoformat(started)
+        since = f" since {local_time(when, zone)} ({ago(when, cli.now)})"
     out.print(
-        f"[green]running[/] pid {status['pid']}, up {_uptime(status['uptime_s'])}, "
-        f"{status['tasks']} tasks ({status['enabled']} enabled), "
-        f"{status['fires']} fires"
+        Text.assemble(
+            ("running", "green"),
+            f" pid {status['pid']}, up {_uptime(status['uptime_s'])}{since}",
+        )
     )
-    out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
+    out.print(
+        Text(
+            f"{status['tasks']} tasks ({status['enabled']} enabled), {status['fires']} fires "
+            f"so far, {len(status.get('active_runs', []))} running, "
+            f"{status.get('pending', 0)} queued"
+        )
+    )
+    if status.get("home"):
+        out.print(Text(f"home {status['home']}"))
+    if status.get("isolation"):
+        out.print(Text(f"isolation {visible(str(status['isolation']))}"))
+    lag = status.get("loop_lag_ms")
+    if isinstance(lag, dict) and lag:
+        out.print(Text(f"loop lag p50 {lag.get('p50')} ms, p99 {lag.get('p99')} ms"))
+    for name, part in sorted((status.get("parts") or {}).items()):
+        restarts = part.get("restarts") or 0
+        again = f", restarted {restarts}×" if restarts else ""
+        if part.get("healthy", True):
+            out.print(Text.assemble(("  ✓ ", "green"), f"{name}{again}"))
+        else:
+            error = visible(str(part.get("error") or "unhealthy"))
+            out.print(Text.assemble(("  ✗ ", "red"), f"{name}: {error}{again}"))
+    out.print(Text(f"webhooks {status.get('webhook_url')}"))
     for r in status.get("active_runs", []):
-        out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
+        began = r.get("started_at") or r.get("queued_at")
+        running_for = f", {ago(datetime.fromisoformat(began), cli.now)}" if began else ""
+        out.print(Text(f"  running {r['id']} ({r['task']}, {r['trigger']}{running_for})"))
     for task_id in status.get("flagged", []):
         out.print(
-            f"[red]failing[/] {task_id}: failed repeatedly (see `daycare runs ls --task {task_id}`)"
+            Text.assemble(
+                ("failing", "red"),
+                f" {task_id}: failed repeatedly (see `daycare runs ls --task {task_id}`)",
+            )
         )
     for e in status.get("errors", []):
         stale = " (last good version still scheduled)" if e.get("stale") else ""
-        out.print(Text.assemble(("error ", "red"), f"{e['error']}{stale}"))
-    for n in status.get("next", [])[:5]:
-        out.print(f"  next {n['at']}  {n['task']}/{n['trigger']}", markup=False)
-
-
-def daemon_install(
-    ctx: typer.Context,
-    enable: Annotated[
-        bool, typer.Option("--enable/--no-enable", help="Run systemctl --user enable --now.")
-    ] = True,
-) -> None:
-    """Install the systemd user unit and enable it; warns when lingering is off."""
-    from daycare_cli.daemon.unit import unit_text
-
-    exe = shutil.which("daycare") or f"{sys.executable} -m daycare_cli"
-    unit_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    target = unit_dir / "daycare.service"
-    target.write_text(unit_text(exe))
-    typer.echo(f"wrote {target}")
-    systemctl = shutil.which("systemctl")
-    if systemctl is None:
-        typer.echo("systemctl not found: start the daemon with `daycare daemon start`")
-        return
-    if enable:
-        enable_unit(systemctl)
-    warn_without_linger()
-
-
-def enable_unit(systemctl: str) -> None:
-    """Reload systemd's user units and enable and start daycare.service."""
-    for args in (["daemon-reload"], ["enable", "--now", "daycare.service"]):
-        res = subprocess.run([systemctl, "--user", *args], capture_output=True, text=True)
-        if res.returncode != 0:
-            typer.echo(f"systemctl --user {' '.join(args)} failed: {res.stderr.strip()}", err=True)
-            raise typer.Exit(1)
-    typer.echo("enabled and started daycare.service")
-
-
-def warn_without_linger() -> None:
-    """Warn when the user's services stop at logout (systemd lingering off)."""
-    user = os.environ.get("USER") or ""
-    linger = (
-        subprocess.run(
-            ["loginctl", "show-user", user, "-p", "Linger"], capture_output=True, text=True
-        )
-        if shutil.which("loginctl")
-        else None
-    )
-    if linger is None or "Linger=yes" not in linger.stdout:
-        typer.echo(
-            f"warning: lingering is off, so the daemon stops when you log out; "
-            f"fix: loginctl enable-linger {user}",
-            err=True,
+        out.print(Text.assemble(("error ", "red"), f"{visible(str(e['error']))}{stale}"))
+    upcoming = status.get("next", [])[:5]
+    if upcoming:
+        out.print(Text(f"next fires ({zone_label(zone)})", "bold"))
+    for n in upcoming:
+        when = datetime.fromisoformat(n["at"])
+        out.print(
+            Text(f"  {table_time(when, zone)}  {ago(when, cli.now):>8}  {n['task']}/{n['trigger']}")
         )
 
 
@@ -255,8 +366,13 @@ def warn_without_linger() -> None:
 
 def webhook_url(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    task_id: TaskId,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
+        ),
+    ] = None,
 ) -> None:
     """Print the webhook URL of a task (a token is made on first use)."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=False)
@@ -264,8 +380,13 @@ def webhook_url(
 
 def webhook_rotate(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
-    trigger: Annotated[str | None, typer.Option("--trigger")] = None,
+    task_id: TaskId,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
+        ),
+    ] = None,
 ) -> None:
     """Replace a task's webhook token; the old URL stops working at once."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=True)
@@ -299,96 +420,6 @@ def print_webhook_url(cli: CliContext, task_id: str, trigger: str | None, rotate
     typer.echo(f"{base}/hooks/{token}")
     if rotate:
         typer.echo("the previous URL is revoked", err=True)
-
-
-# --- doctor ------------------------------------------------------------------------------
-
-
-def doctor(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Check the installation: Python, sandbox isolation, model, paths, daemon."""
-    from daycare_cli.cli.render import console, print_json
-
-    cli = get_context(ctx)
-    checks = _doctor_checks(cli)
-    if as_json:
-        print_json(checks)
-    else:
-        out = console()
-        marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
-        for c in checks:
-            out.print(f"{marks[c['level']]} {c['name']}: ", end="")
-            out.print(c["detail"], markup=False)
-    if any(c["level"] == "fail" for c in checks):
-        raise typer.Exit(1)
-
-
-def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
-    """The checks of `doctor`, each `{name, level: ok|warn|fail, detail}`."""
-    from daycare_cli.run.sandbox import isolation_level
-
-    checks: list[dict[str, Any]] = []
-
-    def add(name: str, level: str, detail: str) -> None:
-        checks.append({"name": name, "level": level, "detail": detail})
-
-    add("python", "ok", f"{sys.version.split()[0]} at {sys.executable}")
-    level, reason = isolation_level()
-    bwrap = shutil.which("bwrap")
-    add(
-        "bubblewrap",
-        "ok" if bwrap else "warn",
-        bwrap or "not found; install the bubblewrap package for full isolation",
-    )
-    add(
-        "isolation",
-        "ok" if level == "bubblewrap" else "warn",
-        f"{level}" + (f" ({reason})" if reason else ""),
-    )
-    if os.geteuid() == 0:
-        add("user", "warn", "running as root: blocks run as an unprivileged user")
-    from daycare_cli.run.models import model_checks
-
-    named = [(e.id, e.task.model) for e in cli.store.list() if e.task is not None]
-    for check in model_checks(cli.config.model, named):
-        add(check.name, check.level, check.detail)
-    paths = cli.paths
-    for label, p in (("home", paths.home), ("tasks", paths.tasks_dir)):
-        add(
-            label,
-            "ok" if p.is_dir() else "warn",
-            f"{p}" + ("" if p.is_dir() else " (does not exist yet)"),
-        )
-    cfg = paths.config_file
-    if cfg.exists():
-        mode = cfg.stat().st_mode & 0o777
-        add(
-            "config",
-            "ok" if mode & 0o077 == 0 else "warn",
-            f"{cfg} mode {mode:o}"
-            + ("" if mode & 0o077 == 0 else f"; it may hold secrets: chmod 600 {cfg}"),
-        )
-    else:
-        add("config", "ok", f"{cfg} (not created yet; defaults apply)")
-    if paths.state_db.exists():
-        mode = paths.state_db.stat().st_mode & 0o777
-        add("state", "ok" if mode & 0o077 == 0 else "warn", f"{paths.state_db} mode {mode:o}")
-    entries = cli.store.list()
-    bad = [e for e in entries if e.error is not None]
-    add(
-        "task files",
-        "ok" if not bad else "warn",
-        f"{len(entries)} files, {len(bad)} invalid" + (" (run `daycare task lint`)" if bad else ""),
-    )
-    pid = daemon_pid(paths)
-    add(
-        "daemon",
-        "ok" if pid else "warn",
-        f"running (pid {pid}), socket {paths.socket}" if pid else "not running",
-    )
-    return checks
 
 
 def _webhook_base(cli: CliContext) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.params import JsonFlag, RunRef, TaskFilter, complete_run_ref, group
 from daycare_cli.cli.run_cmds import STATUS_STYLE, open_state
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     """Add `runs`, `events` and `logs`."""
-    runs_app = typer.Typer(help="Runs: list and inspect.", no_args_is_help=True)
+    runs_app = group("runs", "Runs: list and inspect.")
     runs_app.command("ls")(runs_ls)
     runs_app.command("show")(runs_show)
     app.add_typer(runs_app, name="runs")
@@ -29,59 +30,80 @@ def register(app: typer.Typer) -> None:
 
 def runs_ls(
     ctx: typer.Context,
-    task: Annotated[str | None, typer.Option("--task", autocompletion=complete_task_id)] = None,
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    task: TaskFilter = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only runs with this status: queued, running, succeeded, failed, skipped, "
+            "timed_out, interrupted, cancelled, missed.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many runs.")
+    ] = 20,
+    as_json: JsonFlag = False,
 ) -> None:
-    """List runs, newest first."""
-    from daycare_cli.cli.render import console, print_json, relative
+    """List runs, newest first, with their full ids (for `runs show` and `logs`)."""
+    from daycare_cli.cli.render import print_json
+    from daycare_cli.cli.runrefs import check_status_filter, check_task_filter
 
     cli = get_context(ctx)
+    check_status_filter(status)
     state = open_state(cli)
     try:
+        check_task_filter(cli, state, task)
         runs = state.list_runs(task=task, status=status, limit=limit)
     finally:
         state.close()
     if as_json:
         print_json([r.to_json() for r in runs])
         return
-    from rich.table import Table
+    if not runs:
+        what = " ".join(f for f in (status, f"of task {task}" if task else None) if f)
+        typer.echo(f"No {what + ' ' if what else ''}runs yet.")
+        return
+    print_runs_table(cli, runs)
 
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "task", "trigger", "status", "when", "duration", "note"):
-        table.add_column(col)
+
+def print_runs_table(cli: CliContext, runs: list[Run]) -> None:
+    """The `runs ls` table: ids in full; the note gives way on a narrow terminal."""
+    from daycare_cli.cli import render
+
+    zone = cli.default_zone
+    rows: list[list[render.Cell]] = []
     for r in runs:
         when = r.started_at or r.queued_at
-        ago = relative(when, cli.now) if when else ""
-        dur = f"{(r.duration_ms or 0) / 1000:.1f}s" if r.duration_ms is not None else ""
-        note = r.error or r.skip_reason or ""
-        style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.id, r.task, r.trigger, f"[{style}]{r.status}[/]", ago, dur, note[:60])
-    out = console()
-    if not runs:
-        out.print("no runs yet")
-    else:
-        out.print(table)
+        took = f"{r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
+        note = render.visible(r.error or r.skip_reason or "").replace("\n", " ")
+        rows.append(
+            [
+                (r.id, "bold"),
+                (r.task, ""),
+                (r.trigger, ""),
+                (r.status, STATUS_STYLE.get(r.status, "")),
+                (f"{render.table_time(when, zone)} ({render.ago(when, cli.now)})", ""),
+                (took, ""),
+                (note, "dim"),
+            ]
+        )
+    headers = ["RUN", "TASK", "TRIGGER", "STATUS", f"STARTED ({render.zone_label(zone)})"]
+    render.print_table([*headers, "TOOK", "NOTE"], rows, shrink=((6, 4),))
 
 
-def runs_show(
-    ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(metavar="RUN")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Show one run: prompt, response, blocks with exit codes and timings, artifacts."""
+def runs_show(ctx: typer.Context, run_ref: RunRef, as_json: JsonFlag = False) -> None:
+    """Show one run: status, blocks (exit codes, timings, what they printed), artifacts,
+    the expanded prompt and the response."""
     from daycare_cli.cli.render import print_json
-    from daycare_cli.core.errors import NotFoundError
+    from daycare_cli.cli.runrefs import resolve_run
 
     cli = get_context(ctx)
     state = open_state(cli)
     try:
-        run = state.get_run(run_id)
+        run = resolve_run(cli, state, run_ref)
     finally:
         state.close()
-    if run is None:
-        raise NotFoundError(f"no run {run_id!r}", hint="list runs with `daycare runs ls`")
     data = run.to_json()
     blocks, artifacts = _run_details(run)
     data["blocks"] = blocks
@@ -89,22 +111,34 @@ def runs_show(
     if as_json:
         print_json(data)
     else:
-        print_run(run, blocks, artifacts)
+        print_run(cli, run, blocks, artifacts)
 
 
-def print_run(run: Run, blocks: list[dict[str, Any]], artifacts: list[str]) -> None:
+def print_run(
+    cli: CliContext, run: Run, blocks: list[dict[str, Any]], artifacts: list[str]
+) -> None:
     """`runs show` for a person: header, status, blocks, artifacts, prompt and response."""
-    from daycare_cli.cli.render import console
+    from rich.text import Text
+
+    from daycare_cli.cli.render import console, local_time, relative, visible
 
     out = console()
     style = STATUS_STYLE.get(run.status, "")
-    slot = f" · slot {run.slot.isoformat()}" if run.slot else ""
+    zone = cli.default_zone
+    out.print(Text.assemble(("run ", "bold"), (run.id, "bold")))
+    facts = [f"task {run.task}", run.trigger, f"attempt {run.attempt}"]
+    if run.slot:
+        facts.append(f"slot {local_time(run.slot, zone)}")
+    out.print(Text(" · ".join(facts)))
+    took = f" in {run.duration_ms / 1000:.2f}s" if run.duration_ms is not None else ""
+    when = run.started_at or run.queued_at
     out.print(
-        f"[bold]run {run.id}[/] · task {run.task} · {run.trigger}{slot} · attempt {run.attempt}"
-    )
-    out.print(
-        f"status [{style}]{run.status}[/]"
-        f"{f' in {run.duration_ms / 1000:.2f}s' if run.duration_ms is not None else ''}"
+        Text.assemble(
+            "status ",
+            (run.status, style),
+            took,
+            f" · started {local_time(when, zone)} ({relative(when, cli.now)})",
+        )
     )
     for label, value in (
         ("error", run.error),
@@ -113,90 +147,149 @@ def print_run(run: Run, blocks: list[dict[str, Any]], artifacts: list[str]) -> N
         ("isolation", run.isolation),
     ):
         if value:
-            out.print(f"{label}: {value}", markup=False)
+            out.print(Text(f"{label}: {visible(value)}"))
     for b in blocks:
         mark = "✗" if b.get("error") else ("↷" if b.get("skipped") else "✓")
+        error = f" · {b['error']}" if b.get("error") else ""
         out.print(
-            f"  {mark} block {b['block'] + 1}: exit {b.get('exit_code')}, "
-            f"{b.get('duration_ms')} ms{' · ' + b['error'] if b.get('error') else ''}",
-            markup=False,
+            Text(
+                f"  {mark} block {int(b['block']) + 1}: exit {b.get('exit_code')}, "
+                f"{b.get('duration_ms')} ms{visible(error)}"
+            )
         )
+        if b.get("error") and b.get("stdout"):
+            # What a failing block printed before its error: often the clue.
+            for line in str(b["stdout"]).rstrip("\n").splitlines()[-20:]:
+                out.print(Text(f"    │ {visible(line)}"))
         if b.get("error") and b.get("stderr"):
             # The traceback tells where; the last lines are the useful ones.
             tail = "\n".join(str(b["stderr"]).rstrip().splitlines()[-12:])
-            out.print(tail, markup=False, style="dim")
+            out.print(Text(visible(tail), "dim"))
     for a in artifacts:
-        out.print(f"  artifact {a}", markup=False)
+        out.print(Text(f"  artifact {visible(a)}"))
     if run.output:
         out.rule("prompt", style="dim")
-        out.print(run.output.rstrip("\n"), markup=False)
+        out.print(Text(visible(run.output.rstrip("\n"))))
     if run.response:
         out.rule("response", style="dim")
-        out.print(run.response.rstrip("\n"), markup=False)
+        out.print(Text(visible(run.response.rstrip("\n"))))
 
 
 def events(
     ctx: typer.Context,
-    task: Annotated[str | None, typer.Option("--task")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    task: TaskFilter = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many events.")
+    ] = 50,
+    as_json: JsonFlag = False,
 ) -> None:
     """The audit ledger: who changed or fired what, and when."""
-    from daycare_cli.cli.render import console, print_json
+    from daycare_cli.cli import render
+    from daycare_cli.cli.runrefs import check_task_filter
 
     cli = get_context(ctx)
     state = open_state(cli)
     try:
+        check_task_filter(cli, state, task)
         rows = state.list_events(task=task, limit=limit)
     finally:
         state.close()
     if as_json:
-        print_json([e.to_json() for e in rows])
+        render.print_json([e.to_json() for e in rows])
         return
-    out = console()
+    if not rows:
+        typer.echo("No events yet.")
+        return
+    zone = cli.default_zone
+    table: list[list[render.Cell]] = []
     for e in rows:
         detail = json.dumps(e.detail, ensure_ascii=False) if e.detail else ""
-        at = e.at.astimezone().isoformat(timespec="seconds")
-        out.print(
-            f"{at}  {e.actor:<8} {e.kind:<18} {e.task or '-':<20} {e.run or ''} {detail}",
-            markup=False,
+        table.append(
+            [
+                (render.table_time(e.at, zone), ""),
+                (e.actor, ""),
+                (e.kind, "bold"),
+                (e.task or "-", ""),
+                (e.run or "", ""),
+                (render.visible(detail), "dim"),
+            ]
         )
+    headers = [f"AT ({render.zone_label(zone)})", "ACTOR", "EVENT", "TASK", "RUN", "DETAIL"]
+    render.print_table(headers, table, shrink=((5, 4),))
 
 
 def logs(
     ctx: typer.Context,
-    task: Annotated[
-        str | None, typer.Argument(metavar="[TASK]", autocompletion=complete_task_id)
+    ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TASK|RUN]",
+            help="A task id (its latest runs), or one run: an id, a unique prefix, `last`.",
+            autocompletion=complete_run_ref,
+            show_default=False,
+        ),
     ] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Runs to show.")] = 3,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new events and block output as they happen."
+        ),
+    ] = False,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", metavar="N", min=0, help="How many past runs to show (0: none)."
+        ),
+    ] = 3,
 ) -> None:
-    """Run logs: the events of the latest runs; with -f, follow new ones."""
+    """Run logs: block starts and ends, what blocks print, the model; -f follows live."""
+    from daycare_cli.cli.runrefs import resolve_run, task_known
+
     cli = get_context(ctx)
     state = open_state(cli)
+    task: str | None = None
+    run_id: str | None = None
     try:
-        runs = list(reversed(state.list_runs(task=task, limit=limit)))
+        if ref is None:
+            runs = list(reversed(state.list_runs(limit=limit)))
+        elif ref != "last" and task_known(cli, state, ref):
+            task = ref
+            runs = list(reversed(state.list_runs(task=task, limit=limit)))
+        else:
+            one = resolve_run(cli, state, ref)
+            run_id = one.id
+            runs = [one]
     finally:
         state.close()
+    printer = LogPrinter(cli)
     for r in runs:
         if r.run_dir:
             log_path = Path(r.run_dir) / "log.jsonl"
             if log_path.exists():
                 for line in log_path.read_text("utf-8").splitlines():
-                    _print_log_line(json.loads(line), r.task)
+                    with contextlib.suppress(ValueError):
+                        printer(json.loads(line))
+    printer.flush()
     if follow:
-        follow_logs(cli, task)
+        if run_id is not None and runs[0].finished_at is not None:
+            typer.echo(f"run {run_id} has finished: nothing more to follow", err=True)
+            return
+        follow_logs(cli, task, run_id, printer)
 
 
-def follow_logs(cli: CliContext, task: str | None) -> None:
+def follow_logs(cli: CliContext, task: str | None, run_id: str | None, printer: LogPrinter) -> None:
     """`logs -f`: the daemon's live events until it stops, else the polled audit ledger."""
     from daycare_cli.client import connect
 
     client = connect(cli.paths)
     try:
         if client is not None:
-            for record in client.follow(task=task):
-                _print_log_line(record, task)
+            for record in client.follow(run_id=run_id, task=task):
+                printer(record)
+                if run_id is not None and record.get("event") == "run.end":
+                    printer.flush()
+                    return
+            printer.flush()
             typer.echo("the daemon stopped: no more events to follow", err=True)
         else:
             _poll_events(cli, task)
@@ -207,16 +300,56 @@ def follow_logs(cli: CliContext, task: str | None) -> None:
             client.close()
 
 
-def _print_log_line(record: dict[str, Any], task: str | None) -> None:
-    at = str(record.get("at", ""))[11:23]
-    event = record.get("event", "")
-    rest = {
-        k: v
-        for k, v in record.items()
-        if k not in ("at", "event", "run") and v not in (None, "", False)
-    }
-    fields = " ".join(f"{k}={v}" for k, v in rest.items())
-    typer.echo(f"{at} {record.get('run', '')} {event} {fields}".rstrip())
+class LogPrinter:
+    """Prints run events one a line, and what blocks print as `│ text` lines, as they come."""
+
+    def __init__(self, cli: CliContext) -> None:
+        self.zone = cli.default_zone
+        self.partial: dict[tuple[str, int], str] = {}
+
+    def clock(self, record: dict[str, Any]) -> str:
+        """The record's time in the table zone: `23:18:30.123`."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        try:
+            at = datetime.fromisoformat(str(record.get("at")))
+        except ValueError:
+            return " " * 12
+        return at.astimezone(ZoneInfo(self.zone)).strftime("%H:%M:%S.%f")[:12]
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        from daycare_cli.cli.render import visible
+
+        event = str(record.get("event", ""))
+        run = str(record.get("run", ""))
+        if event == "block.output":
+            key = (run, int(record.get("block") or 0))
+            text = self.partial.pop(key, "") + str(record.get("text", ""))
+            lines = text.split("\n")
+            if lines[-1]:
+                self.partial[key] = lines[-1]
+            for line in lines[:-1]:
+                typer.echo(f"{self.clock(record)} {run} │ {visible(line)}")
+            return
+        if event == "block.end":
+            self.flush(run)
+        rest = {
+            k: v
+            for k, v in record.items()
+            if k not in ("at", "event", "run", "stdout", "stderr") and v not in (None, "", False)
+        }
+        if "block" in rest:
+            rest["block"] = int(rest["block"]) + 1
+        fields = " ".join(f"{k}={v}" for k, v in rest.items())
+        typer.echo(visible(f"{self.clock(record)} {run} {event} {fields}".rstrip()))
+
+    def flush(self, run: str | None = None) -> None:
+        """Print lines a block left unfinished (no newline yet)."""
+        from daycare_cli.cli.render import visible
+
+        for key in [k for k in self.partial if run is None or k[0] == run]:
+            typer.echo(f"{' ' * 12} {key[0]} │ {visible(self.partial.pop(key))}")
 
 
 def _poll_events(cli: CliContext, task: str | None) -> None:
@@ -261,6 +394,7 @@ def _run_details(run: Run) -> tuple[list[dict[str, Any]], list[str]]:
                             "truncated",
                             "isolation",
                             "stderr",
+                            "stdout",
                         )
                     }
                 )

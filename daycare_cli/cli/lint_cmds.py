@@ -22,7 +22,14 @@ def task_warnings(cli: CliContext, task: Task) -> list[str]:
     """Lint warnings and frequency warnings of a valid task, now, in the configured zone."""
     from daycare_cli.core.lint import task_warnings as warnings_of
 
-    return warnings_of(task, now=cli.now, default_zone=cli.default_zone)
+    warnings = warnings_of(task, now=cli.now, default_zone=cli.default_zone)
+    if task.model and task.model.strip().lower() != "none":
+        from daycare_cli.cli.edits import unknown_model
+
+        problem = unknown_model(task.model)
+        if problem:
+            warnings.append(f"model: {problem}; `llm models` lists the models llm knows")
+    return warnings
 
 
 def lint(
@@ -30,6 +37,7 @@ def lint(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="[TASK|FILE]...",
             help="Task ids or paths of .md files (default: every task file).",
             autocompletion=complete_task_id,
         ),

@@ -105,7 +105,9 @@ def print_tree(
 
 def next_fires_cmd(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many fires.")] = 10,
+    count: Annotated[
+        int, typer.Option("-n", "--count", metavar="N", min=1, help="How many fires.")
+    ] = 10,
     json_: JsonFlag = False,
 ) -> None:
     """The next fires across all enabled tasks, soonest first."""
@@ -138,21 +140,18 @@ def next_fires_cmd(
             ]
         )
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    out = render.console()
     if not fires:
-        out.print(Text("Nothing is scheduled to fire."))
-    else:
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("WHEN", "TIME", "TASK", "TRIGGER"):
-            table.add_column(column)
-        for f in fires:
-            table.add_row(
-                render.relative(f.when, cli.now),
-                render.local_time(f.when, f.zone),
-                f.task.id,
-                f.trigger.id,
-            )
-        out.print(table)
+        typer.echo("Nothing is scheduled to fire.")
+        return
+    zone = cli.default_zone
+    rows: list[list[render.Cell]] = [
+        [
+            (render.table_time(f.when, zone), ""),
+            (render.relative(f.when, cli.now), "dim"),
+            (f.task.id, "bold"),
+            (f.trigger.id, ""),
+        ]
+        for f in fires
+    ]
+    headers = [f"WHEN ({render.zone_label(zone)})", "IN", "TASK", "TRIGGER"]
+    render.print_table(headers, rows)

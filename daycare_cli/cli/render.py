@@ -130,6 +130,43 @@ def local_time(when: datetime, zone: str) -> str:
     return local.strftime(f"%a %Y-%m-%d {clock} ") + offset
 
 
+def ago(when: datetime, now: datetime) -> str:
+    """The largest unit of a distance: `5m ago`, `in 3h`, `now` (for narrow table cells)."""
+    text = relative(when, now)
+    if text == "now":
+        return text
+    if text.startswith("in "):
+        return "in " + text[3:].split(" ")[0]
+    return text.split(" ")[0] + " ago"
+
+
+def table_time(when: datetime, zone: str) -> str:
+    """An instant in a table whose header names the zone: `11-30 09:00` (`:ss` when set)."""
+    from zoneinfo import ZoneInfo
+
+    local = when.astimezone(ZoneInfo(zone))
+    return local.strftime("%m-%d %H:%M:%S" if local.second else "%m-%d %H:%M")
+
+
+def zone_label(zone: str) -> str:
+    """A zone for a table header: `UTC` for the UTC aliases, else the IANA name."""
+    return "UTC" if zone in ("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu") else zone
+
+
+def visible(text: str) -> str:
+    """Untrusted text made safe for a terminal: control characters shown as `\x1b`-style
+    escapes (newlines and tabs kept), so block output cannot move the cursor or recolour."""
+    if text.isprintable() or all(c.isprintable() or c in "\n\t" for c in text):
+        return text
+    out = []
+    for char in text:
+        if char in "\n\t" or char.isprintable():
+            out.append(char)
+        else:
+            out.append(repr(char)[1:-1] if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
 def when_text(when: datetime, now: datetime, zone: str) -> str:
     """`in 3h 12m (Mon 2026-11-23 09:00 +01:00)`."""
     return f"{relative(when, now)} ({local_time(when, zone)})"
@@ -183,11 +220,17 @@ def shorten(text: str, width: int) -> str:
 
 
 def print_table(
-    headers: list[str], rows: list[list[Cell]], *, shrink: tuple[int, ...] = ()
+    headers: list[str],
+    rows: list[list[Cell]],
+    *,
+    shrink: tuple[int | tuple[int, int], ...] = (),
 ) -> None:
     """Print aligned columns to stdout; on a terminal, columns in `shrink` give way to fit.
 
-    A row shorter than `headers` ends in a cell that spans the remaining columns.
+    `shrink` lists columns in the order they give way, each down to 16 cells, or to the
+    width given as `(column, width)`; a column may appear twice to give way in steps.
+    Columns not listed (ids) are never cut. A row shorter than `headers` ends in a cell
+    that spans the remaining columns.
     """
     colour = use_colour(sys.stdout)
     widths = [text_width(h) for h in headers]
@@ -200,10 +243,11 @@ def print_table(
         import shutil
 
         room = shutil.get_terminal_size().columns - 2 * (len(headers) - 1)
-        for i in shrink:
+        for step in shrink:
+            i, least = step if isinstance(step, tuple) else (step, 16)
             excess = sum(widths) - room
             if excess > 0:
-                widths[i] = max(widths[i] - excess, min(widths[i], 16))
+                widths[i] = max(widths[i] - excess, min(widths[i], least))
         rows = [[(shorten(t, widths[i]), s) for i, (t, s) in enumerate(row)] for row in rows]
     lines = [format_row([(h, "bold") for h in headers], widths, colour)]
     lines.extend(format_row(row, widths, colour) for row in rows)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import complete_task_id
+from daycare_cli.cli.params import TaskId
 
 if TYPE_CHECKING:
     from daycare_cli.client import DaemonClient
@@ -60,13 +60,20 @@ def read_payload(value: str | None) -> bytes | None:
 
 
 class Progress:
-    """Renders run events for a person: a spinner per block, then a line per finished block."""
+    """Shows run events to a person on stderr as they happen.
+
+    On a terminal: a Rich spinner per block with what the block prints appearing above
+    it, line by line, as it prints; piped: plain lines, flushed at once. `quiet` (for
+    --json) shows nothing.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
+        self.live = not quiet and sys.stderr.isatty()
         self.status: Any = None
         self.console: Any = None
-        if not quiet:
+        self.partial: dict[int, str] = {}
+        if self.live:
             from daycare_cli.cli.render import console
 
             self.console = console(stderr=True)
@@ -75,20 +82,22 @@ class Progress:
         if self.quiet:
             return
         event = record.get("event")
+        n = int(record.get("block") or 0) + 1
         if event == "block.start":
-            n = int(record.get("block", 0)) + 1
             self._spin(f"block {n} (line {record.get('line', '?')}) running…")
+        elif event == "block.output":
+            self._output(n, str(record.get("text", "")))
         elif event == "block.end":
+            self._output(n, "", final=True)
             self.stop()
-            n = int(record.get("block", 0)) + 1
             ms = record.get("duration_ms") or 0
             if record.get("skipped"):
-                self.console.print(f"[yellow]↷[/] block {n} called skip ({ms} ms)")
+                self._line("↷", "yellow", f"block {n} called skip ({ms} ms)")
             elif record.get("error"):
-                self.console.print(f"[red]✗[/] block {n}: {record['error']} ({ms} ms)")
+                self._line("✗", "red", f"block {n}: {record['error']} ({ms} ms)")
             else:
-                extra = " [dim](output truncated)[/]" if record.get("truncated") else ""
-                self.console.print(f"[green]✓[/] block {n} ({ms} ms){extra}")
+                cut = " (output truncated)" if record.get("truncated") else ""
+                self._line("✓", "green", f"block {n} ({ms} ms){cut}")
         elif event == "model.start":
             self._spin(f"model {record.get('model')} thinking…")
         elif event == "model.end":
@@ -96,17 +105,55 @@ class Progress:
             tokens = ""
             if record.get("input_tokens") is not None:
                 tokens = f", {record.get('input_tokens')}→{record.get('output_tokens')} tokens"
-            self.console.print(
-                f"[cyan]◆[/] model {record.get('model')}: {record.get('status')} "
-                f"({record.get('duration_ms')} ms{tokens})"
+            self._line(
+                "◆",
+                "cyan",
+                f"model {record.get('model')}: {record.get('status')} "
+                f"({record.get('duration_ms')} ms{tokens})",
             )
         elif event == "run.end":
             self.stop()
 
+    def _output(self, n: int, text: str, *, final: bool = False) -> None:
+        """Print the whole lines a block printed so far (and the rest at its end)."""
+        from daycare_cli.cli.render import visible
+
+        text = self.partial.pop(n, "") + text
+        lines = text.split("\n")
+        rest = lines.pop()
+        if rest and not final:
+            self.partial[n] = rest
+        elif rest:
+            lines.append(rest)
+        for line in lines:
+            shown = f"  │ {visible(line)}"
+            if self.live:
+                from rich.text import Text
+
+                self.console.print(Text(shown))  # above the spinner, which keeps turning
+            else:
+                sys.stderr.write(shown + "\n")
+                sys.stderr.flush()
+
+    def _line(self, mark: str, style: str, text: str) -> None:
+        from daycare_cli.cli.render import visible
+
+        if self.live:
+            from rich.text import Text
+
+            self.console.print(Text.assemble((mark, style), " ", visible(text)))
+        else:
+            sys.stderr.write(f"{mark} {visible(text)}\n")
+            sys.stderr.flush()
+
     def _spin(self, text: str) -> None:
         self.stop()
-        self.status = self.console.status(text)
-        self.status.start()
+        if self.live:
+            self.status = self.console.status(text)
+            self.status.start()
+        else:
+            sys.stderr.write(f"… {text}\n")
+            sys.stderr.flush()
 
     def stop(self) -> None:
         """Stop the spinner, if one turns."""
@@ -146,10 +193,14 @@ def register_task_commands(task_app: typer.Typer) -> None:
 
 def task_run(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    task_id: TaskId,
     payload: Annotated[
         str | None,
-        typer.Option("--payload", help="Payload as JSON/text, or @file (@- for stdin)."),
+        typer.Option(
+            "--payload",
+            metavar="DATA",
+            help="Payload as JSON or text, or @FILE (@- reads stdin), as a webhook would send.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
     local: Annotated[
@@ -182,9 +233,12 @@ def task_run(
 
 def task_expand(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    task_id: TaskId,
     payload: Annotated[
-        str | None, typer.Option("--payload", help="Payload as JSON/text, or @file.")
+        str | None,
+        typer.Option(
+            "--payload", metavar="DATA", help="Payload as JSON or text, or @FILE (@- reads stdin)."
+        ),
     ] = None,
 ) -> None:
     """Show the expanded prompt: blocks run, no model, no run recorded (a dry run)."""
@@ -218,7 +272,8 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
             payload_file.write_bytes(data)
 
         async def one(block: Block) -> BlockResult:
-            progress({"event": "block.start", "block": block.index, "line": block.line})
+            line = block.line + task.body_line - 1  # in the file
+            progress({"event": "block.start", "block": block.index, "line": line})
             res = await run_block(
                 BlockSpec(
                     code=block.code,

@@ -16,6 +16,7 @@ from daycare_cli.cli.render import error_text
 if TYPE_CHECKING:
     from daycare_cli.cli.context import CliContext
     from daycare_cli.core.task import Task, Trigger
+    from daycare_cli.store.rows import Run
     from daycare_cli.store.tasks import TaskEntry
 
 
@@ -182,6 +183,25 @@ def apply_daemon_view(
     return fires
 
 
+def last_runs(cli: CliContext) -> dict[str, Run]:
+    """The newest run of each task, from the state database (none before the first run)."""
+    db = cli.paths.state_db
+    if not db.exists():
+        return {}
+    from daycare_cli.store.state import State
+
+    with State.open(db) as state:
+        return state.latest_runs()
+
+
+def last_run_record(run: Run | None) -> dict[str, Any] | None:
+    """`last_run` of `task ls --json`: `{id, status, started_at, finished_at}` or null."""
+    if run is None:
+        return None
+    data = run.to_json()
+    return {key: data[key] for key in ("id", "status", "started_at", "finished_at")}
+
+
 def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
     """`daycare task ls`: the JSON list, or the table. Never raises for a bad file.
 
@@ -193,25 +213,57 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         # A file with errors has no readable tags; it stays listed so it is never hidden.
         entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
     view = daemon_view(cli)
+    latest = last_runs(cli) if entries else {}
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
         record = task_record(cli, entry, fires)
+        record["last_run"] = last_run_record(latest.get(entry.id))
         if view is not None:
             fires = apply_daemon_view(cli, entry, record, fires, view.get(entry.id))
-        rows.append((entry, fires, record))
+        rows.append((entry, fires, record, latest.get(entry.id)))
     if as_json:
         from daycare_cli.cli.render import print_json
 
-        print_json([record for _, _, record in rows])
+        print_json([record for _, _, record, _ in rows])
         return
     print_task_table(cli, rows)
 
 
+STATUS_STYLES = {
+    "succeeded": "green",
+    "skipped": "yellow",
+    "failed": "red",
+    "timed_out": "red",
+    "interrupted": "red",
+    "running": "cyan",
+    "queued": "cyan",
+}
+
+
+def last_run_cell(run: Run | None, now: datetime) -> tuple[str, str]:
+    """LAST RUN: `5m ago succeeded`, `running 12s`, like systemctl list-timers' LAST/PASSED."""
+    from daycare_cli.cli.render import ago
+
+    if run is None:
+        return ("-", "dim")
+    style = STATUS_STYLES.get(run.status, "")
+    if run.status in ("running", "queued"):
+        since = run.started_at or run.queued_at
+        return (f"{run.status} {ago(since, now).removesuffix(' ago')}", style)
+    when = run.finished_at or run.started_at or run.queued_at
+    return (f"{ago(when, now)} {run.status}", style)
+
+
 def print_task_table(
-    cli: CliContext, rows: list[tuple[TaskEntry, list[Fire], dict[str, Any]]]
+    cli: CliContext,
+    rows: list[tuple[TaskEntry, list[Fire], dict[str, Any], Run | None]],
 ) -> None:
-    """The `task ls` table: one line a file; a file with errors shows its error in red."""
+    """The `task ls` table: one line a file; a file with errors shows its error in red.
+
+    Ids are never cut; on a narrow terminal the triggers' words give way, then the name.
+    Next fires are in one zone, named in the header.
+    """
     from daycare_cli.cli import render
 
     if not rows:
@@ -220,9 +272,10 @@ def print_task_table(
             "`daycare task create NAME --schedule '0 9 * * *' --prompt TEXT`.\n"
         )
         return
+    zone = cli.default_zone
     table: list[list[render.Cell]] = []
     invalid = 0
-    for entry, fires, record in rows:
+    for entry, fires, record, last in rows:
         if entry.task is None:
             invalid += 1
             error = entry.error.message if entry.error else "invalid"
@@ -233,10 +286,13 @@ def print_task_table(
             table.append([("✗", "bold red"), (entry.id, "red"), (error, "red")])
             continue
         triggers = "; ".join(t["description"] for t in record["triggers"])
-        next_fire = ("-", "dim")
-        if fires:
-            next_fire = (render.when_text(fires[0].when, cli.now, fires[0].zone), "")
-        enabled = ("yes", "green") if entry.task.enabled else ("no", "yellow")
+        if not entry.task.enabled:
+            next_fire = ("disabled", "yellow")
+        elif fires:
+            when = fires[0].when
+            next_fire = (f"{render.table_time(when, zone)} ({render.ago(when, cli.now)})", "")
+        else:
+            next_fire = ("-", "dim")
         table.append(
             [
                 ("", ""),
@@ -244,12 +300,12 @@ def print_task_table(
                 (entry.task.name, ""),
                 (triggers, "") if triggers else ("manual only", "dim"),
                 next_fire,
-                enabled,
+                last_run_cell(last, cli.now),
             ]
         )
-    headers = ["", "ID", "NAME", "TRIGGERS", "NEXT FIRE", "ENABLED"]
-    # On a narrow terminal the words of the triggers give way first, then the name.
-    render.print_table(headers, table, shrink=(3, 2))
+    headers = ["", "ID", "NAME", "TRIGGERS", f"NEXT ({render.zone_label(zone)})", "LAST RUN"]
+    # Triggers give way first, then the name, then both further; ids and times never.
+    render.print_table(headers, table, shrink=((3, 16), (2, 12), (3, 8), (2, 6)))
     if invalid:
         files = "file has" if invalid == 1 else "files have"
         message = f"{invalid} {files} errors: `daycare task lint` shows how to fix them"

@@ -9,7 +9,7 @@ import typer
 from daycare_cli.cli import render
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.lint_cmds import lint, task_warnings
-from daycare_cli.cli.params import JsonFlag, TaskId
+from daycare_cli.cli.params import JsonFlag, TaskId, group
 from daycare_cli.core.errors import TaskFileError, UsageError, UserError
 
 if TYPE_CHECKING:
@@ -17,31 +17,53 @@ if TYPE_CHECKING:
     from daycare_cli.core.taskchange import Change
     from daycare_cli.store.tasks import TaskEntry
 
-TEMPLATE_BODY = """\
-Write the prompt here: what should happen when this task fires.
-Without a model, this text itself is delivered as a reminder.
-"""
-
 ScheduleOpt = Annotated[
-    str | None, typer.Option("--schedule", help="Cron expression, e.g. '0 9 * * 1-5'.")
+    str | None,
+    typer.Option("--schedule", metavar="EXPR", help="Cron expression, e.g. '0 9 * * 1-5'."),
 ]
-ZoneOpt = Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. Europe/Berlin.")]
+ZoneOpt = Annotated[
+    str | None, typer.Option("--tz", metavar="ZONE", help="IANA time zone, e.g. Europe/Berlin.")
+]
 AtOpt = Annotated[
-    str | None, typer.Option("--at", help="Fire once at an ISO date and time (2026-11-24T12:00).")
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="WHEN",
+        help="Fire once: ISO (2026-11-24T12:00), '+2h', 'in 30m', 'tomorrow 09:00', "
+        "'next monday 08:00'; in the task's zone. A past time needs --force.",
+    ),
 ]
-EveryOpt = Annotated[str | None, typer.Option("--every", help="Fire at an interval: 90s, 15m, 2h.")]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help="The prompt (the file's body).")]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option("--every", metavar="DURATION", help="Fire at an interval: 90s, 15m, 2h."),
+]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", metavar="TEXT", help="The prompt (the file's body).")
+]
 PromptFileOpt = Annotated[
-    str | None, typer.Option("--prompt-file", help="Read the prompt from a file; - reads stdin.")
+    str | None,
+    typer.Option(
+        "--prompt-file", metavar="FILE", help="Read the prompt from a file; - reads stdin."
+    ),
 ]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="llm model id or alias; 'none' for no model.")
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="MODEL",
+        help="llm model id or alias (checked against `llm models`); 'none' for no model.",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Accept an --at time that has already passed.")
 ]
 
 
 def register(parent: typer.Typer) -> typer.Typer:
     """Add the `task` group to the root app; returns it so `task trigger` can join it."""
-    app = typer.Typer(name="task", help="Create, list, change and check task files.")
+    from daycare_cli.cli.create_cmds import create
+
+    app = group("task", "Create, list, change and check task files.")
     app.command("create")(create)
     app.command("ls")(ls)
     app.command("show")(show)
@@ -83,113 +105,15 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
         out.print(line)
 
 
-def check_task_id(task_id: str) -> str:
-    """Validate an id given with --id."""
-    from daycare_cli.core.task import TASK_ID_RE
-
-    if not TASK_ID_RE.match(task_id):
-        raise UsageError(
-            f"{task_id!r} is not a valid task id",
-            hint="use lower-case letters, digits and dashes, at most 63 characters",
-        )
-    return task_id
-
-
 # --- commands ----------------------------------------------------------------------------
-
-
-def create(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Task name; the id is made from it.")],
-    schedule: ScheduleOpt = None,
-    tz: ZoneOpt = None,
-    at: AtOpt = None,
-    every: EveryOpt = None,
-    webhook: Annotated[bool, typer.Option("--webhook", help="Fire on an HTTP webhook.")] = False,
-    prompt: PromptOpt = None,
-    prompt_file: PromptFileOpt = None,
-    execute: Annotated[
-        bool, typer.Option("--execute", help="Run the <run_python> blocks of the prompt.")
-    ] = False,
-    once: Annotated[
-        bool, typer.Option("--once", help="Archive the task after its first run.")
-    ] = False,
-    model: ModelOpt = None,
-    task_id: Annotated[
-        str | None, typer.Option("--id", help="Task id (default: made from the name).")
-    ] = None,
-) -> None:
-    """Create a task file. Without --prompt or --prompt-file, opens $EDITOR on a template."""
-    from rich.text import Text
-
-    from daycare_cli.cli.editor import edit_until_valid
-    from daycare_cli.cli.edits import read_prompt
-    from daycare_cli.core.taskchange import new_task_fields
-    from daycare_cli.core.taskedit import render_task
-    from daycare_cli.core.taskfile import parse_task
-
-    cli = get_context(ctx)
-    store = cli.store
-    fields = new_task_fields(
-        name,
-        schedule=schedule,
-        at=at,
-        every=every,
-        webhook=webhook,
-        timezone=tz,
-        execute=execute,
-        model=model,
-        once=once,
-    )
-
-    if task_id is not None:
-        check_task_id(task_id)
-        if store.new_id(task_id) != task_id:
-            raise UsageError(
-                f"task id {task_id!r} is taken by a task, an archived task or its history",
-                hint="choose another --id, or leave it out to get a fresh one",
-            )
-        new_id = task_id
-    else:
-        new_id = store.new_id(name)
-    path = store.paths.task_file(new_id)
-
-    def validate(text: str) -> Task:
-        return parse_task(text, path=str(path), task_id=new_id)
-
-    body = read_prompt(prompt, prompt_file)
-    if body is None:
-        template = render_task(fields, TEMPLATE_BODY)
-        edited = edit_until_valid(
-            template, name=f"{new_id}.md", validate=validate, on_error=render.render_error
-        )
-        if edited is None:
-            raise TaskFileError("the task file was not valid; the task was not created")
-        if edited == template:
-            raise UserError(
-                "the template was not changed; the task was not created",
-                hint="write the prompt in the editor, or pass --prompt",
-            )
-        text = edited
-    else:
-        text = render_task(fields, body)
-    task = validate(text)
-    written = store.create(new_id, text)
-    cli.audit("task.created", new_id, path=str(written))
-    render.console().print(Text.assemble("Created ", (render.display_path(written), "bold")))
-    print_schedule(cli, task, 3)
-    if any(t.type == "webhook" for t in task.triggers):
-        hint = f"  url      `daycare webhook url {new_id}` prints it"
-        render.console().print(hint, highlight=False, markup=False)
-    for message in task_warnings(cli, task):
-        render.warn(message)
 
 
 def ls(
     ctx: typer.Context,
     json_: JsonFlag = False,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only tasks with this tag (repeatable).")
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only tasks with this tag (repeatable)."),
     ] = None,
 ) -> None:
     """List task files with their triggers and next fire; invalid files show their error."""
@@ -202,7 +126,14 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     """Show a task: frontmatter, triggers, the next 5 fires and the body."""
     from rich.text import Text
 
-    from daycare_cli.cli.summary import iso, task_fires, task_record
+    from daycare_cli.cli.summary import (
+        iso,
+        last_run_cell,
+        last_run_record,
+        last_runs,
+        task_fires,
+        task_record,
+    )
     from daycare_cli.core.frontmatter import split_file
 
     cli = get_context(ctx)
@@ -211,6 +142,7 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     fires = task_fires(cli, task, 5) if task is not None else []
     if json_:
         record = task_record(cli, entry, fires[:1])
+        record["last_run"] = last_run_record(last_runs(cli).get(entry.id))
         record["body"] = task.body if task is not None else None
         record["fires"] = [iso(f) for f in fires]
         record["fires_dst"] = [f.dst for f in fires]  # one a fire: a DST note or null
@@ -233,6 +165,10 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
     out.print(Text((split.frontmatter or "").rstrip("\r\n")))
     out.print(Text("triggers", "bold underline"))
     print_schedule(cli, task, 5)
+    last = last_runs(cli).get(task.id)
+    if last is not None:
+        words, style = last_run_cell(last, cli.now)
+        out.print(Text.assemble(("  last", "bold"), "  ", (words, style), f"  (run {last.id})"))
     out.print(Text("body", "bold underline"))
     out.print(Text(task.body.rstrip("\r\n")))
 
@@ -240,7 +176,9 @@ def show(ctx: typer.Context, task_id: TaskId, json_: JsonFlag = False) -> None:
 def update(
     ctx: typer.Context,
     task_id: TaskId,
-    name: Annotated[str | None, typer.Option("--name", help="New name (the id stays).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="New name (the id stays).")
+    ] = None,
     schedule: ScheduleOpt = None,
     tz: ZoneOpt = None,
     at: AtOpt = None,
@@ -257,17 +195,21 @@ def update(
     prompt_file: PromptFileOpt = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Set a frontmatter key: KEY=VALUE (a YAML value)."),
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Set a frontmatter key (VALUE is read as YAML)."
+        ),
     ] = None,
     unset: Annotated[
-        list[str] | None, typer.Option("--unset", help="Remove a frontmatter key.")
+        list[str] | None,
+        typer.Option("--unset", metavar="KEY", help="Remove a frontmatter key (repeatable)."),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Change a task file in place: only the lines of the changed keys are rewritten.
 
     --schedule, --at and --every replace the task's time triggers and keep its webhooks.
     """
-    from daycare_cli.cli.edits import read_prompt
+    from daycare_cli.cli.edits import check_model, given_on_command_line, read_prompt, resolve_at
     from daycare_cli.core.taskchange import (
         Change,
         check_zone_option,
@@ -282,8 +224,9 @@ def update(
     change = Change()
     if name is not None:
         change.set_keys["name"] = name
-    if tz is not None:
+    with given_on_command_line():
         check_zone_option(tz)
+    if tz is not None:
         change.set_keys["timezone"] = tz
     if enabled is not None:
         change.set_keys["enabled"] = enabled
@@ -291,13 +234,19 @@ def update(
         change.set_keys["execute"] = execute
     if model is not None:
         change.set_keys["model"] = model
-    plan_time_trigger(change, before, schedule=schedule, at=at, every=every)
+    if at is not None:
+        zone = tz or (cli.task_zone(entry.task) if entry.task else cli.default_zone)
+        at = resolve_at(cli, at, zone, force=force)
+    with given_on_command_line():
+        plan_time_trigger(change, before, schedule=schedule, at=at, every=every)
     for item in set_ or []:
         key, value = parse_assignment(item)
         change.set_keys[key] = value
     for key in unset or []:
         change.unset.append(key)
         change.set_keys.pop(key, None)
+    if isinstance(change.set_keys.get("model"), str):
+        check_model(change.set_keys["model"])
     change.body = read_prompt(prompt, prompt_file)
     if not change:
         raise UsageError(

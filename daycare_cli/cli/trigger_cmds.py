@@ -11,13 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from daycare_cli.cli.context import get_context
-from daycare_cli.cli.params import TaskId
+from daycare_cli.cli.params import TaskId, group
 from daycare_cli.core.errors import NotFoundError, UsageError
 
 
 def register(task_app: typer.Typer) -> None:
     """Add the `trigger` group under `task`."""
-    app = typer.Typer(name="trigger", help="Add or remove triggers of a task.")
+    app = group("trigger", "Add or remove triggers of a task.")
     app.command("add")(add)
     app.command("rm")(rm)
     task_app.add_typer(app)
@@ -26,25 +26,51 @@ def register(task_app: typer.Typer) -> None:
 def add(
     ctx: typer.Context,
     task_id: TaskId,
-    cron: Annotated[str | None, typer.Option("--cron", help="Cron expression.")] = None,
-    tz: Annotated[str | None, typer.Option("--tz", help="Zone of this cron or at trigger.")] = None,
-    at: Annotated[
-        str | None, typer.Option("--at", help="Fire once at an ISO date and time.")
+    cron: Annotated[
+        str | None, typer.Option("--cron", metavar="EXPR", help="Cron expression.")
     ] = None,
-    every: Annotated[str | None, typer.Option("--every", help="Interval: 90s, 15m, 2h.")] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", metavar="ZONE", help="Zone of this cron or at trigger."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="WHEN",
+            help="Fire once: ISO, '+2h', 'in 30m', 'tomorrow 09:00', 'next monday 08:00'.",
+        ),
+    ] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", metavar="DURATION", help="Interval: 90s, 15m, 2h.")
+    ] = None,
     webhook: Annotated[bool, typer.Option("--webhook", help="Fire on an HTTP webhook.")] = False,
     signature: Annotated[
         str | None,
-        typer.Option("--signature", help="Webhook signature check: github or hmac-sha256."),
+        typer.Option(
+            "--signature",
+            metavar="KIND",
+            help="Webhook signature check: github or hmac-sha256.",
+        ),
     ] = None,
     secret: Annotated[
-        str | None, typer.Option("--secret", help="Name of the secret in config for --signature.")
+        str | None,
+        typer.Option(
+            "--secret", metavar="NAME", help="Name of the secret in config for --signature."
+        ),
     ] = None,
     trigger_id: Annotated[
-        str | None, typer.Option("--trigger-id", help="Name of the trigger (default: its type).")
+        str | None,
+        typer.Option(
+            "--trigger-id", metavar="TRIGGER", help="Name of the trigger (default: its type)."
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Accept an --at time that has already passed.")
+    ] = False,
 ) -> None:
     """Add a trigger: exactly one of --cron, --at, --every, --webhook."""
+    from daycare_cli.cli.edits import given_on_command_line
     from daycare_cli.cli.task_cmds import finish_change
     from daycare_cli.core.taskchange import Change, frontmatter_data, trigger_mapping
 
@@ -58,16 +84,21 @@ def add(
             f"task {task_id!r} already has a trigger {trigger_id!r}",
             hint="choose another --trigger-id",
         )
-    new = trigger_mapping(
-        cron=cron,
-        at=at,
-        every=every,
-        webhook=webhook,
-        timezone=tz,
-        signature=signature,
-        secret=secret,
-        trigger_id=trigger_id,
-    )
+    if at is not None:
+        from daycare_cli.cli.edits import resolve_at
+
+        at = resolve_at(cli, at, tz or cli.task_zone(task), force=force)
+    with given_on_command_line():
+        new = trigger_mapping(
+            cron=cron,
+            at=at,
+            every=every,
+            webhook=webhook,
+            timezone=tz,
+            signature=signature,
+            secret=secret,
+            trigger_id=trigger_id,
+        )
     change = Change()
     if not task.triggers and set(new) == {"cron"}:
         change.set_keys["schedule"] = new["cron"]
@@ -93,7 +124,12 @@ def current_trigger_list(raw: dict[str, Any]) -> list[Any]:
 def rm(
     ctx: typer.Context,
     task_id: TaskId,
-    trigger_id: Annotated[str, typer.Argument(help="Id of the trigger (see `task show`).")],
+    trigger_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="TRIGGER", help="Id of the trigger (see `task show`).", show_default=False
+        ),
+    ],
 ) -> None:
     """Remove a trigger; removing the last one leaves a task you run by hand."""
     from daycare_cli.cli.task_cmds import finish_change

@@ -74,3 +74,9 @@ class NotFoundError(UserError):
     """A task, run or trigger that does not exist."""
 
     exit_code = 3
+
+
+def as_usage(err: UserError) -> UsageError:
+    """The same error as a mistake on the command line (exit 2): a value typed in an
+    option is a usage error even when the same text in a task file would be exit 4."""
+    return UsageError(err.message, err.path, err.line, err.col, err.hint, err.excerpt)

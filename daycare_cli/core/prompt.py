@@ -148,7 +148,8 @@ def _cap(text: str, cap: int = OUTPUT_CAP) -> tuple[str, bool]:
 
 
 def render_result(result: BlockResult) -> str:
-    """The text that replaces a block: its output, or `<exec_error>Type: message</exec_error>`.
+    """The text that replaces a block: its output, then `<exec_error>Type: message</exec_error>`
+    when it failed (what it printed before the error is kept: it is often the clue).
 
     One trailing newline of the output is removed (a `print` adds it); output past
     OUTPUT_CAP bytes is cut at a character boundary and marked, as is output the
@@ -156,7 +157,10 @@ def render_result(result: BlockResult) -> str:
     """
     if result.error is not None:
         message, _ = _cap(result.error)
-        return f"<exec_error>{message}</exec_error>"
+        error = f"<exec_error>{message}</exec_error>"
+        if not result.output:
+            return error
+        return render_result(BlockResult(result.output, truncated=result.truncated)) + "\n" + error
     output = result.output
     if output.endswith("\r\n"):
         output = output[:-2]

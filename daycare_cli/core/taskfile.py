@@ -143,8 +143,20 @@ def parse_task(data: bytes | str, *, path: str, task_id: str | None = None) -> T
         )
     ident = _task_id(path, task_id)
     split = split_file(text, path)
+    if split.frontmatter is None:
+        # Without it a note or a README would silently become a task run by hand.
+        first = text.splitlines()[0] if text.splitlines() else ""
+        raise TaskFileError(
+            "no frontmatter: a task file starts with a `---` line, then its keys, then `---`",
+            path=path,
+            line=1,
+            col=1,
+            excerpt=first,
+            hint="add at least:\n"
+            + "".join(f"       {line}\n" for line in ("---", "name: My task", "---")).rstrip("\n"),
+        )
     reader = _Reader(path, text, split.fm_line)
-    fields = reader.read(split.frontmatter) if split.frontmatter is not None else {}
+    fields = reader.read(split.frontmatter)
     body = split.body.replace("\r\n", "\n")
     _check_blocks(body, split.body_line, path, text)
     name = fields.pop("name", None) or ident

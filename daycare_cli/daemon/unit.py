@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 UNIT = """\
 # systemd user unit for the daycare daemon.
 # Install with `daycare daemon install` (writes ~/.config/systemd/user/daycare.service),
@@ -30,6 +32,31 @@ WantedBy=default.target
 """
 
 
-def unit_text(executable: str) -> str:
-    """The unit with ExecStart pointing at this installation's `daycare`."""
-    return UNIT.replace("%h/.local/bin/daycare", executable)
+def unit_text(executable: str, environment: Mapping[str, str] | None = None) -> str:
+    """The unit with ExecStart pointing at this installation's `daycare`, and an
+    `Environment=` line for each of `environment` (the home it was installed for)."""
+    text = UNIT.replace("%h/.local/bin/daycare", executable)
+    lines = "".join(f"{environment_line(k, v)}\n" for k, v in (environment or {}).items())
+    anchor = "Environment=PYTHONUNBUFFERED=1\n"
+    return text.replace(anchor, anchor + lines)
+
+
+def environment_line(name: str, value: str) -> str:
+    """`Environment="NAME=value"`, quoted and escaped for systemd (`%` is a specifier)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'Environment="{name}={escaped}"'
+
+
+def unit_environment(text: str) -> dict[str, str]:
+    """The `Environment=` assignments of a unit file (what `daemon install` wrote)."""
+    import shlex
+
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.startswith("Environment="):
+            continue
+        for word in shlex.split(line[len("Environment=") :]):
+            name, sep, value = word.partition("=")
+            if sep:
+                found[name] = value.replace("%%", "%")
+    return found

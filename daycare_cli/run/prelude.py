@@ -89,6 +89,12 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
     if reap:
         _become_reaper(main_pid)
 
+    try:
+        # Line by line, as on a terminal: the live view shows each line when it is printed.
+        _sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+
     predefined = {"skip": skip, "payload": payload, "task": Info(task), "run": Info(run)}
     for name, value in predefined.items():
         setattr(builtins, name, value)

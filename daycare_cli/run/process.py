@@ -63,7 +63,12 @@ class SpawnError(Exception):
 
 
 async def run_process(
-    launch: Launch, script: Callable[[int], bytes], *, timeout: float, stdout_cap: int
+    launch: Launch,
+    script: Callable[[int], bytes],
+    *,
+    timeout: float,
+    stdout_cap: int,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> Finished:
     """Spawn `launch`, feed it `script(channel fd)` on stdin, and wait (at most `timeout`
     seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
@@ -80,7 +85,7 @@ async def run_process(
     stdin_data = script(write_fd)
     try:
         transport, proto = await loop.subprocess_exec(
-            lambda: _BlockProtocol(stdout_cap),
+            lambda: _BlockProtocol(stdout_cap, on_output),
             *launch.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -138,8 +143,9 @@ async def run_process(
 class _BlockProtocol(asyncio.SubprocessProtocol):
     """Collects capped stdout/stderr and notices exit and stdout overflow."""
 
-    def __init__(self, stdout_cap: int) -> None:
+    def __init__(self, stdout_cap: int, on_output: Callable[[bytes], None] | None = None) -> None:
         self.stdout_cap = stdout_cap
+        self.on_output = on_output  # live lines for `task run` and followers
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.truncated = False
@@ -155,6 +161,9 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
                 return
             room = self.stdout_cap - len(self.stdout)
             self.stdout += data[:room]
+            if self.on_output is not None and room > 0:
+                with contextlib.suppress(Exception):  # a listener must not break the block
+                    self.on_output(data[:room])
             if len(data) > room:
                 self.truncated = True
                 self.overflow.set()

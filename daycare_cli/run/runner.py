@@ -24,6 +24,7 @@ from typing import Any
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
 from daycare_cli.core.task import Task, effective_zone
+from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -281,7 +282,14 @@ class Runner:
             async def run_one(block: Block) -> BlockResult:
                 nonlocal isolation
                 timeout = block_timeout(block, task.timeout)
-                self._emit(ctx, "block.start", block=block.index, line=block.line)
+                # The line in the file, where the author looks for it.
+                line = block.line + task.body_line - 1
+                self._emit(ctx, "block.start", block=block.index, line=line)
+                stream = OutputStream(
+                    lambda text: self._emit(
+                        ctx, "block.output", block=block.index, text=self._redact(text, ctx)
+                    )
+                )
                 spec = BlockSpec(
                     code=block.code,
                     files_dir=ctx.files_dir,
@@ -298,8 +306,12 @@ class Runner:
                     },
                     payload_file=payload_file,
                     hide=hide,
+                    on_output=stream.feed,
                 )
-                res = await run_block(spec)
+                try:
+                    res = await run_block(spec)
+                finally:
+                    stream.close()
                 isolation = res.isolation
                 # An exception message may quote a secret: keep it out of the log and row.
                 logged_error = self._redact(res.error, ctx) if res.error else None
@@ -316,6 +328,8 @@ class Runner:
                     truncated=res.truncated,
                     isolation=res.isolation,
                     stderr=self._redact(res.stderr, ctx)[-4000:] if res.stderr else "",
+                    # What a failing block printed before its error (its last 4 KB).
+                    stdout=self._redact(res.output, ctx)[-4000:] if res.error else "",
                 )
                 return BlockResult(
                     output=res.output,

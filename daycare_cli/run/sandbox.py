@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,9 @@ class BlockSpec:
     payload_file: Path | None = None
     hide: Sequence[Path] = ()
     stdout_cap: int = 64 * KIB
+    # Live view (issue 8): called on the event loop with each piece of stdout as it is
+    # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
+    on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -271,7 +274,13 @@ async def _execute(
         return _script(spec, fd, payload_text, reap=launch.tree_kill)
 
     try:
-        done = await run_process(launch, script, timeout=spec.timeout, stdout_cap=spec.stdout_cap)
+        done = await run_process(
+            launch,
+            script,
+            timeout=spec.timeout,
+            stdout_cap=spec.stdout_cap,
+            on_output=spec.on_output,
+        )
     except SpawnError as exc:
         return BlockOutcome(
             error=f"SandboxError: could not start the block: {_one_line(exc.cause)}",

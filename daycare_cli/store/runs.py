@@ -359,3 +359,15 @@ def running_runs(db: sqlite3.Connection, task: str | None, include_queued: bool)
         params.append(task)
     sql += " ORDER BY queued_at, id"
     return [Run.from_row(row) for row in db.execute(sql, params).fetchall()]
+
+
+def latest_runs(db: sqlite3.Connection) -> dict[str, Run]:
+    """The newest run of every task that has runs (by queue time, then id): `task ls`'s
+    LAST RUN. One pass over the `runs_task` index."""
+    rows = db.execute(
+        """SELECT r.* FROM runs r
+           JOIN (SELECT task, MAX(queued_at) AS q FROM runs GROUP BY task) m
+             ON r.task = m.task AND r.queued_at = m.q
+           ORDER BY r.id"""
+    ).fetchall()
+    return {row["task"]: Run.from_row(row) for row in rows}  # ties: the larger id wins

@@ -263,6 +263,10 @@ class State:
         """Runs, newest first, optionally of one task and/or one status."""
         return self._read(lambda db: runs.list_runs(db, task, status, limit))
 
+    def latest_runs(self) -> dict[str, Run]:
+        """The newest run of each task, by task id."""
+        return self._read(runs.latest_runs)
+
     def running_runs(self, task: str | None = None, *, include_queued: bool = False) -> list[Run]:
         """Runs now running (and queued, if asked), oldest first."""
         return self._read(lambda db: runs.running_runs(db, task, include_queued))

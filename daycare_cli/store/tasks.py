@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RE, Task
+from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
 from daycare_cli.store.taskcache import stat_key
 
@@ -30,13 +30,6 @@ def is_task_file(name: str) -> bool:
         and not name.startswith((".", "#", "~"))
         and not name.endswith(IGNORED_SUFFIXES)
     )
-
-
-def slugify(name: str) -> str:
-    """A task id from a name: lower case, dashes, at most 63 characters."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    slug = slug[:63].rstrip("-")
-    return slug or "task"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,3 +96,37 @@ def shows_no_traceback(result: Result) -> bool:
 def no_traceback() -> Callable[[Result], bool]:
     """User errors never show a traceback: `assert no_traceback(result)`."""
     return shows_no_traceback
+
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("daycare")
+Console = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def console_command() -> list[str]:
+    """The installed `daycare` console script (else the same entry point through python)."""
+    if CONSOLE_SCRIPT.exists():
+        return [str(CONSOLE_SCRIPT)]
+    return [sys.executable, "-m", "daycare_cli.cli.entry"]
+
+
+@pytest.fixture
+def console(home: Path) -> Console:
+    """`console("task", "ls")`: the real console script in a subprocess against the temp
+    home, at 80 columns, its output piped (so: no terminal, no colour)."""
+    import os
+
+    def invoke(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        full = {**os.environ, "DAYCARE_HOME": str(home), "COLUMNS": "80", **(env or {})}
+        return subprocess.run(
+            [*console_command(), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+
+    return invoke

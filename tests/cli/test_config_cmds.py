@@ -42,9 +42,13 @@ def test_get_with_no_file_says_defaults_apply(run) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["get", "nothing.here"], 3, "not set"),
-        (["set", "timezone", "Mars/Base"], 4, "Mars/Base"),
-        (["set", "a..b", "1"], 2, "bad config key"),
+        (["get", "nothing.here"], 3, "not a config key"),
+        (["get", "model"], 3, "not set"),
+        (["get", "webhooks.port"], 3, "did you mean `webhook.port`?"),
+        (["set", "webhooks.port", "1"], 3, "did you mean `webhook.port`?"),
+        (["set", "timezone", "Mars/Base"], 2, "Mars/Base"),
+        (["set", "webhook.port", "many"], 2, "must be a number"),
+        (["set", "a..b", "1"], 3, "not a config key"),
     ],
 )
 def test_config_errors(run, no_traceback, args: list[str], code: int, message: str) -> None:

@@ -47,11 +47,15 @@ def test_next_lists_fires_soonest_first_without_disabled_tasks(run, write) -> No
     assert "invalid task file" in result.stderr
 
 
-def test_next_for_people(run, write) -> None:
+def test_next_for_people(run, write, home) -> None:
     write("daily", DAILY)
     result = run("next", "-n", "2")
     assert result.exit_code == 0
-    assert result.stdout.count("daily") == 2 and "09:00 +0" in result.stdout
+    # One zone for the table (the default zone, named in the header): UTC here.
+    assert result.stdout.count("daily") == 2 and result.stdout.startswith("WHEN (UTC)")
+    (home / "config.toml").write_text('timezone = "Europe/Berlin"\n')
+    berlin = run("next", "-n", "2").stdout
+    assert berlin.startswith("WHEN (Europe/Berlin)") and berlin.count(" 09:00 ") == 2
 
 
 def test_topology_groups_tasks_by_how_they_fire(run, write) -> None:

@@ -130,11 +130,14 @@ def test_create_with_an_unchanged_template_writes_nothing(run, home: Path, edito
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--schedule", "*/15 * * *"], 4, "expected 5 fields"),
-        (["--schedule", "0 0 31 2 *"], 4, "never fires"),
+        # A value typed in an option is a usage error (2), even a schedule; 4 is for files.
+        (["--schedule", "*/15 * * *"], 2, "expected 5 fields"),
+        (["--schedule", "0 0 31 2 *"], 2, "never fires"),
         (["--every", "soon"], 2, "invalid duration"),
-        (["--at", "tomorrow"], 2, "ISO 8601"),
-        (["--tz", "Mars/Olympus"], 4, "Mars/Olympus"),
+        (["--at", "tomorrow"], 2, "cannot read --at 'tomorrow'"),
+        (["--at", "2001-01-01T00:00"], 2, "the time has passed"),
+        (["--model", "nosuch-model"], 2, "unknown model 'nosuch-model'"),
+        (["--tz", "Mars/Olympus"], 2, "Mars/Olympus"),
         (["--id", "Bad Id"], 2, "not a valid task id"),
         (["--prompt", "x", "--prompt-file", "y"], 2, "not both"),
         (["--bogus"], 2, "No such option"),
@@ -281,9 +284,9 @@ def test_update_set_unset_prompt_and_nothing(run, write, no_traceback) -> None:
 
     before = path.read_bytes()
     invalid = run("task", "update", "backup", "--set", "retries=-1")
-    assert invalid.exit_code == 4 and "retries" in invalid.stderr
+    assert invalid.exit_code == 2 and "retries" in invalid.stderr  # typed: usage, not file
     unknown = run("task", "update", "backup", "--set", "schedul=0 9 * * *")
-    assert unknown.exit_code == 4 and "did you mean" in unknown.stderr
+    assert unknown.exit_code == 2 and "did you mean" in unknown.stderr
     assert path.read_bytes() == before  # nothing written
     assert all(no_traceback(r) for r in (nothing, invalid, unknown))
 
@@ -400,8 +403,11 @@ def test_update_replaces_time_triggers_and_keeps_webhooks(
     assert [(t["type"], t["spec"]) for t in record["triggers"]] == expected
 
 
-def test_create_warns_about_an_at_time_in_the_past(run, tasks: Path) -> None:
-    result = run("task", "create", "Late", "--at", "2001-01-01T00:00", "--prompt", "x")
+def test_create_with_a_past_at_needs_force_and_then_warns(run, tasks: Path) -> None:
+    refused = run("task", "create", "Late", "--at", "2001-01-01T00:00", "--prompt", "x")
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    assert not (tasks / "late.md").exists()
+    result = run("task", "create", "Late", "--at", "2001-01-01T00:00", "--prompt", "x", "--force")
     assert result.exit_code == 0, result.output
     assert "its time has passed" in result.stderr
 

@@ -27,7 +27,7 @@ def parse(text: str | bytes, path: str = "tasks/demo.md") -> Task:
         ("---\nsandbox: {network: true}\n---\ntext\n", ["no effect without `execute: true`"]),
         ("---\nenv: {A: b}\n---\ntext\n", ["no effect without `execute: true`"]),
         ("---\nname: Quiet\n---\n\n", ["body is empty"]),
-        ("Just text.\n", []),
+        ("---\n---\nJust text.\n", []),
         ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read in the default zone"]),
         ("---\ntimezone: UTC\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", []),
         ("---\ntriggers: [{at: '2026-11-24T12:00+01:00'}]\n---\nx\n", []),

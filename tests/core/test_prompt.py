@@ -220,8 +220,13 @@ def test_find_unclosed_block(body: str, where: tuple[int, int] | None) -> None:
             "<exec_error>TimeoutError: block exceeded 60s</exec_error>",
         ),
         (
-            BlockResult(error="SystemExit: 3", output="partial"),
-            "<exec_error>SystemExit: 3</exec_error>",
+            # What a failing block printed stays, before its error (issue 8).
+            BlockResult(error="SystemExit: 3", output="partial\n"),
+            "partial\n<exec_error>SystemExit: 3</exec_error>",
+        ),
+        (
+            BlockResult(error="SystemExit: 3", output="cut", truncated=True),
+            "cut" + TRUNCATION_MARKER + "\n<exec_error>SystemExit: 3</exec_error>",
         ),
         (
             BlockResult(output="cut by executor", truncated=True),

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import (
     MIB,
     AtTrigger,
@@ -289,15 +290,25 @@ def test_at_instants_are_aware() -> None:
     assert trigger.at.astimezone(UTC) == datetime(2026, 11, 24, 11, tzinfo=UTC)
 
 
-def test_no_frontmatter_is_a_task_without_triggers() -> None:
+def test_a_file_without_frontmatter_is_refused_at_line_1() -> None:
+    # A note or README in the tasks directory must not become a task run by hand.
     text = "Remind me to stretch.\n---\nmore\n"
+    with pytest.raises(TaskFileError) as caught:
+        parse(text, path="/home/me/tasks/stretch.md")
+    err = caught.value
+    assert (err.line, err.col, err.excerpt) == (1, 1, "Remind me to stretch.")
+    assert "no frontmatter" in err.message and err.hint and "name: My task" in err.hint
+
+
+def test_empty_frontmatter_is_a_task_without_triggers() -> None:
+    text = "---\n---\nRemind me to stretch.\n"
     task = parse(text, path="/home/me/tasks/stretch.md")
     assert (task.id, task.name, task.triggers, task.body, task.body_line) == (
         "stretch",
         "stretch",
         (),
-        text,
-        1,
+        "Remind me to stretch.\n",
+        3,
     )
 
 
@@ -330,8 +341,8 @@ def test_task_id_argument_wins_over_the_file_name() -> None:
 
 
 def test_closed_blocks_and_nested_opening_tags_are_fine() -> None:
-    text = "<run_python>\nx = '<run_python>'\n</run_python>\n<RUN_PYTHON t=5>1</run_python >\n"
-    assert parse(text).body == text
+    body = "<run_python>\nx = '<run_python>'\n</run_python>\n<RUN_PYTHON t=5>1</run_python >\n"
+    assert parse("---\n---\n" + body).body == body
 
 
 def test_examples_parse() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -209,3 +210,169 @@ def test_stop_is_prompt_while_followers_are_attached(tmp_path: Path) -> None:
         for f in followers:
             f.kill()
             f.communicate()
+
+
+def test_start_without_a_home_flag_uses_the_socket_the_cli_looks_for(tmp_path: Path) -> None:
+    """No DAYCARE_HOME, a runtime dir: the daemon `daemon start` spawns puts its socket in
+    $XDG_RUNTIME_DIR/daycare, where a plain `daycare` looks for it (issue 8)."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {
+        "HOME": str(tmp_path / "user"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    (tmp_path / "config" / "daycare").mkdir(parents=True)
+    (tmp_path / "config" / "daycare" / "config.toml").write_text("[webhook]\nport = 0\n")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+    full.update(env)
+
+    def plain(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "daycare_cli", *args],
+            capture_output=True,
+            text=True,
+            env=full,
+            timeout=60,
+        )
+
+    started = plain("daemon", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        assert (runtime / "daycare" / "daycare.sock").exists()
+        status = plain("daemon", "status", "--json")
+        assert status.returncode == 0, status.stdout
+        assert '"home": "' + str(tmp_path / "data" / "daycare") + '"' in status.stdout
+    finally:
+        stopped = plain("daemon", "stop")
+    assert stopped.returncode == 0 and "daemon stopped" in stopped.stdout
+
+
+def test_install_writes_the_home_and_doctor_checks_it(tmp_path: Path) -> None:
+    config_home = tmp_path / "xdg"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    home = tmp_path / "my home"
+    home.mkdir()
+    env = {"XDG_CONFIG_HOME": str(config_home), "PATH": str(bindir)}
+    res = daycare(home, "daemon", "install", env=env)
+    assert res.returncode == 0, res.stderr
+    unit = (config_home / "systemd" / "user" / "daycare.service").read_text()
+    assert f'Environment="DAYCARE_HOME={home}"' in unit
+    same = json.loads(daycare(home, "doctor", "--json", env=env).stdout)
+    check = next(c for c in same if c["name"] == "systemd unit")
+    assert check["level"] == "ok" and str(home) in check["detail"]
+    other = tmp_path / "other"
+    other.mkdir()
+    differs = json.loads(daycare(other, "doctor", "--json", env=env).stdout)
+    check = next(c for c in differs if c["name"] == "systemd unit")
+    assert check["level"] == "warn" and "daemon install" in check["detail"]
+    gone = daycare(home, "daemon", "uninstall", env=env)
+    assert gone.returncode == 0 and "removed" in gone.stdout
+    assert not (config_home / "systemd" / "user" / "daycare.service").exists()
+    again = daycare(home, "daemon", "uninstall", env=env)
+    assert again.returncode == 0 and "not installed" in again.stdout
+
+
+def test_install_without_a_user_bus_says_so(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "systemctl"  # a systemctl that cannot reach a user manager
+    fake.write_text("#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    res = daycare(
+        tmp_path / "home",
+        "daemon",
+        "install",
+        env={"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PATH": f"{bindir}:/usr/bin:/bin"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "no user bus" in res.stderr and "daycare daemon start" in res.stderr
+
+
+SLOW = (
+    "---\nexecute: true\n---\n<run_python>\nimport time\nprint('before the nap')\n"
+    "time.sleep(2)\nprint('after the nap')\n</run_python>\n"
+)
+
+
+def test_run_through_the_daemon_streams_output_to_task_run_and_logs_f(tmp_path: Path) -> None:
+    import time
+
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text("[webhook]\nport = 0\n[daemon]\ngrace_period = 5\n")
+    (home / "tasks" / "slow.md").write_text(SLOW)
+    assert daycare(home, "daemon", "start").returncode == 0
+    env = {**os.environ, "DAYCARE_HOME": str(home)}
+
+    def popen(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "daycare_cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    def lines(proc: subprocess.Popen[str], stream: str) -> list[tuple[float, str]]:
+        pipe = proc.stdout if stream == "out" else proc.stderr
+        assert pipe is not None
+        return [(time.monotonic(), line.rstrip("\n")) for line in pipe]
+
+    try:
+        follower = popen("logs", "-f", "-n", "0", "slow")
+        time.sleep(1.0)  # connected
+        runner = popen("task", "run", "slow")
+        ran = lines(runner, "err")
+        runner.communicate(timeout=30)  # closes the pipes
+        assert runner.returncode == 0
+        first = next(t for t, line in ran if line == "  │ before the nap")
+        last = next(t for t, line in ran if line == "  │ after the nap")
+        assert last - first >= 1.5, ran  # streamed from the daemon as printed
+        time.sleep(0.5)  # the last events reach the follower
+        follower.terminate()
+        followed, _ = follower.communicate(timeout=10)
+        assert "│ before the nap" in followed and "│ after the nap" in followed
+        assert followed.index("│ before the nap") < followed.index("block.end")
+        # `logs -f RUN` of a finished run: its log, then says there is nothing to follow.
+        done = daycare(home, "logs", "-f", "last")
+        assert done.returncode == 0 and "│ after the nap" in done.stdout
+        assert "has finished" in done.stderr
+    finally:
+        stopped = daycare(home, "daemon", "stop")
+    assert stopped.returncode == 0
+
+
+def test_stop_names_the_runs_it_waits_for(tmp_path: Path) -> None:
+    import time
+
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text("[webhook]\nport = 0\n[daemon]\ngrace_period = 10\n")
+    (home / "tasks" / "slow.md").write_text(SLOW)
+    assert daycare(home, "daemon", "start").returncode == 0
+    env = {**os.environ, "DAYCARE_HOME": str(home)}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "daycare_cli", "task", "run", "slow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = json.loads(daycare(home, "daemon", "status", "--json").stdout)
+            if status["active_runs"]:
+                break
+            time.sleep(0.1)
+        human = daycare(home, "daemon", "status")
+        assert "running 2" in human.stdout and "(slow, manual" in human.stdout
+        stopped = daycare(home, "daemon", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "waiting up to 10s for 1 running run to finish" in stopped.stdout
+        assert "(slow): succeeded" in stopped.stdout
+    finally:
+        runner.wait(timeout=30)
