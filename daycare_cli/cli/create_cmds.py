@@ -9,7 +9,7 @@ import typer
 from daycare_cli.cli import render
 from daycare_cli.cli.context import get_context
 from daycare_cli.cli.lint_cmds import task_warnings
-from daycare_cli.cli.task_cmds import (
+from daycare_cli.cli.taskopts import (
     AtOpt,
     EveryOpt,
     ForceOpt,
