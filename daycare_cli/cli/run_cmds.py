@@ -146,7 +146,9 @@ def register_task_commands(task_app: typer.Typer) -> None:
 
 def task_run(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)],
+    task_id: Annotated[
+        str | None, typer.Argument(metavar="ID", autocompletion=complete_task_id)
+    ] = None,
     payload: Annotated[
         str | None,
         typer.Option("--payload", help="Payload as JSON/text, or @file (@- for stdin)."),
@@ -155,9 +157,33 @@ def task_run(
     local: Annotated[
         bool, typer.Option("--local", help="Run in this process even if a daemon runs.")
     ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="One-shot mode: run this task file once with no daemon, home or state; "
+            "the run is printed as JSON lines.",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option("--artifacts", help="With --file: copy artifacts to DIR/<task>/<run>/."),
+    ] = None,
 ) -> None:
-    """Run a task now, in the daemon when one runs, else in the foreground."""
+    """Run a task now, in the daemon when one runs, else in the foreground.
+
+    With --file instead of an ID, run that file in the one-shot mode that
+    `daycare export` uses (see docs/operations.md).
+    """
     cli = get_context(ctx)
+    if file is not None or artifacts is not None:  # one-shot mode: cli/oneshot.py
+        from daycare_cli.cli.oneshot import run_oneshot
+
+        raise typer.Exit(run_oneshot(cli, task_id, file, artifacts, read_payload(payload)))
+    if task_id is None:
+        from daycare_cli.core.errors import UsageError
+
+        raise UsageError("give a task ID, or --file PATH", hint="e.g. daycare task run backup")
     task = cli.store.get(task_id)
     data = read_payload(payload)
     progress = Progress(quiet=as_json)
