@@ -238,7 +238,8 @@ def _cron_days_text(days: list[int]) -> str:
     return ",".join(parts)
 
 
-def _split_zone(tokens: list[str]) -> tuple[list[str], str | None]:
+def split_zone(tokens: list[str]) -> tuple[list[str], str | None]:
+    """The tokens of a calendar event without its trailing zone, and the zone (or None)."""
     if len(tokens) > 1 and not re.search(r"[:*~]|^\d", tokens[-1]):
         try:
             ZoneInfo(tokens[-1])
@@ -255,7 +256,7 @@ def oncalendar_to_cron(spec: str) -> tuple[str, str | None]:
     Raises NotExpressible with the reason for events cron cannot say.
     """
     text = spec.strip()
-    tokens, zone = _split_zone(text.split())
+    tokens, zone = split_zone(text.split())
     if len(tokens) == 1 and tokens[0].lower() in SHORTHANDS:
         return SHORTHANDS[tokens[0].lower()], zone
     weekday = date = clock = None
