@@ -16,8 +16,10 @@ YEAR = NOW + timedelta(days=365)
 @pytest.mark.parametrize(
     ("zone", "expected"),
     [
-        ("Europe/Berlin", [(datetime(2026, 3, 29, 1, 0), 1, 2), (datetime(2026, 10, 25, 1, 0), 2, 1)]),
-        ("Australia/Lord_Howe", [(datetime(2026, 4, 4, 15, 0), 11, 10.5), (datetime(2026, 10, 3, 15, 30), 10.5, 11)]),
+        ("Europe/Berlin", [(datetime(2026, 3, 29, 1, 0), 1, 2),
+                           (datetime(2026, 10, 25, 1, 0), 2, 1)]),
+        ("Australia/Lord_Howe", [(datetime(2026, 4, 4, 15, 0), 11, 10.5),
+                                 (datetime(2026, 10, 3, 15, 30), 10.5, 11)]),
         ("Asia/Tokyo", []),
         ("UTC", []),
     ],

@@ -97,7 +97,7 @@ def test_overlap_maps_to_concurrency_policy(overlap: str, policy: str, warned: b
 
 
 def test_policies_secrets_and_the_oneshot_command() -> None:
-    result, objects = export(TASK.format(overlap="skip", catch_up="latest"), keep_runs=7)
+    _, objects = export(TASK.format(overlap="skip", catch_up="latest"), keep_runs=7)
     spec = objects[1]["spec"]
     assert spec["schedule"] == "0 9 * * *"
     assert spec["timeZone"] == "Europe/Berlin"
@@ -166,8 +166,8 @@ def test_a_disabled_task_is_suspended_and_a_config_default_model_is_warned() -> 
 
 @pytest.mark.parametrize(
     ("cron", "expected"),
-    [("0 0 * * 7", "0 0 * * 0"), ("0 0 * * 5-7", "0 0 * * 0,5,6"), ("0 9 * * MON-FRI", "0 9 * * MON-FRI"),
-     ("@weekly", "0 0 * * 0"), ("*/5 * * * *", "*/5 * * * *")],
+    [("0 0 * * 7", "0 0 * * 0"), ("0 0 * * 5-7", "0 0 * * 0,5,6"),
+     ("0 9 * * MON-FRI", "0 9 * * MON-FRI"), ("@weekly", "0 0 * * 0"), ("*/5 * * * *", "*/5 * * * *")],
 )  # fmt: skip
 def test_robfig_schedule(cron: str, expected: str) -> None:
     assert robfig_schedule(cron) == expected
