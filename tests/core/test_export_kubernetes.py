@@ -167,7 +167,8 @@ def test_a_disabled_task_is_suspended_and_a_config_default_model_is_warned() -> 
 @pytest.mark.parametrize(
     ("cron", "expected"),
     [("0 0 * * 7", "0 0 * * 0"), ("0 0 * * 5-7", "0 0 * * 0,5,6"),
-     ("0 9 * * MON-FRI", "0 9 * * MON-FRI"), ("@weekly", "0 0 * * 0"), ("*/5 * * * *", "*/5 * * * *")],
+     ("0 9 * * MON-FRI", "0 9 * * MON-FRI"), ("@weekly", "0 0 * * 0"),
+     ("*/5 * * * *", "*/5 * * * *")],
 )  # fmt: skip
 def test_robfig_schedule(cron: str, expected: str) -> None:
     assert robfig_schedule(cron) == expected
