@@ -217,7 +217,8 @@ def _container(task: Task, image: str, secret: str) -> dict[str, Any]:
             {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
             {"name": "artifacts", "mountPath": ARTIFACTS_DIR},
         ],
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # The image's user is 10001 (Containerfile): the kubelet can check it is not root.
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
     }
 
 

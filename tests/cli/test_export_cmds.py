@@ -171,3 +171,35 @@ def test_dry_run_prints_and_writes_nothing(run: Run, tasks: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("# ==> echo-hi.md <==\n---\nname: echo hi\n")
     assert list(tasks.iterdir()) == []
+
+
+def test_the_image_runs_what_the_cronjob_asks(run: Run, examples: Path, tmp_path: Path) -> None:
+    """The Containerfile's ENTRYPOINT followed by the CronJob's args is a working run."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    entrypoint = re.search(r"^ENTRYPOINT (.+)$", (REPO / "Containerfile").read_text(), re.M)
+    assert entrypoint is not None and json.loads(entrypoint.group(1)) == ["daycare"]
+    result = run("export", "kubernetes", "daily-reminder")
+    config_map, cronjob = yaml.safe_load_all(result.stdout)
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    # Mount the ConfigMap and the artifacts volume where the pod would have them.
+    task_dir, artifacts = tmp_path / "task", tmp_path / "artifacts"
+    task_dir.mkdir()
+    for name, text in config_map["data"].items():
+        (task_dir / name).write_text(text)
+    args = [a.replace("/task", str(task_dir)).replace("/artifacts", str(artifacts)) for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "daycare_cli", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["result"]["status"] == "succeeded"
+    assert "Water the plants" in last["result"]["output"]
