@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from daycare_cli.core.duration import format_duration
 from daycare_cli.core.task import Task, WebhookTrigger
 
 # `${secret:NAME}` in a task's env (the runner resolves it from config or the environment).
@@ -106,7 +105,3 @@ def report_lines(export: TaskExport) -> list[str]:
     lines += [f"note: {n}" for n in export.notes]
     return lines
 
-
-def duration_words(seconds: float) -> str:
-    """A duration as a task file writes it (`15m`), for messages."""
-    return format_duration(seconds)
