@@ -122,6 +122,7 @@ def build_app() -> typer.Typer:
         config_cmds,
         cron_cmds,
         daemon_cmds,
+        export_cmds,
         history_cmds,
         overview_cmds,
         run_cmds,
@@ -146,5 +147,6 @@ def build_app() -> typer.Typer:
     run_cmds.register_task_commands(task_app)
     history_cmds.register(app)
     daemon_cmds.register(app)
+    export_cmds.register(app)
     plain_usage(app)
     return app

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from daycare_cli.cli.context import CliContext, get_context
-from daycare_cli.cli.params import TaskId
+from daycare_cli.cli.params import TaskId, complete_task_id
 
 if TYPE_CHECKING:
     from daycare_cli.client import DaemonClient
@@ -193,7 +193,15 @@ def register_task_commands(task_app: typer.Typer) -> None:
 
 def task_run(
     ctx: typer.Context,
-    task_id: TaskId,
+    task_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TASK]",
+            help="Task id (the file name without .md); omit it with --file.",
+            autocompletion=complete_task_id,
+            show_default=False,
+        ),
+    ] = None,
     payload: Annotated[
         str | None,
         typer.Option(
@@ -206,9 +214,38 @@ def task_run(
     local: Annotated[
         bool, typer.Option("--local", help="Run in this process even if a daemon runs.")
     ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="FILE",
+            help="One-shot mode: run this task file once with no daemon, home or state; "
+            "the run is printed as JSON lines.",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifacts",
+            metavar="DIR",
+            help="With --file: copy artifacts to DIR/<task>/<run>/.",
+        ),
+    ] = None,
 ) -> None:
-    """Run a task now, in the daemon when one runs, else in the foreground."""
+    """Run a task now, in the daemon when one runs, else in the foreground.
+
+    With --file instead of an ID, run that file in the one-shot mode that
+    `daycare export` uses (see docs/operations.md).
+    """
     cli = get_context(ctx)
+    if file is not None or artifacts is not None:  # one-shot mode: cli/oneshot.py
+        from daycare_cli.cli.oneshot import run_oneshot
+
+        raise typer.Exit(run_oneshot(cli, task_id, file, artifacts, read_payload(payload)))
+    if task_id is None:
+        from daycare_cli.core.errors import UsageError
+
+        raise UsageError("give a task ID, or --file PATH", hint="e.g. daycare task run backup")
     task = cli.store.get(task_id)
     data = read_payload(payload)
     progress = Progress(quiet=as_json)

@@ -111,6 +111,10 @@ MATRIX: dict[str, dict[int, list[str]]] = {
     "daemon uninstall": {2: ["--bogus"]},
     "webhook url": {2: [], 3: ["good"], 4: ["bad"]},
     "webhook rotate": {2: [], 3: ["nope"], 4: ["bad"]},
+    "export kubernetes": {2: ["--bogus"], 3: ["nope"], 4: ["bad"]},
+    "export systemd": {2: ["--bogus"], 3: ["nope"], 4: ["bad"]},
+    "import crontab": {2: [], 3: ["/nonexistent/crontab"]},
+    "import systemd": {2: [], 3: ["/nonexistent/x.timer"]},
 }
 
 
