@@ -44,7 +44,8 @@ def invocation_now() -> datetime:
         now = None
     if now is None or now.tzinfo is None:
         raise UsageError(
-            f"{NOW_ENV} must be an ISO 8601 time with an offset, not {value!r}",
+            f"must be an ISO 8601 time with an offset, not {value!r}",
+            path=NOW_ENV,
             hint=f"e.g. {NOW_ENV}=2026-03-29T01:59:00+01:00, or unset it (it is for tests)",
         )
     return now.astimezone(UTC)

@@ -49,7 +49,7 @@ def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list
 
 
 def stored_slots(cli: CliContext, tasks: list[Task]) -> dict[tuple[str, str], datetime]:
-    """The stored state `upcoming()` needs for these tasks' triggers (store/anchors.py).
+    """The stored state `upcoming()` needs for these tasks' `every` triggers (store/anchors.py).
 
     Read once per task per invocation; pass every task of a listing at once so that the
     `every` anchors it records are one write. A state database that cannot be read is a
@@ -58,7 +58,8 @@ def stored_slots(cli: CliContext, tasks: list[Task]) -> dict[tuple[str, str], da
     cache: dict[tuple[str, str], datetime] = cli.__dict__.setdefault("_stored_slots", {})
     loaded: set[str] = cli.__dict__.setdefault("_stored_tasks", set())
     todo = [t for t in tasks if t.id not in loaded]
-    if todo:
+    # Only `every` fires depend on stored state: no state.db (nor sqlite3) otherwise.
+    if any(trigger.type == "every" for t in todo for trigger in t.triggers):
         from daycare_cli.core.errors import UserError
         from daycare_cli.store.anchors import trigger_anchors
 

@@ -23,27 +23,32 @@ from daycare_cli.store.state import State
 def trigger_anchors(
     db_path: Path, tasks: Iterable[Task], now: datetime
 ) -> dict[tuple[str, str], datetime]:
-    """The stored `last_slot` of each (task id, trigger id) of enabled `tasks` that has one.
+    """The stored `last_slot` of each (task id, trigger id) of the `every` triggers of
+    enabled `tasks`; one with none is first recorded as planned from `now`.
 
-    An `every` trigger with none is first recorded as planned from `now`: unless another
-    process recorded one first (the first writer wins), that is its anchor from now on.
-    Without a state database and with no such trigger, nothing is created or read.
+    The first writer wins (the daemon or another CLI may have recorded one since), and
+    what is stored is returned. Cron and `at` fires depend on now alone (an `at` slot is
+    recorded only once it has passed), so without an `every` trigger nothing is opened.
     Raises StateError when the database cannot be read or written.
     """
-    wanted = [t for t in tasks if t.enabled]
     every = [
-        (t.id, trig.id) for t in wanted for trig in t.triggers if isinstance(trig, EveryTrigger)
+        (task.id, trigger.id)
+        for task in tasks
+        if task.enabled
+        for trigger in task.triggers
+        if isinstance(trigger, EveryTrigger)
     ]
-    if not every and not db_path.exists():
+    if not every:
         return {}
-    ids = {t.id for t in wanted}
+    wanted = set(every)
+    ids = {task_id for task_id, _ in every}
     try:
         with State.open(db_path) as state:
-            stored = state.trigger_states(wanted[0].id if len(ids) == 1 else None)
+            stored = state.trigger_states(next(iter(ids)) if len(ids) == 1 else None)
             slots = {
                 (s.task, s.trigger_id): s.last_slot
                 for s in stored
-                if s.task in ids and s.last_slot is not None
+                if (s.task, s.trigger_id) in wanted and s.last_slot is not None
             }
             missing = [key for key in every if key not in slots]
             if missing:
