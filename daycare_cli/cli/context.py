@@ -6,6 +6,7 @@ Nothing is read from disk until a command asks for it, so `daycare --help` and
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -21,6 +22,35 @@ if TYPE_CHECKING:
     from daycare_cli.store.tasks import TaskStore
 
 
+NOW_ENV = "DAYCARE_NOW"
+
+
+def invocation_now() -> datetime:
+    """The CLI's clock, read once per invocation: the current time, or `$DAYCARE_NOW`.
+
+    `DAYCARE_NOW` (ISO 8601 with an offset) is for tests: it lets two invocations be
+    "a minute apart" without waiting a minute. It moves only this "now": the next fires
+    and relative times the CLI shows, and the instant it records as an `every` trigger's
+    anchor when none is stored. Runs, their records and the daemon keep the real clock.
+    """
+    value = os.environ.get(NOW_ENV)
+    if not value:
+        return datetime.now(UTC)
+    from daycare_cli.core.errors import UsageError
+
+    try:
+        now: datetime | None = datetime.fromisoformat(value)
+    except ValueError:
+        now = None
+    if now is None or now.tzinfo is None:
+        raise UsageError(
+            f"must be an ISO 8601 time with an offset, not {value!r}",
+            path=NOW_ENV,
+            hint=f"e.g. {NOW_ENV}=2026-03-29T01:59:00+01:00, or unset it (it is for tests)",
+        )
+    return now.astimezone(UTC)
+
+
 @dataclass
 class CliContext:
     """Global options of one invocation and what they resolve to."""
@@ -28,7 +58,7 @@ class CliContext:
     home: Path | None = None
     tasks_dir: Path | None = None
     config_file: Path | None = None
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: datetime = field(default_factory=invocation_now)
 
     def check_home(self) -> None:
         """Refuse a `--home` that does not exist: a typo must not read as an empty home.

@@ -68,8 +68,8 @@ def explain_cmd(
         explain,
         format_instant,
         frequency_warning,
-        next_fires_noted,
         normalize_cron,
+        upcoming,
     )
     from daycare_cli.core.task import CronTrigger
 
@@ -81,7 +81,8 @@ def explain_cmd(
     trigger = CronTrigger(expr=normalized, source=expression, timezone=zone)
     description = explain(trigger, tz=zone)
     warning = frequency_warning(trigger, tz=zone, now=after)
-    fires = next_fires_noted(trigger, after, count, tz=zone) if count else []
+    # The same function as every view of a task's fires; a bare expression has no state.
+    fires = upcoming(trigger, now=after, last_slot=None, tz=zone, n=count)
     if json_:
         render.print_json(
             {

@@ -111,12 +111,14 @@ def next_fires_cmd(
     json_: JsonFlag = False,
 ) -> None:
     """The next fires across all enabled tasks, soonest first."""
-    from daycare_cli.cli.summary import iso, task_fires
+    from daycare_cli.cli.summary import iso, stored_slots, task_fires
 
     cli = get_context(ctx)
     fires = []
     skipped = 0
-    for entry in cli.store.list():
+    entries = cli.store.list()
+    stored_slots(cli, [e.task for e in entries if e.task is not None])
+    for entry in entries:
         if entry.task is None:
             skipped += 1
             continue

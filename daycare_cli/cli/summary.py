@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from daycare_cli.cli.render import error_text
@@ -32,21 +32,46 @@ class Fire:
 
 
 def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list[Fire]:
-    """The next `n` fires of one trigger after now (none for webhooks and `@reboot`)."""
+    """The next `n` fires of one trigger after now (none for webhooks and `@reboot`).
+
+    The one answer of DESIGN.md §4: `upcoming()` from the trigger's stored state, as the
+    daemon plans it, so every view shows the same slot with or without a daemon.
+    """
     from daycare_cli.core.errors import ScheduleError
-    from daycare_cli.core.schedule import next_fires_noted
+    from daycare_cli.core.schedule import upcoming
 
     zone = cli.trigger_zone(task, trigger)
-    after, anchor = cli.now, None
-    planned = daemon_next(cli, task.id, trigger.id)
-    if planned is not None and trigger.type == "every":
-        # `every` counts from the daemon's start or last fire, which only the daemon knows.
-        after = anchor = planned - timedelta(milliseconds=1)
+    last_slot = stored_slots(cli, [task]).get((task.id, trigger.id))
     try:
-        noted = next_fires_noted(trigger, after, n, tz=zone, anchor=anchor)
+        noted = upcoming(trigger, now=cli.now, last_slot=last_slot, tz=zone, n=n)
     except ScheduleError:
         return []
     return [Fire(fire.at, task, trigger, zone, fire.dst) for fire in noted]
+
+
+def stored_slots(cli: CliContext, tasks: list[Task]) -> dict[tuple[str, str], datetime]:
+    """The stored state `upcoming()` needs for these tasks' `every` triggers (store/anchors.py).
+
+    Read once per task per invocation; pass every task of a listing at once so that the
+    `every` anchors it records are one write. A state database that cannot be read is a
+    warning: `every` triggers then count from now.
+    """
+    cache: dict[tuple[str, str], datetime] = cli.__dict__.setdefault("_stored_slots", {})
+    loaded: set[str] = cli.__dict__.setdefault("_stored_tasks", set())
+    todo = [t for t in tasks if t.id not in loaded]
+    # Only `every` fires depend on stored state: no state.db (nor sqlite3) otherwise.
+    if any(trigger.type == "every" for t in todo for trigger in t.triggers):
+        from daycare_cli.core.errors import UserError
+        from daycare_cli.store.anchors import trigger_anchors
+
+        loaded.update(t.id for t in todo)
+        try:
+            cache.update(trigger_anchors(cli.paths.state_db, todo, cli.now))
+        except UserError as err:
+            from daycare_cli.cli.render import warn
+
+            warn(f"{err.message}; `every` triggers count from now ({err.where})")
+    return cache
 
 
 def task_fires(cli: CliContext, task: Task, n: int) -> list[Fire]:
@@ -142,15 +167,6 @@ def daemon_view(cli: CliContext) -> dict[str, Any] | None:
     return view
 
 
-def daemon_next(cli: CliContext, task_id: str, trigger_id: str) -> datetime | None:
-    """The daemon's planned next fire of one trigger, if a daemon runs and plans one."""
-    view = daemon_view(cli)
-    if not view or task_id not in view:
-        return None
-    value = view[task_id].get("next_fire", {}).get(trigger_id)
-    return datetime.fromisoformat(value) if value else None
-
-
 def apply_daemon_view(
     cli: CliContext,
     entry: TaskEntry,
@@ -158,8 +174,12 @@ def apply_daemon_view(
     fires: list[Fire],
     seen: dict[str, Any] | None,
 ) -> list[Fire]:
-    """Prefer the daemon's next fire (it knows `every` anchors and catch-up) and note a
-    stale version it still runs after an invalid edit. Adds `record["daemon"]`."""
+    """Add `record["daemon"]`: the daemon's own next fire and whether it runs a version of
+    the task other than the file's (an invalid edit, or one it has not reloaded yet).
+
+    `next_fire` stays the file's: the daemon computes its next fire with the same function
+    from the same stored state, so the two differ only for such a stale version.
+    """
     from daycare_cli.core.schedule import format_instant
 
     if seen is None:
@@ -174,24 +194,33 @@ def apply_daemon_view(
         "scheduled": bool(seen.get("scheduled", True)),
         "next_fire": format_instant(nxt, zone) if nxt else None,
         "active": list(seen.get("active", [])),
-        # An invalid file whose last good version the daemon still runs.
-        "stale": entry.task is None and bool(seen.get("scheduled", True)),
+        # An invalid file whose last good version the daemon still runs, or a valid one it
+        # has not reloaded yet (its digest is another file's).
+        "stale": bool(seen.get("scheduled", True))
+        and (entry.task is None or seen.get("digest", entry.digest) != entry.digest),
     }
-    if entry.task is not None and nxt is not None and fires:
-        record["next_fire"] = record["daemon"]["next_fire"]
-        return [Fire(nxt, fires[0].task, fires[0].trigger, zone)]
     return fires
 
 
 def last_runs(cli: CliContext) -> dict[str, Run]:
-    """The newest run of each task, from the state database (none before the first run)."""
+    """The newest run of each task, from the state database (none before the first run).
+
+    A state database that cannot be read is a warning: the listing goes on without it.
+    """
     db = cli.paths.state_db
     if not db.exists():
         return {}
+    from daycare_cli.core.errors import UserError
     from daycare_cli.store.state import State
 
-    with State.open(db) as state:
-        return state.latest_runs()
+    try:
+        with State.open(db) as state:
+            return state.latest_runs()
+    except UserError as err:
+        from daycare_cli.cli.render import warn
+
+        warn(f"{err.message}; last runs are not shown ({err.where})")
+        return {}
 
 
 def last_run_record(run: Run | None) -> dict[str, Any] | None:
@@ -214,6 +243,7 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
     view = daemon_view(cli)
     latest = last_runs(cli) if entries else {}
+    stored_slots(cli, [e.task for e in entries if e.task is not None])
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []

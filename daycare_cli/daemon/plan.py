@@ -20,7 +20,7 @@ from typing import Any
 from daycare_cli.config import Config
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.policy import apply_jitter, default_catch_up_window, plan_catch_up
-from daycare_cli.core.schedule import at_instant, next_fires, slots_between
+from daycare_cli.core.schedule import at_instant, slots_between, upcoming
 from daycare_cli.core.task import (
     AtTrigger,
     CronTrigger,
@@ -241,11 +241,11 @@ class Plan:
             tz = self.zone(task, trigger)
             tstate = self.state.get_trigger_state(task.id, trigger.id)
             last = _parse_time(tstate.last_slot) if tstate else None
-            anchor = last if isinstance(trigger, EveryTrigger) and last else None
-            if isinstance(trigger, EveryTrigger) and anchor is None:
-                # From the daemon's start (one instant for all, so simultaneous intervals
-                # fire in one wake-up), or from now for a task added later.
-                anchor = self.started_at if starting else now
+            first = now
+            if isinstance(trigger, EveryTrigger):
+                # Planned from the daemon's start (one instant for all, so simultaneous
+                # intervals fire in one wake-up), or from now for a task added later.
+                first = self.started_at if starting else now
             if catch_up:
                 missed: list[datetime] = []
                 if isinstance(trigger, AtTrigger):
@@ -259,10 +259,12 @@ class Plan:
                 if missed:
                     self.catch_up(sched, trigger, missed, now)
             if last is None:
-                self.planned.append((task.id, trigger.id, anchor or now))
-            nxt = next_fires(trigger, now, 1, tz=tz, anchor=anchor)
+                self.planned.append((task.id, trigger.id, first))
+            # The one answer to "when next" (DESIGN.md §4), from the state just read or
+            # about to be recorded: what the CLI computes from state.db.
+            nxt = upcoming(trigger, now=now, last_slot=last or first, tz=tz)
             if nxt:
-                self.schedule_fire(sched, trigger, nxt[0])
+                self.schedule_fire(sched, trigger, nxt[0].at)
 
     def schedule_fire(
         self, sched: Scheduled, trigger: Trigger, slot: datetime, kind: str = "schedule"
@@ -351,6 +353,25 @@ class Plan:
         if sched is None or not sched.next_fire:
             return None
         return min(sched.next_fire.values(), key=lambda d: d.timestamp())
+
+    def next_slots(self, sched: Scheduled, now: datetime) -> dict[str, datetime]:
+        """Each trigger's next slot as every view shows it (never a jittered start).
+
+        The planned slot, or, once that slot has passed while its fire is still to start
+        (jitter, a busy loop), the slot after it: what `upcoming()` gives the CLI at `now`
+        from state.db, where the passed slot is not recorded yet.
+        """
+        slots: dict[str, datetime] = {}
+        for trigger_id, slot in sched.next_fire.items():
+            trigger = sched.task.trigger(trigger_id)
+            if slot.timestamp() > now.timestamp() or trigger is None:
+                slots[trigger_id] = slot
+                continue
+            tz = self.zone(sched.task, trigger)
+            later = upcoming(trigger, now=now, last_slot=slot, tz=tz)
+            if later:
+                slots[trigger_id] = later[0].at
+        return slots
 
 
 def _parse_time(value: datetime | str | None) -> datetime | None:

@@ -23,8 +23,8 @@ from daycare_cli.core.policy import (
     detect_clock_jump,
     plan_retry,
 )
-from daycare_cli.core.schedule import next_fires, slots_between
-from daycare_cli.core.task import CronTrigger, EveryTrigger
+from daycare_cli.core.schedule import slots_between, upcoming
+from daycare_cli.core.task import CronTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
 from daycare_cli.run.runner import Runner, RunRequest
@@ -121,14 +121,13 @@ class Scheduler:
         else:
             # The row and the trigger's last slot in one commit: a crash leaves no gap.
             self.dispatch(sched, fire.trigger_id, fire.slot, kind="schedule", remember_slot=True)
-        anchor = fire.slot if isinstance(trigger, EveryTrigger) else None
-        if later and isinstance(trigger, EveryTrigger):
-            anchor = later[-1]
-        nxt = next_fires(
-            trigger, max(now, fire.slot, key=lambda d: d.timestamp()), 1, tz=tz, anchor=anchor
-        )
+        # The trigger's state is now this slot (or the newest one caught up): the next
+        # fire is the one answer of `upcoming()` from it, as every view computes it.
+        last = later[-1] if later else fire.slot
+        after = max(now, fire.slot, key=lambda d: d.timestamp())
+        nxt = upcoming(trigger, now=after, last_slot=last, tz=tz)
         if nxt:
-            plan.schedule_fire(sched, trigger, nxt[0])
+            plan.schedule_fire(sched, trigger, nxt[0].at)
         else:
             sched.next_fire.pop(trigger.id, None)
 

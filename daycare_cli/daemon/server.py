@@ -228,18 +228,22 @@ class ControlServer:
 
     def _next(self, limit: int) -> list[dict[str, Any]]:
         rows = []
-        for tid, sch in self.scheduler.plan.tasks.items():
-            for trig, when in sch.next_fire.items():
+        plan = self.scheduler.plan
+        now = plan.clock.now()
+        for tid, sch in plan.tasks.items():
+            for trig, when in plan.next_slots(sch, now).items():
                 rows.append({"task": tid, "trigger": trig, "at": when.isoformat()})
         rows.sort(key=lambda r: datetime.fromisoformat(r["at"]).timestamp())
         return rows[:limit]
 
     async def tasks(self, request: web.Request) -> web.Response:
         plan = self.scheduler.plan
+        now = plan.clock.now()
         out = {}
         for tid, sch in plan.tasks.items():
             out[tid] = {
-                "next_fire": {k: v.isoformat() for k, v in sch.next_fire.items()},
+                "next_fire": {k: v.isoformat() for k, v in plan.next_slots(sch, now).items()},
+                "digest": sch.digest,  # which version of the file it runs
                 "active": list(sch.active),
                 "queued": len(sch.queued),
                 "error": str(sch.error) if sch.error else None,
