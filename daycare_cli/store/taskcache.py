@@ -63,6 +63,8 @@ class TaskCache:
             "triggerfile.py",
             "yamlrules.py",
             "frontmatter.py",
+            "prompt.py",
+            "duration.py",
             "task.py",
             "schedule.py",
         ):
