@@ -6,6 +6,7 @@ overlap policy and global cap as for scheduled fires.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -249,7 +250,8 @@ class ControlServer:
             # Created a moment ago and not yet seen by the watcher: read it now.
             from daycare_cli.store.tasks import read_entry
 
-            d.scheduler.apply_entry(read_entry(path), actor="cli")
+            entry = await asyncio.to_thread(read_entry, path)  # parsing stays off the loop
+            d.scheduler.apply_entry(entry, actor="cli")
         if task_id not in d.scheduler.tasks:
             err = d.scheduler.broken.get(task_id)
             if err is not None:
