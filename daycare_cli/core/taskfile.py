@@ -121,6 +121,9 @@ _SIZE_UNITS: dict[str, int] = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t":
 MIN_MEMORY = 16 * MIB
 MAX_RETRIES = 100
 MAX_FILE_BYTES = MIB  # DESIGN.md §6: read with a size cap
+# YAML costs far more per byte than the body: 600 KB of triggers took 1-3 s to compose.
+# 128 KiB holds 1,000 triggers of the long form and reads in a fraction of a second.
+MAX_FRONTMATTER_CHARS = 128 * 1024
 
 
 def parse_task(data: bytes | str, *, path: str, task_id: str | None = None) -> Task:
@@ -190,6 +193,14 @@ def _parse(data: bytes | str, path: str, task_id: str | None, where: _Where) -> 
         )
     ident = _task_id(path, task_id)
     split = split_file(text, path)
+    if split.frontmatter is not None and len(split.frontmatter) > MAX_FRONTMATTER_CHARS:
+        line = split.fm_line + split.frontmatter.count("\n", 0, MAX_FRONTMATTER_CHARS)
+        raise TaskFileError(
+            f"the frontmatter is over {MAX_FRONTMATTER_CHARS // 1024} KiB, the limit for settings",
+            path=path,
+            line=line,
+            hint="settings take a few KiB; long text belongs in the body, after the `---` line",
+        )
     reader = _Reader(path, text, split.fm_line)
     where.reader = reader
     fields = reader.read(split.frontmatter) if split.frontmatter is not None else {}

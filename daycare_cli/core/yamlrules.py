@@ -71,8 +71,9 @@ CRON_KEYS = ("schedule", "cron")
 MAX_DEPTH = 32
 # The pure-Python loader re-reads a broken frontmatter for a better message, and the
 # quoting hints look at the offending line: both only when these are small enough to
-# stay fast (the Python loader reads about 1 MB/s; the hint's regex backtracks on blanks).
-SLOW_RETRY_CHARS = 64 * 1024
+# stay fast (the Python scanner is quadratic in `[` nesting: 1,000 levels took 0.5 s;
+# the hint's regex backtracks on blanks). Settings are rarely over 2 KiB.
+SLOW_RETRY_CHARS = 4 * 1024
 HINT_LINE_CHARS = 500
 
 
@@ -88,6 +89,33 @@ _LONG_WORD_RE = re.compile(r"\S{80,}")
 def _shorten(text: str) -> str:
     """A message with any very long value in it cut in the middle, so it stays a line."""
     return _LONG_WORD_RE.sub(lambda m: f"{m[0][:50]}…{m[0][-20:]}", text)
+
+
+def _flow_too_deep(text: str, start: int, depth: int) -> int | None:
+    """Offset of the first `[` or `{` after `start` that nests past MAX_DEPTH, counting
+    from `depth` open collections; quoted strings and comments are skipped."""
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "'":
+            i = text.find("'", i + 1)  # '' inside is an escaped quote: two quotes, same scan
+        elif ch == '"':
+            while True:
+                i = text.find('"', i + 1)
+                if i < 0 or text[i - 1] != "\\" or text[i - 2] == "\\":
+                    break
+        elif ch == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            i = text.find("\n", i)
+        if i < 0:
+            return None
+        i += 1
+    return None
 
 
 def _resolve(text: str) -> str:
@@ -278,26 +306,35 @@ class NodeReader:
         return self.error_at(line, mark.column + 1, message, hint)
 
     def too_deep(self, frontmatter: str) -> TaskFileError:
-        """The error for nesting past MAX_DEPTH, at the first list or mapping too deep."""
+        """The error for nesting past MAX_DEPTH, at the first list or mapping too deep.
+
+        The parser's events give the place, except inside `[`/`{` nesting: there libyaml
+        reads ahead to its own limit (1,000 levels) before it yields an event, so the
+        brackets after the last event are counted here (a linear scan; PyYAML's Python
+        parser would find it too, but in time quadratic in the nesting).
+        """
         depth = 0
-        mark = None
-        # libyaml stops at its own limit (1,000 levels) a little ahead of where it is
-        # reading; the Python parser has none, so it can point at the first node too deep.
-        loader = yaml.SafeLoader if len(frontmatter) <= SLOW_RETRY_CHARS else LOADER
+        offset = 0  # where the last event ended
         try:
-            for event in yaml.parse(frontmatter, Loader=loader):
+            for event in yaml.parse(frontmatter, Loader=LOADER):
                 if isinstance(event, yaml.CollectionStartEvent):
                     depth += 1
                     if depth > MAX_DEPTH:
                         mark = event.start_mark
-                        break
+                        return self.error((mark.line, mark.column), *_TOO_DEEP)
                 elif isinstance(event, yaml.CollectionEndEvent):
                     depth -= 1
+                offset = event.end_mark.index
         except yaml.MarkedYAMLError as exc:
+            found = _flow_too_deep(frontmatter, offset, depth)
+            if found is not None:
+                line, col = offset_position(frontmatter, found)
+                return self.error((line - 1, col - 1), *_TOO_DEEP)
             mark = exc.problem_mark or exc.context_mark
-        if mark is None:  # the reader ran out of room before the limit: name the start
-            return self.error((0, 0), "the frontmatter is nested too deeply to read", _TOO_DEEP[1])
-        return self.error((mark.line, mark.column), *_TOO_DEEP)
+            if mark is not None:
+                return self.error((mark.line, mark.column), *_TOO_DEEP)
+        # The reader ran out of room before the limit: name where the settings start.
+        return self.error((0, 0), "the frontmatter is nested too deeply to read", _TOO_DEEP[1])
 
     def check_tree(self, root: Node) -> None:
         """Reject duplicate keys, merge keys, YAML 1.1/1.2-ambiguous scalars and nesting

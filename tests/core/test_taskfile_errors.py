@@ -11,7 +11,7 @@ import yaml
 
 from daycare_cli.core import yamlrules
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.taskfile import MAX_FILE_BYTES, parse_task
+from daycare_cli.core.taskfile import MAX_FILE_BYTES, MAX_FRONTMATTER_CHARS, parse_task
 from daycare_cli.core.yamlrules import MAX_DEPTH
 
 
@@ -147,6 +147,8 @@ CASES: list[tuple[str | bytes, str, int, int | None, str]] = [
     # --- limits: nesting, triggers, values no check foresaw
     (fm("tags:", "  " + "- " * 5000 + "x"), "nested more than 32 levels", 3, 65, "indentation"),
     (fm("tags: " + "[" * 5000 + "]" * 5000), "nested more than 32 levels", 2, 38, "brackets"),
+    (fm("tags: ['[[[', " + "[" * 2000 + "]" * 2001), "nested more than 32", 2, 45, ""),
+    (fm("name: x", "tags: " + "[" * 40 + "]" * 40), "nested more than 32 levels", 3, 38, ""),
     (
         fm("env:", *("  " * (i + 1) + f"k{i}:" for i in range(40))),
         "nested more than 32 levels",
@@ -241,6 +243,19 @@ def test_a_file_over_one_mib_is_refused_at_the_line_that_crosses_it() -> None:
         assert error.line == over.count(b"\n", 0, MAX_FILE_BYTES) + 1
         assert str(error).startswith(f"tasks/big.md:{error.line}: ")
         assert "<run_python>" in (error.hint or "")
+
+
+def test_frontmatter_over_128_kib_is_refused_before_it_is_parsed() -> None:
+    # 600 KB of triggers took 1-3 s to compose; the limit keeps reading well under 2 s.
+    lines = [f"  - cron: '{i % 60} * * * *'" for i in range(8000)]
+    with pytest.raises(TaskFileError) as info:
+        parse_task(fm("triggers:", *lines), path="tasks/many.md")
+    error = info.value
+    assert error.message == "the frontmatter is over 128 KiB, the limit for settings"
+    settings = "".join(line + "\n" for line in ["triggers:", *lines])
+    assert error.line == 2 + settings.count("\n", 0, MAX_FRONTMATTER_CHARS)
+    body = "x" * (MAX_FRONTMATTER_CHARS + 10) + "\n"  # the body may be longer
+    assert parse_task(fm("name: x", body=body), path="tasks/long.md").body == body
 
 
 @pytest.mark.parametrize(("dashes", "message"), [
