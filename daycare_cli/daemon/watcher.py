@@ -23,7 +23,13 @@ from pathlib import Path
 
 from daycare_cli.core.errors import NotFoundError
 from daycare_cli.daemon.scheduler import PlanningFailed, Scheduler
-from daycare_cli.store.tasks import TaskEntry, is_task_file, read_entry, read_settled
+from daycare_cli.store.tasks import (
+    SettledRead,
+    TaskEntry,
+    is_task_file,
+    read_entry,
+    read_settled,
+)
 
 log = logging.getLogger("daycare.watcher")
 
@@ -42,6 +48,9 @@ RESCAN_BACKOFF_S = (1.0, 60.0)  # first retry of a failed rescan, and the longes
 # in a thread; task files are rarely over a few KiB.
 THREAD_PARSE_MAX = 8 * 1024
 WORKER_IDLE_S = 60.0  # the worker process exits after this long unused
+# Files of one batch read at once: a big one in the worker process leaves a lane for the
+# small ones. More would only make more threads compete with the loop for the GIL.
+READ_LANES = 2
 
 
 def watch_filter(tasks_dir: Path) -> Callable[[object, str], bool]:
@@ -144,25 +153,34 @@ async def apply_changes(
 ) -> None:
     """Read the changed files once settled, off the loop, and update the plan.
 
-    A file gone is unscheduled; a file still being written is left for its next change
-    event; one file whose planning fails does not keep the others from being applied.
+    Files are read two at a time and each is applied as soon as it is read, so one big
+    file does not hold back the others of a batch. A file gone is unscheduled; a file
+    still being written is left for its next change event; one file whose planning
+    fails does not keep the others from being applied.
     """
     read = worker.read if worker is not None else read_entry
-    found = await asyncio.to_thread(
-        read_settled, sorted(paths), SETTLE_S, limit=SETTLE_LIMIT_S, read=read
-    )
-    for path in found.unsettled:
-        log.info("%s is still being written; it is read after its next change", path.name)
-    changes: list[tuple[str, TaskEntry | None]] = [(p.name[:-3], None) for p in found.gone]
-    changes += [(entry.id, entry) for entry in found.entries.values()]
-    for task_id, entry in sorted(changes, key=lambda c: c[0]):
-        try:
-            if entry is None:
-                scheduler.remove(task_id, actor="file")
-            else:
-                scheduler.apply_entry(entry, actor="file")
-        except Exception as exc:
-            report(scheduler, f"planning {task_id}", exc, task=task_id)
+    lanes = asyncio.Semaphore(READ_LANES)
+
+    async def settled(path: Path) -> SettledRead:
+        async with lanes:
+            return await asyncio.to_thread(
+                read_settled, [path], SETTLE_S, limit=SETTLE_LIMIT_S, read=read
+            )
+
+    for next_read in asyncio.as_completed([settled(p) for p in sorted(paths)]):
+        found = await next_read
+        for path in found.unsettled:
+            log.info("%s is still being written; it is read after its next change", path.name)
+        changes: list[tuple[str, TaskEntry | None]] = [(p.name[:-3], None) for p in found.gone]
+        changes += [(entry.id, entry) for entry in found.entries.values()]
+        for task_id, entry in changes:
+            try:
+                if entry is None:
+                    scheduler.remove(task_id, actor="file")
+                else:
+                    scheduler.apply_entry(entry, actor="file")
+            except Exception as exc:
+                report(scheduler, f"planning {task_id}", exc, task=task_id)
 
 
 async def rescan(scheduler: Scheduler) -> bool:
