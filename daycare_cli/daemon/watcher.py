@@ -36,9 +36,11 @@ log = logging.getLogger("daycare.watcher")
 # Editor temp files: vim swap and backup files, emacs lock files, vim's write test file.
 IGNORED_PATTERNS = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp")
 DEBOUNCE_MS = 50
-# A file is read once it has not been written for this long. Twice the debounce: a
-# writer that pauses about a debounce between two chunks is still waited for.
-SETTLE_S = 2 * DEBOUNCE_MS / 1000
+# A file is read once it has not been written for this long: a writer that pauses less
+# between two chunks is waited for. Near twice the debounce, and under 100 ms so that an
+# edit is rescheduled within DESIGN.md's 100 ms (watchfiles itself reports a write 50 to
+# 100 ms after it, so most of the wait overlaps that).
+SETTLE_S = 0.09
 SETTLE_LIMIT_S = 1.0  # a file still being written after this waits for its next change
 RESCAN_BACKOFF_S = (1.0, 60.0)  # first retry of a failed rescan, and the longest wait
 # Files up to this size are parsed in a thread: a few ms of work at most, so the loop waits
