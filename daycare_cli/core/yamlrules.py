@@ -317,14 +317,15 @@ class NodeReader:
         offset = 0  # where the last event ended
         try:
             for event in yaml.parse(frontmatter, Loader=LOADER):
+                start, end = event.start_mark, event.end_mark
                 if isinstance(event, yaml.CollectionStartEvent):
                     depth += 1
-                    if depth > MAX_DEPTH:
-                        mark = event.start_mark
-                        return self.error((mark.line, mark.column), *_TOO_DEEP)
+                    if depth > MAX_DEPTH and start is not None:
+                        return self.error((start.line, start.column), *_TOO_DEEP)
                 elif isinstance(event, yaml.CollectionEndEvent):
                     depth -= 1
-                offset = event.end_mark.index
+                if end is not None:
+                    offset = end.index
         except yaml.MarkedYAMLError as exc:
             found = _flow_too_deep(frontmatter, offset, depth)
             if found is not None:
