@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from daycare_cli.core.errors import UserError
-from daycare_cli.core.prompt import BLOCK_RE
+from daycare_cli.core.prompt import find_blocks
 from daycare_cli.core.schedule import at_instant, frequency_warning
 from daycare_cli.core.task import AtTrigger, SandboxSpec, Task, effective_zone
 
@@ -18,7 +18,7 @@ from daycare_cli.core.task import AtTrigger, SandboxSpec, Task, effective_zone
 def lint_warnings(task: Task) -> list[str]:
     """Things that are allowed but probably not what the author meant."""
     warnings: list[str] = []
-    blocks = BLOCK_RE.findall(task.body)
+    blocks = find_blocks(task.body)
     if blocks and not task.execute:
         warnings.append(
             f"the body has {len(blocks)} <run_python> block(s) but `execute` is false: "

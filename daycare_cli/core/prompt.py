@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 from daycare_cli.core.duration import parse_duration
 
-BLOCK_RE = re.compile(r"<run_python(\s[^>]*)?>(.*?)</run_python\s*>", re.DOTALL | re.IGNORECASE)
-OPEN_RE = re.compile(r"<run_python(\s[^>]*)?>", re.IGNORECASE)
+# Where a tag may start: `<run_python` or `</run_python`, any case. What follows is
+# checked by hand (see `_scan`) so that the work stays linear in the body's length.
+TAG_START_RE = re.compile(r"<(/?)run_python", re.IGNORECASE)
+CLOSE_TAIL_RE = re.compile(r"\s*>")
 # key="value", key='value', key=value, or a bare key (value "").
 ATTR_RE = re.compile(
     r"""([A-Za-z_][\w.-]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""",
@@ -87,24 +89,75 @@ def _clean_code(raw: str) -> str:
     return "\n".join(lines)
 
 
-def _line_col(body: str, pos: int) -> tuple[int, int]:
-    line = body.count("\n", 0, pos) + 1
-    col = pos - (body.rfind("\n", 0, pos) + 1) + 1
-    return line, col
+@dataclass(frozen=True)
+class _Scan:
+    """The closed blocks of a body as spans, and the first opening tag left unclosed.
+
+    Each span is (start, attrs, code start, code end, end): `attrs` is the opening tag's
+    text after `<run_python` (None for a bare `<run_python>`).
+    """
+
+    spans: list[tuple[int, str | None, int, int, int]]
+    unclosed: int | None
+
+
+def _scan(body: str) -> _Scan:
+    """Pair opening and closing tags in one pass over the body.
+
+    The rule is the regular expression `<run_python(\\s[^>]*)?>(.*?)</run_python\\s*>`
+    applied left to right (what a reader of the prompt expects): a block runs from an
+    opening tag to the first closing tag after it, and tags inside it are its code. Here it
+    is applied without backtracking: with that regex, each opening tag without a closing
+    tag after it scanned to the end of the body again, and 20,000 of them took minutes.
+    """
+    opens: list[tuple[int, int, str | None]] = []  # (start, end, attrs)
+    closes: list[tuple[int, int]] = []  # (start, end)
+    gt = -2  # the next ">" at or after the last opening tag looked at; -1: none left
+    for m in TAG_START_RE.finditer(body):
+        tail = m.end()
+        if m.group(1):
+            close = CLOSE_TAIL_RE.match(body, tail)
+            if close is not None:
+                closes.append((m.start(), close.end()))
+            continue
+        if body.startswith(">", tail):
+            opens.append((m.start(), tail + 1, None))
+        elif tail < len(body) and body[tail].isspace():
+            if gt != -1 and gt < tail:
+                gt = body.find(">", tail)
+            if gt >= 0:  # attributes run to the first ">" (the regex's `[^>]*`)
+                opens.append((m.start(), gt + 1, body[tail:gt]))
+    spans: list[tuple[int, str | None, int, int, int]] = []
+    pos = 0
+    i = 0
+    for start, end, attrs in opens:
+        if start < pos:
+            continue  # inside the previous block: its code
+        while i < len(closes) and closes[i][0] < end:
+            i += 1
+        if i == len(closes):
+            return _Scan(spans, start)
+        close_start, close_end = closes[i]
+        spans.append((start, attrs, end, close_start, close_end))
+        pos = close_end
+    return _Scan(spans, None)
 
 
 def find_blocks(body: str) -> list[Block]:
     """All closed `<run_python>` blocks of a prompt body, in order."""
     blocks: list[Block] = []
-    for i, m in enumerate(BLOCK_RE.finditer(body)):
+    line, counted = 1, 0  # lines are counted forward only, once over the body
+    for i, (start, attrs, code_start, code_end, end) in enumerate(_scan(body).spans):
+        line += body.count("\n", counted, start)
+        counted = start
         blocks.append(
             Block(
                 index=i,
-                start=m.start(),
-                end=m.end(),
-                code=_clean_code(m.group(2)),
-                attrs=parse_attrs(m.group(1)),
-                line=_line_col(body, m.start())[0],
+                start=start,
+                end=end,
+                code=_clean_code(body[code_start:code_end]),
+                attrs=parse_attrs(attrs),
+                line=line,
             )
         )
     return blocks
@@ -113,18 +166,15 @@ def find_blocks(body: str) -> list[Block]:
 def find_unclosed_block(body: str) -> tuple[int, int] | None:
     """(line, col), 1-based, of the first opening tag that has no closing tag, else None.
 
-    An opening tag inside a closed block's code belongs to that block's code, so only the
-    text between and after closed blocks is searched.
+    An opening tag inside a closed block's code belongs to that block's code. Linear in
+    the length of the body, whatever its tags.
     """
-    pos = 0
-    for m in [*BLOCK_RE.finditer(body), None]:
-        gap_end = m.start() if m else len(body)
-        opening = OPEN_RE.search(body, pos, gap_end)
-        if opening:
-            return _line_col(body, opening.start())
-        if m:
-            pos = m.end()
-    return None
+    start = _scan(body).unclosed
+    if start is None:
+        return None
+    line = body.count("\n", 0, start) + 1
+    col = start - (body.rfind("\n", 0, start) + 1) + 1
+    return line, col
 
 
 def block_timeout(block: Block, default: float) -> float:

@@ -122,21 +122,73 @@ _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _SIZE_UNITS: dict[str, int] = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024**2 * MIB}
 MIN_MEMORY = 16 * MIB
 MAX_RETRIES = 100
+MAX_FILE_BYTES = MIB  # DESIGN.md §6: read with a size cap
+# YAML costs far more per byte than the body: 600 KB of triggers took 1-3 s to compose.
+# 128 KiB holds 1,000 triggers of the long form and reads in a fraction of a second.
+MAX_FRONTMATTER_CHARS = 128 * 1024
 
 
 def parse_task(data: bytes | str, *, path: str, task_id: str | None = None) -> Task:
     """Read a task file into a validated Task.
 
     `task_id` defaults to the file name without `.md`. Raises TaskFileError (file, line,
-    column, hint, source line) for the first problem found.
+    column, hint, source line) for the first problem found, and for nothing else: a file
+    over MAX_FILE_BYTES, nesting too deep, or a value the reader cannot handle (an
+    OverflowError, a RecursionError, a bug) is a TaskFileError at the line being read.
     """
+    where = _Where()
+    try:
+        return _parse(data, path, task_id, where)
+    except TaskFileError:
+        raise
+    except RecursionError:
+        raise where.error(path, "this file is nested too deeply to read", _DEEP_HINT) from None
+    except MemoryError:
+        raise where.error(path, "this file needs more memory to read than there is", None) from None
+    except Exception as exc:  # a value no check foresaw: still an error about the file
+        what = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise where.error(
+            path,
+            f"this line cannot be read ({what})",
+            "check the value on this line; if it looks right, report this as a daycare bug",
+        ) from exc
+
+
+class _Where:
+    """The line being read, for an error no check foresaw: the stage's, or the node's."""
+
+    def __init__(self) -> None:
+        self.line = 1
+        self.text: str | None = None
+        self.reader: _Reader | None = None
+
+    def error(self, path: str, message: str, hint: str | None) -> TaskFileError:
+        line, col = self.line, 0
+        node = self.reader.last if self.reader is not None else None
+        if node is not None and self.reader is not None:
+            line = self.reader.fm_line + node.start_mark.line
+            col = node.start_mark.column + 1
+        excerpt = source_line(self.text, line) if self.text is not None else None
+        if excerpt is not None and len(excerpt) > 500:
+            excerpt = None  # a line too long to show
+        return TaskFileError(message, path, line, col, hint, excerpt)
+
+
+_DEEP_HINT = "check the indentation and the brackets: a task file needs a few levels at most"
+
+
+def _parse(data: bytes | str, path: str, task_id: str | None, where: _Where) -> Task:
+    _check_size(data, path)
     text = decode(data, path)
     if text.startswith("\ufeff"):
         text = text[1:]
+    where.text = text
     if not text.strip():
         raise TaskFileError(
             "empty task file",
             path=path,
+            line=1,
+            excerpt=source_line(text, 1),
             # Indented to line up under the text after "  fix: " when the CLI prints it.
             hint="start from this minimal task file:\n"
             + "".join(f"       {line}\n" for line in MINIMAL_TEMPLATE.splitlines()).rstrip("\n"),
@@ -155,12 +207,37 @@ def parse_task(data: bytes | str, *, path: str, task_id: str | None = None) -> T
             hint="add at least:\n"
             + "".join(f"       {line}\n" for line in ("---", "name: My task", "---")).rstrip("\n"),
         )
+    if len(split.frontmatter) > MAX_FRONTMATTER_CHARS:
+        line = split.fm_line + split.frontmatter.count("\n", 0, MAX_FRONTMATTER_CHARS)
+        raise TaskFileError(
+            f"the frontmatter is over {MAX_FRONTMATTER_CHARS // 1024} KiB, the limit for settings",
+            path=path,
+            line=line,
+            hint="settings take a few KiB; long text belongs in the body, after the `---` line",
+        )
     reader = _Reader(path, text, split.fm_line)
+    where.reader = reader
     fields = reader.read(split.frontmatter)
+    where.reader, where.line = None, split.body_line
     body = split.body.replace("\r\n", "\n")
     _check_blocks(body, split.body_line, path, text)
     name = fields.pop("name", None) or ident
     return Task(id=ident, name=name, body=body, path=path, body_line=split.body_line, **fields)
+
+
+def _check_size(data: bytes | str, path: str) -> None:
+    """Refuse a file over MAX_FILE_BYTES, at the line where it crosses the limit."""
+    if len(data) <= MAX_FILE_BYTES // 4:
+        return  # even at 4 bytes a character, a str this short is under the limit
+    raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
+    if len(raw) <= MAX_FILE_BYTES:
+        return
+    raise TaskFileError(
+        f"the file is over {MAX_FILE_BYTES // MIB} MiB, the limit for a task file",
+        path=path,
+        line=raw.count(b"\n", 0, MAX_FILE_BYTES) + 1,
+        hint="keep large data out of the task file: read it in a <run_python> block instead",
+    )
 
 
 def _task_id(path: str, task_id: str | None) -> str:
@@ -242,6 +319,7 @@ class _Reader(TriggerReader):
         cron: list[tuple[Trigger, Node | None]] = []
         listed: list[tuple[Trigger, Node | None]] = []
         for canonical, (_, _, vnode) in found.items():
+            self.last = vnode
             if is_null(vnode):
                 continue  # `key:` with no value means the default
             if canonical == "schedule":

@@ -35,6 +35,9 @@ _TRIGGER_KEYS: dict[str, tuple[str, ...]] = {
 }
 _ALL_TRIGGER_KEYS: tuple[str, ...] = (*TRIGGER_TYPES, "timezone", "id")
 WEBHOOK_KEYS: tuple[str, ...] = ("signature", "secret")
+# Each trigger is planned by the daemon's loop; more than this is surely a mistake and
+# would cost the loop seconds (a 1 MiB file holds 75,000 `- every: 1m` lines).
+MAX_TRIGGERS = 1000
 
 
 class TriggerReader(NodeReader):
@@ -76,9 +79,16 @@ class TriggerReader(NodeReader):
                 f"`triggers` must be a list, not {kind_of(node)}",
                 'start each trigger with "- ", e.g. triggers: [{cron: "0 9 * * *"}]',
             )
+        if len(node.value) > MAX_TRIGGERS:
+            raise self.error(
+                node.value[MAX_TRIGGERS],
+                f"a task may have at most {MAX_TRIGGERS:,} triggers",
+                "split the task, or use one cron expression for many times (`0 9,12,18 * * *`)",
+            )
         return [self.trigger(item) for item in node.value]
 
     def trigger(self, node: Node) -> tuple[Trigger, Node | None]:
+        self.last = node
         if not isinstance(node, MappingNode):
             text = node.value if isinstance(node, ScalarNode) else "..."
             raise self.error(
@@ -224,12 +234,19 @@ class TriggerReader(NodeReader):
                 )
             used[trigger.id] = id_node
         taken = set(used)
+        # The next suffix to try per type: each candidate is tried once, so N unnamed
+        # triggers cost N steps (counting from 2 for each made it N² / 2).
+        next_n: dict[str, int] = {}
         out: list[Trigger] = []
         for trigger, id_node in triggers:
             if id_node is None:
-                candidate, n = trigger.type, 2
+                kind = trigger.type
+                n = next_n.get(kind, 1)
+                candidate = kind if n == 1 else f"{kind}-{n}"
                 while candidate in taken:
-                    candidate, n = f"{trigger.type}-{n}", n + 1
+                    n += 1
+                    candidate = f"{kind}-{n}"
+                next_n[kind] = n + 1
                 taken.add(candidate)
                 trigger = dataclasses.replace(trigger, id=candidate)
             out.append(trigger)

@@ -66,6 +66,56 @@ _RAW_VALUE_RE = re.compile(
 )
 # Keys whose value is a cron expression: always written double-quoted.
 CRON_KEYS = ("schedule", "cron")
+# Lists and mappings nested deeper than this are refused: a task file needs five levels,
+# and PyYAML composes nesting by recursion (a 5,000-deep list raised RecursionError).
+MAX_DEPTH = 32
+# The pure-Python loader re-reads a broken frontmatter for a better message, and the
+# quoting hints look at the offending line: both only when these are small enough to
+# stay fast (the Python scanner is quadratic in `[` nesting: 1,000 levels took 0.5 s;
+# the hint's regex backtracks on blanks). Settings are rarely over 2 KiB.
+SLOW_RETRY_CHARS = 4 * 1024
+HINT_LINE_CHARS = 500
+
+
+_TOO_DEEP = (
+    f"lists and mappings are nested more than {MAX_DEPTH} levels deep here",
+    "a task file needs a few levels at most; check the indentation and the brackets",
+)
+
+
+_LONG_WORD_RE = re.compile(r"\S{80,}")
+
+
+def _shorten(text: str) -> str:
+    """A message with any very long value in it cut in the middle, so it stays a line."""
+    return _LONG_WORD_RE.sub(lambda m: f"{m[0][:50]}…{m[0][-20:]}", text)
+
+
+def _flow_too_deep(text: str, start: int, depth: int) -> int | None:
+    """Offset of the first `[` or `{` after `start` that nests past MAX_DEPTH, counting
+    from `depth` open collections; quoted strings and comments are skipped."""
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "'":
+            i = text.find("'", i + 1)  # '' inside is an escaped quote: two quotes, same scan
+        elif ch == '"':
+            while True:
+                i = text.find('"', i + 1)
+                if i < 0 or text[i - 1] != "\\" or text[i - 2] == "\\":
+                    break
+        elif ch == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            i = text.find("\n", i)
+        if i < 0:
+            return None
+        i += 1
+    return None
 
 
 def _resolve(text: str) -> str:
@@ -130,6 +180,7 @@ class NodeReader:
         self.text = text
         self.fm_line = fm_line
         self.constructor = yaml.constructor.SafeConstructor()
+        self.last: Node | None = None  # the node being read, for an unforeseen failure
 
     # ---- errors and positions
 
@@ -147,7 +198,8 @@ class NodeReader:
     def error_at(self, line: int, col: int, message: str, hint: str | None) -> TaskFileError:
         """A TaskFileError at a 1-based line and column of the file."""
         excerpt = source_line(self.text, line)
-        return TaskFileError(message, self.path, line, col, hint, excerpt)
+        hint = _shorten(hint) if hint is not None else None
+        return TaskFileError(_shorten(message), self.path, line, col, hint, excerpt)
 
     def example(self, key: str) -> str | None:
         """A valid line for `key` (an item key `tags[]` shows the list's example)."""
@@ -160,7 +212,13 @@ class NodeReader:
         try:
             root = yaml.compose(frontmatter, Loader=LOADER)
         except yaml.MarkedYAMLError as exc:
+            if "maximum nesting depth" in str(exc.problem):  # libyaml's own limit, 1,000
+                raise self.too_deep(frontmatter) from None
             raise self.yaml_error(frontmatter, exc) from None
+        except RecursionError:
+            # Composing recurses once per level: find the first node past the limit
+            # with the parser's events, which do not recurse.
+            raise self.too_deep(frontmatter) from None
         except yaml.reader.ReaderError as exc:
             # The C reader reports the character as an int, the Python one as a str.
             char = exc.character
@@ -176,12 +234,13 @@ class NodeReader:
 
     def yaml_error(self, frontmatter: str, exc: yaml.MarkedYAMLError) -> TaskFileError:
         """A YAML syntax error in words, with a fix for the usual causes."""
-        try:  # the pure-Python loader names the offending character; the C one does not
-            yaml.compose(frontmatter, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as slow:
-            exc = slow
-        except yaml.YAMLError:
-            pass
+        if len(frontmatter) <= SLOW_RETRY_CHARS:
+            try:  # the pure-Python loader names the offending character; the C one does not
+                yaml.compose(frontmatter, Loader=yaml.SafeLoader)
+            except yaml.MarkedYAMLError as slow:
+                exc = slow
+            except (yaml.YAMLError, RecursionError):
+                pass
         mark = exc.problem_mark or exc.context_mark
         assert mark is not None  # a MarkedYAMLError always has one
         fm_lines = frontmatter.replace("\r\n", "\n").split("\n")
@@ -189,7 +248,7 @@ class NodeReader:
             if candidate is None or candidate.line >= len(fm_lines):
                 continue
             raw = fm_lines[candidate.line]
-            found = _RAW_VALUE_RE.match(raw)
+            found = _RAW_VALUE_RE.match(raw) if len(raw) <= HINT_LINE_CHARS else None
             if found is None:
                 continue
             key, val = found["key"], found["val"]
@@ -246,19 +305,56 @@ class NodeReader:
             hint = "check the YAML syntax here; quote values that contain special characters"
         return self.error_at(line, mark.column + 1, message, hint)
 
+    def too_deep(self, frontmatter: str) -> TaskFileError:
+        """The error for nesting past MAX_DEPTH, at the first list or mapping too deep.
+
+        The parser's events give the place, except inside `[`/`{` nesting: there libyaml
+        reads ahead to its own limit (1,000 levels) before it yields an event, so the
+        brackets after the last event are counted here (a linear scan; PyYAML's Python
+        parser would find it too, but in time quadratic in the nesting).
+        """
+        depth = 0
+        offset = 0  # where the last event ended
+        try:
+            for event in yaml.parse(frontmatter, Loader=LOADER):
+                start, end = event.start_mark, event.end_mark
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH and start is not None:
+                        return self.error((start.line, start.column), *_TOO_DEEP)
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                if end is not None:
+                    offset = end.index
+        except yaml.MarkedYAMLError as exc:
+            found = _flow_too_deep(frontmatter, offset, depth)
+            if found is not None:
+                line, col = offset_position(frontmatter, found)
+                return self.error((line - 1, col - 1), *_TOO_DEEP)
+            mark = exc.problem_mark or exc.context_mark
+            if mark is not None:
+                return self.error((mark.line, mark.column), *_TOO_DEEP)
+        # The reader ran out of room before the limit: name where the settings start.
+        return self.error((0, 0), "the frontmatter is nested too deeply to read", _TOO_DEEP[1])
+
     def check_tree(self, root: Node) -> None:
-        """Reject duplicate keys, merge keys and YAML 1.1/1.2-ambiguous scalars, in file order."""
-        stack: list[Node] = [root]
+        """Reject duplicate keys, merge keys, YAML 1.1/1.2-ambiguous scalars and nesting
+        deeper than MAX_DEPTH, in file order."""
+        stack: list[tuple[Node, int]] = [(root, 1)]
         seen: set[int] = set()
         while stack:
-            node = stack.pop()
+            node, depth = stack.pop()
             if id(node) in seen:  # aliases share nodes; anchors may even loop
                 continue
             seen.add(id(node))
+            self.last = node
             if isinstance(node, ScalarNode):
                 self.check_ambiguous(node)
-            elif isinstance(node, SequenceNode):
-                stack.extend(reversed(node.value))
+                continue
+            if depth > MAX_DEPTH:
+                raise self.error(node, *_TOO_DEEP)
+            if isinstance(node, SequenceNode):
+                stack.extend((child, depth + 1) for child in reversed(node.value))
             elif isinstance(node, MappingNode):
                 keys: dict[tuple[str, str], Node] = {}
                 children: list[Node] = []
@@ -283,7 +379,7 @@ class NodeReader:
                         )
                     keys[ident] = key
                     children += [key, value]
-                stack.extend(reversed(children))
+                stack.extend((child, depth + 1) for child in reversed(children))
 
     def check_ambiguous(self, node: ScalarNode) -> None:
         """Raise for a plain scalar that YAML 1.1 and YAML 1.2 read differently."""
@@ -320,6 +416,7 @@ class NodeReader:
 
     def scalar(self, node: Node, key: str, expected: str) -> Any:
         """The Python value of a scalar node, or an error saying what was expected."""
+        self.last = node
         if not isinstance(node, ScalarNode):
             raise self.error(
                 node, f"{label(key)} must be {expected}, not {kind_of(node)}", self.example(key)
@@ -400,6 +497,7 @@ class NodeReader:
 
     def items(self, node: Node, key: str) -> list[Node]:
         """The item nodes of a list."""
+        self.last = node
         if not isinstance(node, SequenceNode):
             raise self.error(
                 node, f"{label(key)} must be a list, not {kind_of(node)}", self.example(key)
@@ -412,6 +510,7 @@ class NodeReader:
 
     def pairs(self, node: Node, key: str) -> list[tuple[str, Node, Node]]:
         """(key text, key node, value node) of a mapping whose keys are strings."""
+        self.last = node
         if not isinstance(node, MappingNode):
             raise self.error(
                 node, f"{label(key)} must be a mapping, not {kind_of(node)}", self.example(key)

@@ -55,6 +55,14 @@ class Fire:
     generation: int = field(compare=False, default=0)
 
 
+class PlanningFailed(Exception):
+    """Planning raised for some tasks of a load; every other task was loaded."""
+
+    def __init__(self, failures: list[tuple[str, Exception]]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{task}: {type(e).__name__}: {e}" for task, e in failures))
+
+
 @dataclass
 class Scheduled:
     """A task as the daemon holds it: the last good version and what is running."""
@@ -93,12 +101,22 @@ class Plan:
         """The zone a trigger is evaluated in: its own, the task's, else config/system."""
         return effective_zone(task, trigger, self.config.timezone)
 
-    def load_all(self, *, starting: bool, actor: str = "daemon") -> None:
-        """(Re)read every task file; on start, also catch up and fire `@reboot` triggers."""
+    def load_all(
+        self, *, starting: bool, actor: str = "daemon", entries: list[TaskEntry] | None = None
+    ) -> None:
+        """(Re)read every task file; on start, also catch up and fire `@reboot` triggers.
+
+        `entries`: the files already read (off the loop, by the watcher); else read here.
+        Raises PlanningFailed after loading every other task when some could not be planned.
+        """
         seen: set[str] = set()
-        for entry in self.store.list():
+        failed: list[tuple[str, Exception]] = []
+        for entry in self.store.list() if entries is None else entries:
             seen.add(entry.id)
-            self.apply_entry(entry, starting=starting, actor=actor)
+            try:
+                self.apply_entry(entry, starting=starting, actor=actor)
+            except Exception as exc:  # one task's planning must not keep the rest unloaded
+                failed.append((entry.id, exc))
         for task_id in list(self.tasks):
             if task_id not in seen:
                 self.remove(task_id, actor=actor)
@@ -107,6 +125,8 @@ class Plan:
                 del self.broken[task_id]
         self.flush_planned()
         self.wake.set()
+        if failed:
+            raise PlanningFailed(failed)
 
     def flush_planned(self) -> None:
         """Write where new triggers were planned from (one commit for a whole load)."""

@@ -7,6 +7,7 @@ overlap policy and global cap as for scheduled fires. The servers take the parts
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -273,7 +274,8 @@ class ControlServer:
             # Created a moment ago and not yet seen by the watcher: read it now.
             from daycare_cli.store.tasks import read_entry
 
-            plan.apply_entry(read_entry(path), actor="cli")
+            entry = await asyncio.to_thread(read_entry, path)  # parsing stays off the loop
+            plan.apply_entry(entry, actor="cli")
         if task_id not in plan.tasks:
             err = plan.broken.get(task_id)
             if err is not None:

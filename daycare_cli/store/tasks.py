@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
@@ -34,7 +35,10 @@ def is_task_file(name: str) -> bool:
 
 @dataclass
 class TaskEntry:
-    """One task file as read: the parsed task or the error that stopped it."""
+    """One task file as read: the parsed task or the error that stopped it.
+
+    `key` is the (size, inode, mtime) of the version that was parsed, when known.
+    """
 
     id: str
     path: Path
@@ -42,6 +46,7 @@ class TaskEntry:
     task: Task | None
     error: TaskFileError | None
     digest: str
+    key: tuple[int, int, int] | None = None
 
     def require(self) -> Task:
         """The task, or raise its file error."""
@@ -51,18 +56,70 @@ class TaskEntry:
         return self.task
 
 
+# A file still changing after this many reads is returned as last read; its key then
+# differs from the file's, so the cache and the watcher read it again later.
+REREADS = 3
+
+
 def read_entry(path: Path) -> TaskEntry:
-    """Read and parse one task file; never raises for a bad file."""
+    """Read and parse one task file; never raises for a bad file.
+
+    NotFoundError when there is no such file. At most MAX_FILE_BYTES + 1 bytes are read,
+    so a huge file is refused without being loaded. A file that changes while it is read
+    and parsed (size, inode or mtime differ afterwards) is read again, up to REREADS times.
+    """
+    task_id = path.name[:-3] if path.name.endswith(".md") else path.name
+    entry = _read_once(path, task_id)
+    for _ in range(REREADS - 1):
+        if entry.key is None:
+            return entry  # not readable at all: nothing to compare
+        try:
+            now = stat_key(os.stat(path))
+        except FileNotFoundError:
+            raise NotFoundError(f"no task file {path.name}", path=str(path)) from None
+        except OSError:
+            return entry
+        if now == entry.key:
+            return entry
+        entry = _read_once(path, task_id)
+    return entry
+
+
+def _read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
+    """The first MAX_FILE_BYTES + 1 bytes of a regular file, and its stat before reading."""
+    from daycare_cli.core.taskfile import MAX_FILE_BYTES
+
+    # O_NONBLOCK: a FIFO named like a task file must not hang the reader.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise OSError(0, f"it is {what}")
+        chunks: list[bytes] = []
+        left = MAX_FILE_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def _read_once(path: Path, task_id: str) -> TaskEntry:
     from daycare_cli.core.taskfile import parse_task
 
-    task_id = path.name[:-3] if path.name.endswith(".md") else path.name
     try:
-        data = path.read_bytes()
+        data, st = _read_bytes(path)
     except FileNotFoundError:
         raise NotFoundError(f"no task file {path.name}", path=str(path)) from None
     except OSError as exc:
         err = TaskFileError(f"cannot read the file: {exc.strerror}", path=str(path))
         return TaskEntry(task_id, path, None, None, err, "")
+    key = stat_key(st)
     digest = hashlib.sha256(data).hexdigest()
     text: str | None
     try:
@@ -75,12 +132,93 @@ def read_entry(path: Path) -> TaskEntry:
             path=str(path),
             hint=f"rename it to lower-case letters, digits and dashes, e.g. {slugify(task_id)}.md",
         )
-        return TaskEntry(task_id, path, text, None, err, digest)
+        return TaskEntry(task_id, path, text, None, err, digest, key)
     try:
         task = parse_task(data, path=str(path), task_id=task_id)
     except TaskFileError as exc:
-        return TaskEntry(task_id, path, text, None, exc, digest)
-    return TaskEntry(task_id, path, text, task, None, digest)
+        return TaskEntry(task_id, path, text, None, exc, digest, key)
+    return TaskEntry(task_id, path, text, task, None, digest, key)
+
+
+@dataclass
+class SettledRead:
+    """What `read_settled` found: parsed entries, files gone, and files still being written."""
+
+    entries: dict[Path, TaskEntry] = field(default_factory=dict)
+    gone: list[Path] = field(default_factory=list)
+    unsettled: list[Path] = field(default_factory=list)
+
+
+def read_settled(
+    paths: Iterable[Path],
+    quiet: float,
+    *,
+    limit: float = 1.0,
+    read: Callable[[Path], TaskEntry] | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SettledRead:
+    """Read each file once its writes have settled: unchanged (size, inode, mtime) for
+    `quiet` seconds. A file written again while it was read waits and is read again.
+
+    An editor that writes a file in two chunks leaves a half file for a moment; reading it
+    then would schedule half a task. Files still changing after `limit` seconds are left
+    in `unsettled` (their next write brings them back to the caller). `read` reads and
+    parses one file (`read_entry`, or the daemon's worker process for big files).
+    Blocking: the daemon calls it in a worker thread.
+    """
+    read = read or read_entry
+    out = SettledRead()
+    pending = list(paths)
+    deadline = now_ns() + int(limit * 1e9)
+    quiet_ns = int(quiet * 1e9)
+    seen: dict[Path, tuple[int, int, int]] = {}  # the stat at the last look, while waiting
+    while pending:
+        waiting: list[Path] = []
+        wait_ns = 0
+        for path in pending:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                out.gone.append(path)
+                continue
+            except OSError:
+                st = None
+            if st is not None:
+                key = stat_key(st)
+                age = now_ns() - st.st_mtime_ns
+                # Settled: written `quiet` ago, or unchanged across the last wait (which was
+                # long enough for it; this also settles a file whose mtime is in the future).
+                if age < quiet_ns and seen.get(path) != key:
+                    seen[path] = key
+                    waiting.append(path)
+                    wait_ns = max(wait_ns, quiet_ns - max(age, 0))
+                    continue
+            try:
+                entry = read(path)
+            except NotFoundError:
+                out.gone.append(path)
+                continue
+            if st is not None and entry.key != _current_key(path):
+                seen.pop(path, None)  # written since it settled: it must settle again
+                waiting.append(path)
+                wait_ns = max(wait_ns, quiet_ns)
+                continue
+            out.entries[path] = entry
+        pending = waiting
+        if pending:
+            if now_ns() + wait_ns > deadline:
+                out.unsettled = pending
+                break
+            sleep(wait_ns / 1e9)
+    return out
+
+
+def _current_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return stat_key(os.stat(path))
+    except OSError:
+        return None
 
 
 def _read_or_none(path: Path) -> TaskEntry | None:
@@ -143,8 +281,9 @@ class TaskStore:
         for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
             if entry is None:
                 continue
-            # The key is the stat taken before reading: a change after it shows next time.
-            cache.put(path.name, Cached(stat_key(st), entry.digest, entry.task, entry.error))
+            # The key is the stat of the version parsed: a change after it shows next time.
+            key = entry.key or stat_key(st)
+            cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
             found[path.name] = entry
         cache.retain(set(found))
         cache.save()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 
 import pytest
 
@@ -205,6 +207,64 @@ def test_block_positions_and_lines() -> None:
 )
 def test_find_unclosed_block(body: str, where: tuple[int, int] | None) -> None:
     assert find_unclosed_block(body) == where
+
+
+# The rule blocks follow, as the regular expressions prompt.py used before its scan was
+# made linear: the reference the scan is compared with on random bodies.
+REF_BLOCK_RE = re.compile(r"<run_python(\s[^>]*)?>(.*?)</run_python\s*>", re.DOTALL | re.IGNORECASE)
+REF_OPEN_RE = re.compile(r"<run_python(\s[^>]*)?>", re.IGNORECASE)
+PIECES = [
+    "<run_python>", "</run_python>", "<RUN_python a=1>", "</run_python  >", "<run_python",
+    "</run_python", "<run_python\n", " ", "\n", ">", "x", "<", "/", "run_python", "\t>",
+    "<run_pythonx>", "</run_python x>", "'", '"', "=",
+]  # fmt: skip
+
+
+def reference(body: str) -> tuple[list[tuple[int, int, str, str | None]], int | None]:
+    """(start, end, raw code, raw attrs) of each block, and where the first unclosed tag is."""
+    matches = list(REF_BLOCK_RE.finditer(body))
+    pos = matches[-1].end() if matches else 0
+    opening = REF_OPEN_RE.search(body, pos)
+    spans = [(m.start(), m.end(), m.group(2), m.group(1)) for m in matches]
+    return spans, opening.start() if opening else None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_linear_scan_finds_what_the_regular_expressions_found(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(50):
+        body = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 40)))
+        spans, unclosed = reference(body)
+        blocks = find_blocks(body)
+        assert [(b.start, b.end) for b in blocks] == [(s, e) for s, e, _, _ in spans], body
+        for block, (_, _, code, attrs) in zip(blocks, spans, strict=True):
+            assert block.code == find_blocks(f"<run_python>{code}</run_python>")[0].code
+            assert block.attrs == find_blocks(f"<run_python{attrs or ''}>x</run_python>")[0].attrs
+            assert block.line == body.count("\n", 0, block.start) + 1
+        where = find_unclosed_block(body)
+        if unclosed is None:
+            assert where is None, body
+        else:
+            line = body.count("\n", 0, unclosed) + 1
+            assert where == (line, unclosed - (body.rfind("\n", 0, unclosed) + 1) + 1), body
+
+
+def test_twenty_thousand_unclosed_tags() -> None:
+    # Each used to rescan the rest of the body: 49 s for this body (bench_taskfiles.py).
+    body = "intro\n" + "<run_python>\n" * 20_000
+    assert find_unclosed_block(body) == (2, 1)
+    assert find_blocks(body) == []
+    spaced = "<run_python " * 20_000  # attributes never closed by a `>`: not tags at all
+    assert find_unclosed_block(spaced) is None
+
+
+def test_twenty_thousand_blocks_keep_their_lines() -> None:
+    body = "<run_python>\nprint(1)\n</run_python>\n" * 20_000
+    blocks = find_blocks(body)
+    assert len(blocks) == 20_000
+    assert [b.line for b in blocks[:3]] == [1, 4, 7]
+    assert blocks[-1].line == 3 * 19_999 + 1
+    assert find_unclosed_block(body + "<run_python>") == (60_001, 1)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,12 @@ Lines and columns are 1-based positions in the file, counting the `---` line.
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from daycare_cli.core import yamlrules
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.taskfile import parse_task
+from daycare_cli.core.taskfile import MAX_FILE_BYTES, MAX_FRONTMATTER_CHARS, parse_task
+from daycare_cli.core.yamlrules import MAX_DEPTH
 
 
 def fm(*lines: str, body: str = "Body.\n") -> str:
@@ -46,8 +49,8 @@ CASES: list[tuple[str | bytes, str, int, int | None, str]] = [
     (fm("- name: x"), "must be a mapping", 2, 1, "one setting per line"),
     (fm("just a sentence"), "must be a mapping", 2, 1, "one setting per line"),
     ("---\nname: x\nNo closing line.\n", "frontmatter is not closed", 1, 1, "add a line `---`"),
-    ("", "empty task file", 0, None, "schedule:"),
-    ("\n  \n", "empty task file", 0, None, "name: My task"),
+    ("", "empty task file", 1, None, "schedule:"),
+    ("\n  \n", "empty task file", 1, None, "name: My task"),
     # --- keys
     (fm("shedule: '0 9 * * *'"), "unknown key `shedule`", 2, 1, "did you mean `schedule`?"),
     (fm("name: x", "Timezone: UTC"), "unknown key `Timezone`", 3, 1, "did you mean `timezone`?"),
@@ -159,6 +162,27 @@ CASES: list[tuple[str | bytes, str, int, int | None, str]] = [
         1,
         "</run_python>",
     ),
+    # --- limits: nesting, triggers, values no check foresaw
+    (fm("tags:", "  " + "- " * 5000 + "x"), "nested more than 32 levels", 3, 65, "indentation"),
+    (fm("tags: " + "[" * 5000 + "]" * 5000), "nested more than 32 levels", 2, 38, "brackets"),
+    (fm("tags: ['[[[', " + "[" * 2000 + "]" * 2001), "nested more than 32", 2, 45, ""),
+    (fm("name: x", "tags: " + "[" * 40 + "]" * 40), "nested more than 32 levels", 3, 38, ""),
+    (
+        fm("env:", *("  " * (i + 1) + f"k{i}:" for i in range(40))),
+        "nested more than 32 levels",
+        34,
+        65,
+        "",
+    ),
+    (fm("triggers:", *["  - every: 1m"] * 1001), "at most 1,000 triggers", 1003, 5, "split"),
+    (
+        fm("sandbox:", "  memory: 1" + "0" * 400 + "G"),
+        "cannot be read (OverflowError: cannot convert float infinity to integer)",
+        3,
+        11,
+        "report this as a daycare bug",
+    ),
+    (fm("retries: 1" + "0" * 5000), "`retries` has an invalid value '10000", 2, 10, ""),
     # --- encoding, BOM, CRLF
     (b"---\nname: x\x00y\n---\n", "not a text file", 2, 8, "UTF-8 Markdown"),
     (b"\xff\xfe-\x00-\x00-\x00\n\x00", "not a text file", 1, 4, "re-save the file as UTF-8"),
@@ -220,3 +244,63 @@ def test_exit_code_is_invalid_task_file() -> None:
     with pytest.raises(TaskFileError) as info:
         parse_task("---\nfoo: 1\n---\n", path="t.md")
     assert info.value.exit_code == 4
+
+
+def test_a_file_over_one_mib_is_refused_at_the_line_that_crosses_it() -> None:
+    line = "x" * 99 + "\n"  # 100 bytes a line
+    head = "---\nname: big\n---\n"
+    fits = (head + line * ((MAX_FILE_BYTES - len(head)) // 100)).encode()
+    assert parse_task(fits, path="tasks/big.md").name == "big"
+    over = fits + line.encode()
+    assert len(over) > MAX_FILE_BYTES
+    for data in (over, over.decode()):
+        with pytest.raises(TaskFileError) as info:
+            parse_task(data, path="tasks/big.md")
+        error = info.value
+        assert error.message == "the file is over 1 MiB, the limit for a task file"
+        assert error.line == over.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        assert str(error).startswith(f"tasks/big.md:{error.line}: ")
+        assert "<run_python>" in (error.hint or "")
+
+
+def test_frontmatter_over_128_kib_is_refused_before_it_is_parsed() -> None:
+    # 600 KB of triggers took 1-3 s to compose; the limit keeps reading well under 2 s.
+    lines = [f"  - cron: '{i % 60} * * * *'" for i in range(8000)]
+    with pytest.raises(TaskFileError) as info:
+        parse_task(fm("triggers:", *lines), path="tasks/many.md")
+    error = info.value
+    assert error.message == "the frontmatter is over 128 KiB, the limit for settings"
+    settings = "".join(line + "\n" for line in ["triggers:", *lines])
+    assert error.line == 2 + settings.count("\n", 0, MAX_FRONTMATTER_CHARS)
+    body = "x" * (MAX_FRONTMATTER_CHARS + 10) + "\n"  # the body may be longer
+    assert parse_task(fm("name: x", body=body), path="tasks/long.md").body == body
+
+
+@pytest.mark.parametrize(("dashes", "message"), [
+    (MAX_DEPTH - 1, "each item of `tags` must be a string, not a list"),
+    (MAX_DEPTH, "nested more than 32 levels"),
+])  # fmt: skip
+def test_nesting_is_read_up_to_the_limit(dashes: int, message: str) -> None:
+    # The frontmatter is one mapping; each dash opens a list: 1 + dashes levels.
+    with pytest.raises(TaskFileError) as info:
+        parse_task(fm("tags:", "  " + "- " * dashes + "x"), path="tasks/deep.md")
+    assert message in info.value.message
+
+
+def test_recursion_in_the_yaml_composer_is_a_depth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without libyaml, PyYAML composes nesting by recursion in Python: a 5,000-deep list
+    # raises RecursionError long before our own depth check sees the tree.
+    monkeypatch.setattr(yamlrules, "LOADER", yaml.SafeLoader)
+    with pytest.raises(TaskFileError) as info:
+        parse_task(fm("tags:", "  " + "- " * 5000 + "x"), path="tasks/deep.md")
+    assert "nested more than 32 levels" in info.value.message
+    assert (info.value.line, info.value.col) == (3, 65)
+
+
+def test_many_unnamed_triggers_get_ids_past_the_named_ones() -> None:
+    lines = ["  - every: 1m", "    id: every-3", *["  - every: 1m"] * 998, "  - cron: '* * * * *'"]
+    task = parse_task(fm("triggers:", *lines), path="tasks/many.md")
+    ids = [t.id for t in task.triggers]
+    assert ids[:4] == ["every-3", "every", "every-2", "every-4"]
+    assert ids[-2:] == ["every-999", "cron"]
+    assert len(set(ids)) == len(ids) == 1000
