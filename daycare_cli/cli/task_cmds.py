@@ -82,9 +82,9 @@ def print_schedule(cli: CliContext, task: Task, n: int) -> None:
 
 def check_task_id(task_id: str) -> str:
     """Validate an id given with --id."""
-    from daycare_cli.core.task import TASK_ID_RE
+    from daycare_cli.core.task import valid_task_id
 
-    if not TASK_ID_RE.match(task_id):
+    if not valid_task_id(task_id):
         raise UsageError(
             f"{task_id!r} is not a valid task id",
             hint="use lower-case letters, digits and dashes, at most 63 characters",

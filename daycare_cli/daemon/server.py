@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from daycare_cli.core.policy import queue_full
-from daycare_cli.core.task import WebhookTrigger
+from daycare_cli.core.task import WebhookTrigger, valid_task_id
 from daycare_cli.daemon.events import Subscription
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class WebhookServer:
         daemon = self.daemon
         assert daemon.state is not None and daemon.scheduler is not None
         found = daemon.state.lookup_token(request.match_info["token"])
-        if found is None:
+        if found is None or not valid_task_id(found[0]):
             return web.json_response(NOT_FOUND, status=404)
         task_id, trigger_id = found
         sched = daemon.scheduler.tasks.get(task_id)
@@ -242,6 +242,9 @@ class ControlServer:
         d = self.daemon
         assert d.scheduler is not None and d.state is not None
         task_id = request.match_info["id"]
+        if not valid_task_id(task_id):
+            # The id rule before any path is built (`..%2F..%2Fevil` arrives decoded).
+            return web.json_response({"error": f"no task {task_id!r}", "code": 3}, status=404)
         body = await request.read()
         payload = body if request.query.get("payload") == "1" else None
         path = d.paths.task_file(task_id)

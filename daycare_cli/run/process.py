@@ -4,8 +4,15 @@ The process is spawned from the event-loop thread in a new session with the laun
 plan's argv, clean environment and `preexec`; its script goes on stdin, stdout and stderr
 are read with caps and a deadline, and results come back on a private pipe (the
 "channel"). On cap or deadline the process group gets SIGTERM, 0.5 s of grace, then
-SIGKILL; after a normal exit it gets SIGKILL too. Without a pid namespace (`sweep`),
-the block's process tree is frozen and killed as well, even what left the group.
+SIGKILL; after a normal exit it gets SIGKILL too. The block's process tree is frozen
+and killed as well, even what left the group: under bubblewrap that includes its
+pid-namespace init (its own session, immune to SIGTERM as an init, killed with SIGKILL
+from outside), and with it everything in the namespace.
+
+Without a pid namespace (`orphans_of`: the uid blocks run as), the spawning process is a
+child subreaper, so what a block leaves behind when it dies by os._exit or a signal
+(double-forked, in a session of its own) is re-parented here instead of to init, and is
+killed and reaped after the block.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +37,10 @@ STDERR_CAP = 64 * 1024
 CHANNEL_CAP = 8 * MIB
 GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
+PR_SET_CHILD_SUBREAPER = 36
+
+# Pids of blocks running now (the orphan sweep leaves them alone).
+LIVE: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,12 @@ class Launch:
     env: dict[str, str]
     cwd: str
     preexec: Callable[[], None]
-    tree_kill: bool  # no pid namespace: sweep the process tree on stop
+    tree_kill: bool  # sweep the process tree on stop
+    pass_fds: tuple[int, ...] = ()  # open descriptors the child keeps (bind-fd, seccomp)
+    # No pid namespace: the block's uid for the orphan sweep, and (when that uid is also
+    # ours) a line its environment starts with, so our own other children are spared.
+    orphans_of: int | None = None
+    orphan_env: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,9 @@ async def run_process(
     tree are killed and the pipes closed before the cancellation propagates.
     """
     loop = asyncio.get_running_loop()
+    if launch.orphans_of is not None:
+        _become_subreaper()
+    since = time.time()
     read_fd, write_fd = os.pipe()
     channel = _ChannelProtocol()
     ch_transport, _ = await loop.connect_read_pipe(
@@ -87,7 +108,7 @@ async def run_process(
             stderr=subprocess.PIPE,
             env=launch.env,
             cwd=launch.cwd,
-            pass_fds=(write_fd,),
+            pass_fds=(write_fd, *launch.pass_fds),
             start_new_session=True,
             preexec_fn=launch.preexec,
         )
@@ -98,6 +119,7 @@ async def run_process(
         os.close(write_fd)
 
     pid = transport.get_pid()
+    LIVE.add(pid)
     timed_out = False
     try:
         stdin = transport.get_pipe_transport(0)
@@ -108,6 +130,8 @@ async def run_process(
         timed_out = not ended
         if not proto.exited.is_set():
             await _stop(pid, proto, launch.tree_kill)
+        elif launch.tree_kill:
+            _freeze_and_kill(pid)  # children that outlived it, still below its pid
         _kill_group(pid, signal.SIGKILL)
         await _first(proto.pipes_closed, timeout=DRAIN)
         await _first(channel.closed, timeout=DRAIN)
@@ -124,6 +148,9 @@ async def run_process(
         finally:
             transport.close()
             ch_transport.close()
+            LIVE.discard(pid)
+            if launch.orphans_of is not None:
+                sweep_orphans(launch.orphans_of, since, launch.orphan_env)
     return Finished(
         stdout=bytes(proto.stdout),
         truncated=proto.truncated,
@@ -268,3 +295,54 @@ def _freeze_and_kill(root: int) -> None:
     for p in stopped.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
+
+
+_subreaper = False
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (once per process; Linux only)."""
+    global _subreaper
+    if _subreaper or sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _subreaper = True
+
+
+def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
+    """SIGKILL and reap what blocks left behind: our children, running as `uid`, started
+    since `since`, that are not a running block, and (with `env`) whose environment holds
+    that line. Returns how many were killed."""
+    me = os.getpid()
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process(me).children(recursive=False):
+            try:
+                if p.pid in LIVE or p.uids().real != uid or p.create_time() < since - 1:
+                    continue
+                if env is not None and not _has_env(p.pid, env):
+                    continue
+            except psutil.Error:
+                continue
+            found.append(p)
+    for p in found:
+        stopped = [p]
+        with contextlib.suppress(psutil.Error):
+            stopped += p.children(recursive=True)
+        for q in stopped:
+            with contextlib.suppress(psutil.Error):
+                q.kill()
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(p.pid, 0)
+    return len(found)
+
+
+def _has_env(pid: int, line: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return line in f.read(1 << 16).split(b"\0")
+    except OSError:
+        return False
