@@ -127,7 +127,7 @@ class Config:
 
     @property
     def sandbox_isolation(self) -> str:
-        """"bubblewrap" (blocks run only under it) or "reduced" (accepted without it)."""
+        """ "bubblewrap" (blocks run only under it) or "reduced" (accepted without it)."""
         return str(self.get("sandbox.isolation"))
 
     @property
