@@ -89,7 +89,11 @@ def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
         "daemon",
         "run",
     ]
-    with paths.daemon_log.open("ab") as log_file:  # the child keeps its own descriptor
+    paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The log is the daemon's alone (0600), whatever the umask of the shell starting it.
+    log_fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(log_fd, 0o600)
+    with os.fdopen(log_fd, "ab") as log_file:  # the child keeps its own descriptor
         return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -185,6 +189,13 @@ def print_status(status: dict[str, Any]) -> None:
         f"{status['fires']} fires"
     )
     out.print(f"webhooks: {status.get('webhook_url')}", markup=False)
+    sandbox = status.get("sandbox") or {}
+    if sandbox:
+        out.print(
+            f"sandbox: {sandbox.get('isolation')} ({sandbox.get('reason')}); "
+            f"seccomp: {sandbox.get('seccomp')}; totals: {sandbox.get('totals')}",
+            markup=False,
+        )
     for r in status.get("active_runs", []):
         out.print(f"  running {r['id']} ({r['task']}, {r['trigger']})", markup=False)
     for task_id in status.get("flagged", []):
@@ -327,7 +338,7 @@ def doctor(
 
 def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
     """The checks of `doctor`, each `{name, level: ok|warn|fail, detail}`."""
-    from daycare_cli.run.sandbox import isolation_level
+    from daycare_cli.run.blocks import describe_sandbox
 
     checks: list[dict[str, Any]] = []
 
@@ -335,18 +346,21 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
         checks.append({"name": name, "level": level, "detail": detail})
 
     add("python", "ok", f"{sys.version.split()[0]} at {sys.executable}")
-    level, reason = isolation_level()
-    bwrap = shutil.which("bwrap")
+    sandbox = describe_sandbox(cli.config)
+    bwrap = cli.config.sandbox_bwrap or shutil.which("bwrap")
     add(
         "bubblewrap",
-        "ok" if bwrap else "warn",
+        "ok" if sandbox["isolation"] == "bubblewrap" else "warn",
         bwrap or "not found; install the bubblewrap package for full isolation",
     )
+    isolation = sandbox["isolation"]
     add(
         "isolation",
-        "ok" if level == "bubblewrap" else "warn",
-        f"{level}" + (f" ({reason})" if reason else ""),
+        {"bubblewrap": "ok", "reduced": "warn"}.get(isolation, "fail"),
+        f"{isolation} ({sandbox['reason']})",
     )
+    add("seccomp", "warn" if sandbox["seccomp"].startswith("none") else "ok", sandbox["seccomp"])
+    add("run totals", "ok" if sandbox["cgroup"] else "warn", sandbox["totals"])
     if os.geteuid() == 0:
         add("user", "warn", "running as root: blocks run as an unprivileged user")
     model = cli.config.model

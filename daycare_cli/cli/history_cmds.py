@@ -12,6 +12,7 @@ import typer
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import complete_task_id
 from daycare_cli.cli.run_cmds import STATUS_STYLE, open_state
+from daycare_cli.core.text import shown, visible
 
 if TYPE_CHECKING:
     from daycare_cli.store.rows import Run
@@ -57,7 +58,9 @@ def runs_ls(
         dur = f"{(r.duration_ms or 0) / 1000:.1f}s" if r.duration_ms is not None else ""
         note = r.error or r.skip_reason or ""
         style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.id, r.task, r.trigger, f"[{style}]{r.status}[/]", ago, dur, note[:60])
+        # Block-controlled text: shown as text, never as markup or terminal controls.
+        status = f"[{style}]{r.status}[/]"
+        table.add_row(r.id, r.task, r.trigger, status, ago, dur, shown(note[:60]))
     out = console()
     if not runs:
         out.print("no runs yet")
@@ -113,26 +116,26 @@ def print_run(run: Run, blocks: list[dict[str, Any]], artifacts: list[str]) -> N
         ("isolation", run.isolation),
     ):
         if value:
-            out.print(f"{label}: {value}", markup=False)
+            out.print(f"{label}: {visible(value)}", markup=False)
     for b in blocks:
         mark = "✗" if b.get("error") else ("↷" if b.get("skipped") else "✓")
         out.print(
             f"  {mark} block {b['block'] + 1}: exit {b.get('exit_code')}, "
-            f"{b.get('duration_ms')} ms{' · ' + b['error'] if b.get('error') else ''}",
+            f"{b.get('duration_ms')} ms{' · ' + visible(b['error']) if b.get('error') else ''}",
             markup=False,
         )
         if b.get("error") and b.get("stderr"):
             # The traceback tells where; the last lines are the useful ones.
             tail = "\n".join(str(b["stderr"]).rstrip().splitlines()[-12:])
-            out.print(tail, markup=False, style="dim")
+            out.print(visible(tail), markup=False, style="dim")
     for a in artifacts:
-        out.print(f"  artifact {a}", markup=False)
+        out.print(f"  artifact {visible(a)}", markup=False)
     if run.output:
         out.rule("prompt", style="dim")
-        out.print(run.output.rstrip("\n"), markup=False)
+        out.print(visible(run.output.rstrip("\n")), markup=False)
     if run.response:
         out.rule("response", style="dim")
-        out.print(run.response.rstrip("\n"), markup=False)
+        out.print(visible(run.response.rstrip("\n")), markup=False)
 
 
 def events(
@@ -158,7 +161,7 @@ def events(
         detail = json.dumps(e.detail, ensure_ascii=False) if e.detail else ""
         at = e.at.astimezone().isoformat(timespec="seconds")
         out.print(
-            f"{at}  {e.actor:<8} {e.kind:<18} {e.task or '-':<20} {e.run or ''} {detail}",
+            f"{at}  {e.actor:<8} {e.kind:<18} {e.task or '-':<20} {e.run or ''} {visible(detail)}",
             markup=False,
         )
 
@@ -216,7 +219,7 @@ def _print_log_line(record: dict[str, Any], task: str | None) -> None:
         if k not in ("at", "event", "run") and v not in (None, "", False)
     }
     fields = " ".join(f"{k}={v}" for k, v in rest.items())
-    typer.echo(f"{at} {record.get('run', '')} {event} {fields}".rstrip())
+    typer.echo(visible(f"{at} {record.get('run', '')} {event} {fields}".rstrip()))
 
 
 def _poll_events(cli: CliContext, task: str | None) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import complete_task_id
+from daycare_cli.core.text import shown, visible
 
 if TYPE_CHECKING:
     from daycare_cli.client import DaemonClient
@@ -86,7 +87,7 @@ class Progress:
             if record.get("skipped"):
                 self.console.print(f"[yellow]↷[/] block {n} called skip ({ms} ms)")
             elif record.get("error"):
-                self.console.print(f"[red]✗[/] block {n}: {record['error']} ({ms} ms)")
+                self.console.print(f"[red]✗[/] block {n}: {shown(record['error'])} ({ms} ms)")
             else:
                 extra = " [dim](output truncated)[/]" if record.get("truncated") else ""
                 self.console.print(f"[green]✓[/] block {n} ({ms} ms){extra}")
@@ -129,13 +130,13 @@ def print_run_result(run: dict[str, Any], *, as_json: bool) -> int:
     secs = (run.get("duration_ms") or 0) / 1000
     out.print(f"[bold {style}]{run.get('status')}[/] in {secs:.2f}s · run {run.get('id')}")
     if run.get("skip_reason"):
-        out.print(f"[yellow]skipped:[/] {run['skip_reason']}")
+        out.print(f"[yellow]skipped:[/] {shown(run['skip_reason'])}")
     if run.get("error"):
-        out.print(f"[red]error:[/] {run['error']}")
+        out.print(f"[red]error:[/] {shown(run['error'])}")
     text = run.get("response") or run.get("output") or ""
     if text.strip():
         out.rule(style="dim")
-        out.print(text.rstrip("\n"), markup=False, highlight=False)
+        out.print(visible(text.rstrip("\n")), markup=False, highlight=False)
     return code
 
 
@@ -193,8 +194,10 @@ def task_expand(
     task = cli.store.get(task_id)
     expansion = expand_task(cli, task, read_payload(payload), Progress(quiet=False))
     if expansion.skipped:
-        typer.echo(f"(a block called skip: {expansion.skip_reason or 'no reason'})", err=True)
-    sys.stdout.write(expansion.text if expansion.text.endswith("\n") else expansion.text + "\n")
+        reason = visible(expansion.skip_reason or "no reason")
+        typer.echo(f"(a block called skip: {reason})", err=True)
+    text = visible(expansion.text)  # block output: no terminal control gets through
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progress) -> Expansion:

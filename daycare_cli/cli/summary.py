@@ -192,10 +192,13 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         # A file with errors has no readable tags; it stays listed so it is never hidden.
         entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
     view = daemon_view(cli)
+    isolation = last_isolation(cli, entries)
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
         record = task_record(cli, entry, fires)
+        if entry.task is not None and entry.task.execute:
+            record["isolation"] = isolation.get(entry.id)
         if view is not None:
             fires = apply_daemon_view(cli, entry, record, fires, view.get(entry.id))
         rows.append((entry, fires, record))
@@ -205,6 +208,22 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         print_json([record for _, _, record in rows])
         return
     print_task_table(cli, rows)
+
+
+def last_isolation(cli: CliContext, entries: list[TaskEntry]) -> dict[str, str]:
+    """The isolation the latest run of each `execute: true` task got ("bubblewrap",
+    "reduced", "none" when refused); read only when such a task is listed."""
+    if not any(e.task is not None and e.task.execute for e in entries):
+        return {}
+    if not cli.paths.state_db.exists():
+        return {}
+    from daycare_cli.store.state import State
+
+    try:
+        with State.open(cli.paths.state_db) as state:
+            return state.last_isolation()
+    except Exception:  # the listing never fails for want of history
+        return {}
 
 
 def print_task_table(
@@ -249,6 +268,12 @@ def print_task_table(
     headers = ["", "ID", "NAME", "TRIGGERS", "NEXT FIRE", "ENABLED"]
     # On a narrow terminal the words of the triggers give way first, then the name.
     render.print_table(headers, table, shrink=(3, 2))
+    ran = sorted({str(r.get("isolation")) for _, _, r in rows if r.get("isolation")})
+    if ran:
+        note = "blocks last ran with isolation: " + ", ".join(ran)
+        if "none" in ran:
+            note += " (none: refused, bubblewrap missing; see `daycare doctor`)"
+        sys.stdout.write(render.paint(note, "red" if "none" in ran else "dim") + "\n")
     if invalid:
         files = "file has" if invalid == 1 else "files have"
         message = f"{invalid} {files} errors: `daycare task lint` shows how to fix them"

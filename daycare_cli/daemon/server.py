@@ -50,6 +50,45 @@ def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
     return hmac.compare_digest(given.lower().encode(), expected.encode())
 
 
+class WithheldDetails(logging.Filter):
+    """aiohttp's own error logs quote the request line or headers it choked on (a 9,000
+    character query string logs the whole line, token included). Keep the event and
+    where it happened, never the text: the exception's type and its frames only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        what = type(exc).__name__ if exc is not None else "error"
+        where = ""
+        if exc is not None and not _is_http_error(exc):
+            import traceback
+
+            # A bug, not a bad request: its frames (no message, no locals) stay useful.
+            frames = traceback.format_tb(exc.__traceback__)
+            where = "\n" + "".join(frames).rstrip()
+        record.msg = (
+            "HTTP request refused or failed: %s (details withheld: they may hold a token)%s"
+        )
+        record.args = (what, where)
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _is_http_error(exc: BaseException) -> bool:
+    from aiohttp import http_exceptions
+
+    return isinstance(exc, http_exceptions.HttpProcessingError | web.HTTPException)
+
+
+def withhold_http_details() -> None:
+    """Install `WithheldDetails` on aiohttp's loggers (idempotent)."""
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, WithheldDetails) for f in logger.filters):
+            logger.addFilter(WithheldDetails())
+
+
 class WebhookServer:
     """`POST /hooks/<token>` on 127.0.0.1:8765 (config `webhook.host`/`webhook.port`)."""
 
@@ -60,6 +99,7 @@ class WebhookServer:
         self.url = ""
 
     async def start(self) -> None:
+        withhold_http_details()
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/hooks/{token}", self.handle)
         # No access log: the URL path carries the token, which must never be logged.
@@ -198,6 +238,7 @@ class ControlServer:
                 "webhook_url": d.webhook_url,
                 "home": str(d.paths.home),
                 "tasks_dir": str(d.paths.tasks_dir),
+                "sandbox": d.sandbox,
                 "next": self._next(limit=10),
             }
         )

@@ -166,6 +166,26 @@ class RunBlocks:
             self.cgroup_why = f"no run cgroup: {exc.strerror or exc} (per-process limits only)"
 
 
+def describe_sandbox(config: Config) -> dict[str, Any]:
+    """What blocks get on this machine with this config: `{isolation, reason, seccomp,
+    totals}` for `doctor`, `daemon status` and the daemon's ready line.
+
+    `isolation` is "bubblewrap", "reduced" or "none" (blocks refused: fail closed).
+    """
+    from daycare_cli.run.seccomp import seccomp_filter
+
+    level, reason = isolation_level(config.sandbox_isolation, config.sandbox_bwrap)
+    flt, seccomp = seccomp_filter()
+    parent, totals = cgroup_parent(config.sandbox_cgroup)
+    return {
+        "isolation": "none" if level == "refused" else level,
+        "reason": refusal(reason) if level == "refused" else reason,
+        "seccomp": seccomp if flt is not None else f"none: {seccomp}",
+        "totals": totals,
+        "cgroup": str(parent) if parent is not None else None,
+    }
+
+
 def resolve_env(task: Task, config: Config) -> tuple[dict[str, str], list[str]]:
     """The task's env with `${secret:NAME}` taken from config, and the secrets used.
 
