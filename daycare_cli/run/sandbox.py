@@ -181,7 +181,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
     finally:
         _close(paths, seccomp_fd)
     if bwrap is not None and out.error:
-        out.error = _view_hint(out.error, paths)
+        out.error = _view_hint(out.error, paths, spec.hide)
     return out
 
 
@@ -276,7 +276,8 @@ def _launch_plan(
     """Everything needed to spawn a block (or the probe's `true`)."""
     env = _block_env(spec, paths)
     stage = None
-    if bwrap is not None and ident is not None:
+    if ident is not None:
+        # Also without bubblewrap: the daemon's 0700 home must not stop the task's uid.
         stage = stage_plan(
             [paths.files, paths.artifacts, *paths.read, *paths.write]
             + ([paths.payload] if paths.payload else []),
@@ -439,7 +440,7 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
     return out
 
 
-def _view_hint(error: str, paths: BlockPaths | None) -> str:
+def _view_hint(error: str, paths: BlockPaths | None, hidden: Sequence[Path]) -> str:
     """Say so when a block failed on a host path that its view leaves out."""
     if paths is None or not error.startswith(("FileNotFoundError", "PermissionError")):
         return error
@@ -452,9 +453,10 @@ def _view_hint(error: str, paths: BlockPaths | None) -> str:
         return error
     if not path.is_absolute() or not os.path.lexists(path):
         return error
-    home_dirs = [Path("/home"), Path("/root"), *homes()]
-    if in_view(path, paths.shown(), home_dirs):
+    if in_view(path, paths.shown(), [Path("/home"), Path("/root"), *homes(), *map(Path, hidden)]):
         return error
+    if any(path == h or Path(h) in path.parents for h in hidden):
+        return error  # daycare's own places: no entry can share them
     key = "sandbox.write" if error.startswith("PermissionError") else "sandbox.read"
     return (
         f"{error} (the path exists on the host but is outside the block's sandbox view; "
