@@ -196,11 +196,14 @@ def _hidden_paths(
     could otherwise reach."""
     seen: set[Path] = set()
     out: list[Path] = []
+    wanted = {Path(os.path.abspath(p)) for p in hide}
     for p in hide:
         p = Path(os.path.abspath(p))
         if p in seen or not os.path.lexists(p) or p == Path("/"):
             continue
         seen.add(p)
+        if any(q in p.parents for q in wanted):
+            continue  # inside another masked directory: already gone
         if not in_view(p, shown, [Path(h) for h in ("/home", "/root")] + list(home_dirs)):
             continue
         # Under a staged tmpfs or behind a directory the user cannot enter, it is

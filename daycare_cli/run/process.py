@@ -92,36 +92,63 @@ async def run_process(
     loop = asyncio.get_running_loop()
     if launch.orphans_of is not None:
         _become_subreaper()
-    since = time.time()
     read_fd, write_fd = os.pipe()
     channel = _ChannelProtocol()
-    ch_transport, _ = await loop.connect_read_pipe(
-        lambda: channel, os.fdopen(read_fd, "rb", buffering=0)
-    )
     stdin_data = script(write_fd)
+
+    async def spawn() -> tuple[asyncio.BaseTransport, asyncio.SubprocessTransport, Any]:
+        ch, _ = await loop.connect_read_pipe(lambda: channel, os.fdopen(read_fd, "rb", buffering=0))
+        try:
+            made = await loop.subprocess_exec(
+                lambda: _BlockProtocol(stdout_cap),
+                *launch.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=launch.env,
+                cwd=launch.cwd,
+                pass_fds=(write_fd, *launch.pass_fds),
+                start_new_session=True,
+                preexec_fn=launch.preexec,
+            )
+        except BaseException:
+            ch.close()
+            raise
+        return ch, *made
+
+    # A cancellation does not interrupt the spawn: asyncio's clean-up of a half-made
+    # subprocess kills the direct child only, and bubblewrap's pid-namespace init (a
+    # session of its own) outlived it, re-parented to pid 1. The process is made whole,
+    # then stopped as a tree below, and the cancellation raised after that.
+    cancelled: asyncio.CancelledError | None = None
+    spawning = asyncio.ensure_future(spawn())
+    while not spawning.done():
+        try:
+            await asyncio.shield(spawning)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        except BaseException:
+            break  # the spawn failed: its result() below raises it
+    os.close(write_fd)
     try:
-        transport, proto = await loop.subprocess_exec(
-            lambda: _BlockProtocol(stdout_cap),
-            *launch.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=launch.env,
-            cwd=launch.cwd,
-            pass_fds=(write_fd, *launch.pass_fds),
-            start_new_session=True,
-            preexec_fn=launch.preexec,
-        )
+        ch_transport, transport, proto = spawning.result()
     except (OSError, subprocess.SubprocessError) as exc:
-        ch_transport.close()
         raise SpawnError(exc) from exc
-    finally:
-        os.close(write_fd)
 
     pid = transport.get_pid()
-    LIVE.add(pid)
+    proto.pid = pid
+    # Compared with psutil's creation times of what the block left: the same clock
+    # (boot time plus ticks), which can differ from time.time() by a good part of a second.
+    try:
+        since = psutil.Process(pid).create_time()
+    except psutil.Error:
+        since = time.time() - 1.0
+    if transport.get_returncode() is None:
+        LIVE.add(pid)
     timed_out = False
     try:
+        if cancelled is not None:
+            raise cancelled
         stdin = transport.get_pipe_transport(0)
         if stdin is not None:
             stdin.write(stdin_data)  # type: ignore[attr-defined]
@@ -148,9 +175,11 @@ async def run_process(
         finally:
             transport.close()
             ch_transport.close()
-            LIVE.discard(pid)
             if launch.orphans_of is not None:
+                # The block's own process stays in LIVE until asyncio has reaped it.
                 sweep_orphans(launch.orphans_of, since, launch.orphan_env)
+            if transport.get_returncode() is not None:
+                LIVE.discard(pid)
     return Finished(
         stdout=bytes(proto.stdout),
         truncated=proto.truncated,
@@ -175,6 +204,7 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
         self.overflow = asyncio.Event()
         self.pipes_closed = asyncio.Event()
         self._open = {1, 2}
+        self.pid = 0  # set once spawned
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -198,6 +228,7 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.exited.set()
+        LIVE.discard(self.pid)
 
 
 class _ChannelProtocol(asyncio.Protocol):
@@ -238,9 +269,16 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 
 
 async def _settle(proto: _BlockProtocol) -> None:
-    """Wait (at most DRAIN) for the killed block's pipes to close, even through another
-    cancellation: that one is raised once the wait is over, never swallowed."""
-    wait = asyncio.ensure_future(_first(proto.pipes_closed, timeout=DRAIN))
+    """Wait (at most DRAIN each) for the killed block to be reaped and its pipes to
+    close, even through another cancellation: that one is raised once the wait is
+    over, never swallowed. Once it is reaped, what it left is re-parented to us and
+    the orphan sweep finds it."""
+
+    async def both() -> None:
+        await _first(proto.exited, timeout=DRAIN)
+        await _first(proto.pipes_closed, timeout=DRAIN)
+
+    wait = asyncio.ensure_future(both())
     cancelled: asyncio.CancelledError | None = None
     while not wait.done():
         try:
@@ -321,7 +359,16 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
     with contextlib.suppress(psutil.Error):
         for p in psutil.Process(me).children(recursive=False):
             try:
-                if p.pid in LIVE or p.uids().real != uid or p.create_time() < since - 1:
+                if p.pid in LIVE or p.uids().real != uid:
+                    continue
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    # Dead and adopted (an init that died after an earlier sweep): reap
+                    # it. With our own uid, only bubblewrap's: other zombies may be
+                    # children a Popen elsewhere is about to wait for.
+                    if env is None or p.name() == "bwrap":
+                        found.append(p)
+                    continue
+                if p.create_time() < since - 0.02:
                     continue
                 if env is not None and not _has_env(p.pid, env):
                     continue
@@ -335,8 +382,15 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
         for q in stopped:
             with contextlib.suppress(psutil.Error):
                 q.kill()
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(p.pid, 0)
+        # Reap it (it is ours now); never block the loop on one that will not go.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(p.pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.002)
     return len(found)
 
 

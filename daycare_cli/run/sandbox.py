@@ -295,9 +295,12 @@ def _launch_plan(
     # Without a pid namespace, and with one too: bubblewrap's init runs in a session
     # of its own, out of reach of the group kill, so the whole tree is swept.
     tree_kill = sys.platform == "linux"
+    # What escapes the tree anyway (a double fork and os._exit; bubblewrap's init when
+    # its parent dies before it set its death signal) comes back to us as a subreaper
+    # and is swept: by the task's uid as root, else by the run id in its environment.
+    uid = ident.uid if ident is not None else os.getuid()
+    mark = None if ident is not None else f"DAYCARE_RUN_ID={env['DAYCARE_RUN_ID']}".encode()
     if bwrap is None:
-        uid = ident.uid if ident is not None else os.getuid()
-        mark = None if ident is not None else f"DAYCARE_RUN_ID={env['DAYCARE_RUN_ID']}".encode()
         return Launch(
             command,
             env,
@@ -310,7 +313,16 @@ def _launch_plan(
     tops = stage.tops if stage else ()
     view = bwrap_argv(bwrap, paths, spec.sandbox.network, spec.hide, ident, tops, seccomp_fd)
     fds = paths.fds + ((seccomp_fd,) if seccomp_fd is not None else ())
-    return Launch([*view, "--", *command], env, "/", child, tree_kill=tree_kill, pass_fds=fds)
+    return Launch(
+        [*view, "--", *command],
+        env,
+        "/",
+        child,
+        tree_kill=tree_kill,
+        pass_fds=fds,
+        orphans_of=uid,
+        orphan_env=mark,
+    )
 
 
 def _block_env(spec: BlockSpec, paths: BlockPaths) -> dict[str, str]:

@@ -9,6 +9,7 @@ somewhere else (file modes, a missing path).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -616,3 +617,50 @@ def test_grandchild_of_an_exited_block_is_gone(block, base, isolation, marker, a
         pid = int((base / "ws" / "files" / "grandchild.pid").read_text())
         assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()
     still_fine(block)
+
+
+def _of_uid(uid: int) -> list[int]:
+    """Live processes whose real uid is `uid` (zombies are dead)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            st = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in st.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and "zombie" not in fields["State"]:
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives each task a uid of its own")
+def test_cancelled_at_any_moment_leaves_nothing_of_the_uid(base, isolation):
+    """`overlap: replace` cancels a run at any moment, even while bubblewrap is still
+    setting up: its pid-namespace init (own session, immune to SIGTERM) must not be left
+    re-parented to pid 1. Checked by uid: the task's own."""
+    from daycare_cli.run.identity import sandbox_identity
+
+    task_id = f"cancel-{uuid.uuid4().hex[:8]}"
+    ident = sandbox_identity(task_id)
+    assert ident is not None
+    spec = BlockSpec(
+        code="import time\ntime.sleep(60)",
+        files_dir=base / "ws" / "files",
+        artifacts_dir=base / "ws" / "runs" / "r1" / "artifacts",
+        workspace=base / "ws",
+        task={"id": task_id, "name": task_id},
+        run={"id": f"run-{uuid.uuid4().hex}"},
+    )
+
+    async def cancel_after(delay: float) -> None:
+        running = asyncio.ensure_future(run_block(spec))
+        await asyncio.sleep(delay)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    for delay in (0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3):
+        asyncio.run(cancel_after(delay))
+        assert _of_uid(ident.uid) == [], f"left behind when cancelled after {delay}s"
