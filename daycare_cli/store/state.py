@@ -409,11 +409,11 @@ class State:
         """Per task, the isolation its latest run with blocks got (`task ls`)."""
         rows = self._read(
             lambda db: db.execute(
-                "SELECT task, isolation FROM runs r WHERE isolation IS NOT NULL AND id = "
-                "(SELECT MAX(id) FROM runs WHERE task = r.task AND isolation IS NOT NULL)"
+                "SELECT task, isolation FROM runs WHERE isolation IS NOT NULL "
+                "ORDER BY COALESCE(started_at, queued_at), rowid"
             ).fetchall()
         )
-        return {str(r["task"]): str(r["isolation"]) for r in rows}
+        return {str(r["task"]): str(r["isolation"]) for r in rows}  # the latest wins
 
     def record_outcome(
         self, task: str, status: str, run_id: str, *, threshold: int = DEFAULT_THRESHOLD
