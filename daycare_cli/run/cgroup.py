@@ -146,22 +146,41 @@ def adopt_delegated() -> tuple[Path | None, str]:
     own = own_cgroup()
     if own is None:
         return None, "no cgroup v2 hierarchy (per-process limits only)"
+    if own.name == "daemon":
+        own = own.parent  # adopted before (a restart in the same unit)
+    # Only a systemd unit's own cgroup is ours to rearrange: never the root, a session's
+    # scope or anything a writable hierarchy (root, no systemd) happens to let us touch.
+    if own == _mount_point() or not own.name.endswith(".service"):
+        return None, f"{own} is not a service cgroup delegated to daycare (per-process limits only)"
     if not os.access(own / "cgroup.subtree_control", os.W_OK) or not os.access(
         own / "cgroup.procs", os.W_OK
     ):
         return None, f"{own} is not delegated to daycare (per-process limits only)"
     try:
+        procs = [int(p) for p in (own / "cgroup.procs").read_text().split()]
+        mine = {os.getpid(), *_descendants(os.getpid())}
+        if any(p not in mine for p in procs):
+            return None, f"{own} holds processes that are not daycare's (per-process limits only)"
         leaf = own / "daemon"
         leaf.mkdir(exist_ok=True)
-        for pid in (own / "cgroup.procs").read_text().split():
+        for pid in procs:
             with contextlib.suppress(OSError):  # a process that ended meanwhile
-                (leaf / "cgroup.procs").write_text(pid)
+                (leaf / "cgroup.procs").write_text(str(pid))
     except OSError as exc:
         return None, f"{own} is delegated but not usable: {exc.strerror or exc}"
     found = _usable(own)
     if found[0] is not None:
         _adopted = own
     return found
+
+
+def _descendants(pid: int) -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 @functools.cache

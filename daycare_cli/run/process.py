@@ -157,8 +157,8 @@ async def run_process(
         timed_out = not ended
         if not proto.exited.is_set():
             await _stop(pid, proto, launch.tree_kill)
-        elif launch.tree_kill:
-            _freeze_and_kill(pid)  # children that outlived it, still below its pid
+        # After an exit, what outlived the block is no longer below it: the orphan
+        # sweep (we are the subreaper it was re-parented to) finds it.
         _kill_group(pid, signal.SIGKILL)
         await _first(proto.pipes_closed, timeout=DRAIN)
         await _first(channel.closed, timeout=DRAIN)
@@ -354,10 +354,10 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
     """SIGKILL and reap what blocks left behind: our children, running as `uid`, started
     since `since`, that are not a running block, and (with `env`) whose environment holds
     that line. Returns how many were killed."""
-    me = os.getpid()
     found = []
-    with contextlib.suppress(psutil.Error):
-        for p in psutil.Process(me).children(recursive=False):
+    for child in _children_of(os.getpid()):
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(child)
             try:
                 if p.pid in LIVE or p.uids().real != uid:
                     continue
@@ -392,6 +392,28 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
                 break
             time.sleep(0.002)
     return len(found)
+
+
+def _children_of(parent: int) -> list[int]:
+    """Pids whose parent is `parent`, from one read of each /proc/PID/stat (what psutil
+    does too, with more work per process; this runs after every block)."""
+    out = []
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return out
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+                if int(stat[stat.rfind(b")") + 2 :].split(b" ", 2)[1]) == parent:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
 
 
 def _has_env(pid: int, line: bytes) -> bool:
