@@ -397,7 +397,7 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
 def _children_of(parent: int) -> list[int]:
     """Pids whose parent is `parent`, from one read of each /proc/PID/stat (what psutil
     does too, with more work per process; this runs after every block)."""
-    out = []
+    out: list[int] = []
     try:
         entries = os.scandir("/proc")
     except OSError:

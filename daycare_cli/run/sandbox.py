@@ -13,7 +13,9 @@ stdin to `python -I -B -X utf8 -`, with a clean environment. One function,
   namespaces, no network unless `sandbox.network`; bubblewrap is probed once;
 - `seccomp.py`: the system calls no block may make;
 - `process.py`: spawning, capped pipes, the deadline, and the kill of the block's whole
-  process tree (the pid-namespace init of bubblewrap included).
+  process tree (the pid-namespace init of bubblewrap included);
+- `outcome.py`: what a failure says beyond the interpreter's words (signals, limits, a
+  path outside the view).
 
 Fail closed: without a working bubblewrap, blocks do not run unless the config allows
 reduced isolation (`sandbox.isolation = "reduced"`); `DAYCARE_SANDBOX=reduced` in the
@@ -25,13 +27,10 @@ block; it hides no file (docs/security.md).
 
 from __future__ import annotations
 
-import ast
 import functools
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from daycare_cli.run.identity import (
     sandbox_python,
     stage_plan,
 )
+from daycare_cli.run.outcome import exit_error, view_hint
 from daycare_cli.run.prelude import PRELUDE
 from daycare_cli.run.process import STDERR_CAP, Finished, Launch, SpawnError, run_process
 from daycare_cli.run.seccomp import Filter, seccomp_filter
@@ -181,7 +181,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
     finally:
         _close(paths, seccomp_fd)
     if bwrap is not None and out.error:
-        out.error = _view_hint(out.error, paths, spec.hide)
+        out.error = view_hint(out.error, paths, spec.hide)
     return out
 
 
@@ -446,59 +446,10 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
         last = stderr.strip().splitlines()[-1:] or ["the interpreter did not start"]
         out.error = f"SandboxError: {last[0]}"
     else:
-        out.error = _exit_error(returncode, level)
+        out.error = exit_error(returncode, level)
         if level == "bubblewrap" and returncode is not None and returncode > 128:
             out.exit_code = 128 - returncode  # as without bubblewrap: -N for signal N
     return out
-
-
-def _view_hint(error: str, paths: BlockPaths | None, hidden: Sequence[Path]) -> str:
-    """Say so when a block failed on a host path that its view leaves out."""
-    if paths is None or not error.startswith(("FileNotFoundError", "PermissionError")):
-        return error
-    found = _QUOTED_PATH.search(error)
-    if found is None:
-        return error
-    try:
-        path = Path(str(ast.literal_eval(found.group(1))))
-    except (ValueError, SyntaxError):
-        return error
-    if not path.is_absolute() or not os.path.lexists(path):
-        return error
-    if in_view(path, paths.shown(), [Path("/home"), Path("/root"), *homes(), *map(Path, hidden)]):
-        return error
-    if any(path == h or Path(h) in path.parents for h in hidden):
-        return error  # daycare's own places: no entry can share them
-    key = "sandbox.write" if error.startswith("PermissionError") else "sandbox.read"
-    return (
-        f"{error} (the path exists on the host but is outside the block's sandbox view; "
-        f"add it to `{key}` in the task file to share it)"
-    )
-
-
-_QUOTED_PATH = re.compile(r": ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")(?: ->|$)")
-
-
-def _exit_error(returncode: int | None, level: str) -> str:
-    """Describe an exit the prelude did not report (os._exit, a signal, a limit)."""
-    if returncode is None:
-        return "Killed: the block did not exit"
-    sig = -returncode if returncode < 0 else 0
-    if level == "bubblewrap" and returncode > 128:
-        sig = returncode - 128  # bubblewrap's init exits 128+N for a command killed by N
-    if not sig:
-        return f"SystemExit: {returncode}"
-    why = {
-        int(signal.SIGKILL): "memory or CPU limit?",
-        int(signal.SIGXCPU): "CPU time limit exceeded",
-        int(signal.SIGXFSZ): "file size limit exceeded",
-    }.get(sig)
-    if why is None:
-        try:
-            why = signal.Signals(sig).name
-        except ValueError:
-            why = "unknown signal"
-    return f"Killed: signal {sig} ({why})"
 
 
 def _script(spec: BlockSpec, fd: int, payload_text: str | None, reap: bool) -> bytes:

@@ -273,3 +273,45 @@ def test_memory_totals_across_children(home: Home, isolation: str) -> None:
         for child in parent.glob("run-*"):
             child.rmdir()
         parent.rmdir()
+
+
+def test_control_socket_and_webhook_port_out_of_reach(home: Home, isolation: str) -> None:
+    """The daemon's control socket (in daycare's runtime directory) and a loopback port
+    like the webhook listener's, tried from a block without `sandbox.network`."""
+    import socket
+
+    home.paths.runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    home.paths.home.chmod(0o700)  # as the daemon makes it (umask 077)
+    control = socket.socket(socket.AF_UNIX)
+    control.bind(str(home.paths.socket))
+    home.paths.socket.chmod(0o600)
+    control.listen()
+    hooks = socket.socket()
+    hooks.bind(("127.0.0.1", 0))
+    hooks.listen()
+    code = (
+        "import socket\n"
+        f"for family, addr in ((socket.AF_UNIX, {str(home.paths.socket)!r}),\n"
+        f"                     (socket.AF_INET, ('127.0.0.1', {hooks.getsockname()[1]}))):\n"
+        "    s = socket.socket(family)\n"
+        "    s.settimeout(3)\n"
+        "    try:\n"
+        "        s.connect(addr)\n"
+        "        print('connected')\n"
+        "    except OSError as exc:\n"
+        "        print(type(exc).__name__)\n"
+        "    finally:\n"
+        "        s.close()\n"
+    )
+    try:
+        run = home.run(home.task(f"<run_python>\n{code}</run_python>"))
+    finally:
+        control.close()
+        hooks.close()
+    unix, tcp = (run.output or "").split()
+    if isolation == "bubblewrap":
+        assert (unix, tcp) == ("FileNotFoundError", "ConnectionRefusedError")
+    elif os.geteuid() == 0:  # reduced: the 0700 home keeps the task's uid out; not the net
+        assert unix in ("PermissionError", "FileNotFoundError")
+        assert tcp == "connected"
+    assert home.run(home.task("<run_python>\nprint('fine')\n</run_python>")).status == "succeeded"
