@@ -39,8 +39,11 @@ GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
 PR_SET_CHILD_SUBREAPER = 36
 
-# Pids of blocks running now (the orphan sweep leaves them alone).
+# Pids of blocks running now (the orphan sweep leaves them alone), and spawns under way
+# (whose pid is not known yet: a sweep waits for them, or it could take a block being
+# born for an orphan).
 LIVE: set[int] = set()
+SPAWNING: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -121,30 +124,35 @@ async def run_process(
     # session of its own) outlived it, re-parented to pid 1. The process is made whole,
     # then stopped as a tree below, and the cancellation raised after that.
     cancelled: asyncio.CancelledError | None = None
-    spawning = asyncio.ensure_future(spawn())
-    while not spawning.done():
-        try:
-            await asyncio.shield(spawning)
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-        except BaseException:
-            break  # the spawn failed: its result() below raises it
-    os.close(write_fd)
+    token = id(channel)
+    SPAWNING.add(token)
     try:
-        ch_transport, transport, proto = spawning.result()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SpawnError(exc) from exc
+        spawning = asyncio.ensure_future(spawn())
+        while not spawning.done():
+            try:
+                await asyncio.shield(spawning)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except BaseException:
+                break  # the spawn failed: its result() below raises it
+        os.close(write_fd)
+        try:
+            ch_transport, transport, proto = spawning.result()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SpawnError(exc) from exc
+        pid = transport.get_pid()
+        proto.pid = pid
+        if transport.get_returncode() is None:
+            LIVE.add(pid)
+    finally:
+        SPAWNING.discard(token)
 
-    pid = transport.get_pid()
-    proto.pid = pid
     # Compared with psutil's creation times of what the block left: the same clock
     # (boot time plus ticks), which can differ from time.time() by a good part of a second.
     try:
         since = psutil.Process(pid).create_time()
     except psutil.Error:
         since = time.time() - 1.0
-    if transport.get_returncode() is None:
-        LIVE.add(pid)
     timed_out = False
     try:
         if cancelled is not None:
@@ -175,11 +183,18 @@ async def run_process(
         finally:
             transport.close()
             ch_transport.close()
+            again: asyncio.CancelledError | None = None
             if launch.orphans_of is not None:
+                try:
+                    await _uncancelled(_spawns_settled())
+                except asyncio.CancelledError as exc:
+                    again = exc  # raised after the sweep
                 # The block's own process stays in LIVE until asyncio has reaped it.
                 sweep_orphans(launch.orphans_of, since, launch.orphan_env)
             if transport.get_returncode() is not None:
                 LIVE.discard(pid)
+            if again is not None:
+                raise again
     return Finished(
         stdout=bytes(proto.stdout),
         truncated=proto.truncated,
@@ -270,15 +285,27 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 
 async def _settle(proto: _BlockProtocol) -> None:
     """Wait (at most DRAIN each) for the killed block to be reaped and its pipes to
-    close, even through another cancellation: that one is raised once the wait is
-    over, never swallowed. Once it is reaped, what it left is re-parented to us and
-    the orphan sweep finds it."""
+    close, even through another cancellation. Once it is reaped, what it left is
+    re-parented to us and the orphan sweep finds it."""
 
     async def both() -> None:
         await _first(proto.exited, timeout=DRAIN)
         await _first(proto.pipes_closed, timeout=DRAIN)
 
-    wait = asyncio.ensure_future(both())
+    await _uncancelled(both())
+
+
+async def _spawns_settled() -> None:
+    """Wait (at most DRAIN) until no other block is being spawned."""
+    deadline = time.monotonic() + DRAIN
+    while SPAWNING and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+
+
+async def _uncancelled(work: Any) -> None:
+    """Run `work` to its end even through a cancellation: that one is raised once the
+    work is over, never swallowed."""
+    wait = asyncio.ensure_future(work)
     cancelled: asyncio.CancelledError | None = None
     while not wait.done():
         try:
