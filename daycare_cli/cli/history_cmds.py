@@ -14,6 +14,8 @@ from daycare_cli.cli.params import complete_task_id
 from daycare_cli.cli.run_cmds import STATUS_STYLE, open_state
 from daycare_cli.core.text import shown, visible
 
+ARTIFACTS_SHOWN = 200
+
 if TYPE_CHECKING:
     from daycare_cli.store.rows import Run
 
@@ -128,8 +130,10 @@ def print_run(run: Run, blocks: list[dict[str, Any]], artifacts: list[str]) -> N
             # The traceback tells where; the last lines are the useful ones.
             tail = "\n".join(str(b["stderr"]).rstrip().splitlines()[-12:])
             out.print(visible(tail), markup=False, style="dim")
-    for a in artifacts:
+    for a in artifacts[:ARTIFACTS_SHOWN]:  # names a block chose: as text, and not all of them
         out.print(f"  artifact {visible(a)}", markup=False)
+    if len(artifacts) > ARTIFACTS_SHOWN:
+        out.print(f"  … {len(artifacts) - ARTIFACTS_SHOWN} more artifacts", markup=False)
     if run.output:
         out.rule("prompt", style="dim")
         out.print(visible(run.output.rstrip("\n")), markup=False)

@@ -129,6 +129,8 @@ def print_run_result(run: dict[str, Any], *, as_json: bool) -> int:
     style = STATUS_STYLE.get(str(run.get("status")), "")
     secs = (run.get("duration_ms") or 0) / 1000
     out.print(f"[bold {style}]{run.get('status')}[/] in {secs:.2f}s · run {run.get('id')}")
+    if run.get("isolation"):
+        out.print(f"[dim]isolation: {run['isolation']}[/]")
     if run.get("skip_reason"):
         out.print(f"[yellow]skipped:[/] {shown(run['skip_reason'])}")
     if run.get("error"):
