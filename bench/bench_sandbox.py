@@ -12,7 +12,10 @@ and prints them as Markdown table rows, with b − a and c − b, the cost of da
 own machinery (prelude, limits, pipes, clean-up) and of bubblewrap, and c / a, the
 ratio DESIGN.md §10 holds to (< 1.5×).
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_sandbox.py [-n 30]`
+The cases run interleaved, one of each per round, so that load coming and going on a
+shared machine hits them alike.
+
+Run: `PYTHONPATH=. .venv/bin/python bench/bench_sandbox.py [-n 30] [--cgroup DIR]`
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,31 +48,21 @@ def summary(times: list[float]) -> tuple[float, float]:
     return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
-def median_ms(fn: Callable[[], None], n: int) -> tuple[float, float]:
-    """Median and p90 wall time of `fn` in ms, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return summary(times)
+Case = tuple[str, Callable[[], Awaitable[None]]]
 
 
-def blocks_ms(spec: BlockSpec, n: int) -> tuple[float, float]:
-    """Median and p90 of `run_block(spec)` in ms, all in one event loop like the daemon."""
-
-    async def go() -> list[float]:
-        await run_block(spec)  # warm-up: the isolation probe, the interpreter choice
-        times = []
-        for _ in range(n):
+async def interleaved(cases: list[Case], n: int) -> dict[str, list[float]]:
+    """Each case once per round, n rounds (after one warm-up round), all in one event
+    loop like the daemon: load that comes and goes on a shared machine hits every case
+    alike instead of whichever ran at the time."""
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for round_ in range(n + 1):
+        for name, run in cases:
             t0 = time.perf_counter()
-            out = await run_block(spec)
-            times.append((time.perf_counter() - t0) * 1000)
-            assert out.error is None, out.error
-        return times
-
-    return summary(asyncio.run(go()))
+            await run()
+            if round_:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return times
 
 
 def main() -> None:
@@ -93,47 +86,58 @@ def main() -> None:
 
     with_seccomp = sandbox_module.seccomp_filter
 
-    def seccomp(on: bool) -> None:
-        sandbox_module.seccomp_filter = with_seccomp if on else lambda: (None, "off")  # type: ignore[assignment]
-
-    def plain() -> None:
+    def plain_run() -> None:
         kwargs = {}
         if ident is not None:  # the same user the blocks run as
             kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": []}
         subprocess.run([python, "-I", "-c", "pass"], check=True, cwd="/", **kwargs)
 
-    rows: list[tuple[str, float, float]] = []
-    extra: list[tuple[str, float, float]] = []
-    try:
-        rows.append(("a. plain `python3 -I -c pass`", *median_ms(plain, args.n)))
-        os.environ["DAYCARE_SANDBOX"] = "reduced"
-        rows.append(("b. run_block, reduced (limits, seccomp)", *blocks_ms(spec, args.n)))
-        seccomp(False)
-        extra.append(("b'. run_block, reduced, no seccomp", *blocks_ms(spec, args.n)))
-        seccomp(True)
-        del os.environ["DAYCARE_SANDBOX"]
-        level, reason = isolation_level()
-        if level == "bubblewrap":
-            rows.append(("c. run_block, bubblewrap (seccomp)", *blocks_ms(spec, args.n)))
-            seccomp(False)
-            extra.append(("c'. run_block, bubblewrap, no seccomp", *blocks_ms(spec, args.n)))
-            seccomp(True)
-            parent, why = cgroup_parent(args.cgroup)
-            if parent is not None:
-                cg = create_run_cgroup(parent, "bench", Totals(512 * 2**20, PROCESS_BUDGET))
-                try:
-                    in_cg = replace(spec, cgroup_fd=cg.procs_fd)
-                    extra.append(
-                        ("d. run_block, bubblewrap, run cgroup", *blocks_ms(in_cg, args.n))
-                    )
-                finally:
-                    cg.close()
+    async def plain() -> None:
+        plain_run()
+
+    def block(reduced: bool, seccomp: bool, in_spec: BlockSpec) -> Callable[[], Awaitable[None]]:
+        async def go() -> None:
+            if reduced:
+                os.environ["DAYCARE_SANDBOX"] = "reduced"
             else:
-                print(f"(no run cgroup: {why})", file=sys.stderr)
+                os.environ.pop("DAYCARE_SANDBOX", None)
+            sandbox_module.seccomp_filter = (  # type: ignore[assignment]
+                with_seccomp if seccomp else lambda: (None, "off")
+            )
+            out = await run_block(in_spec)
+            assert out.error is None, out.error
+
+        return go
+
+    cases: list[Case] = [
+        ("a. plain `python3 -I -c pass`", plain),
+        ("b. run_block, reduced (limits, seccomp)", block(True, True, spec)),
+        ("b'. run_block, reduced, no seccomp", block(True, False, spec)),
+    ]
+    level, reason = isolation_level()
+    cg = None
+    if level == "bubblewrap":
+        cases.append(("c. run_block, bubblewrap (seccomp)", block(False, True, spec)))
+        cases.append(("c'. run_block, bubblewrap, no seccomp", block(False, False, spec)))
+        parent, why = cgroup_parent(args.cgroup)
+        if parent is not None:
+            cg = create_run_cgroup(parent, "bench", Totals(512 * 2**20, PROCESS_BUDGET))
+            in_cg = replace(spec, cgroup_fd=cg.procs_fd)
+            cases.append(("d. run_block, bubblewrap, run cgroup", block(False, True, in_cg)))
         else:
-            print(f"(bubblewrap unavailable: {reason})", file=sys.stderr)
+            print(f"(no run cgroup: {why})", file=sys.stderr)
+    else:
+        print(f"(bubblewrap unavailable: {reason})", file=sys.stderr)
+    try:
+        times = asyncio.run(interleaved(cases, args.n))
     finally:
+        if cg is not None:
+            cg.close()
         shutil.rmtree(base, ignore_errors=True)
+    med = {name: summary(t) for name, t in times.items()}
+    main_cases = [name for name, _ in cases if name[1] == "." and name[0] in "abc"]
+    rows = [(name, *med[name]) for name in main_cases]
+    extra = [(name, *med[name]) for name, _ in cases if name not in main_cases]
 
     who = f"as {ident.name} (daemon is root)" if ident else "as the daemon's user"
     print(f"Sandbox latency, {platform.node()}, {platform.platform()}, {os.cpu_count()} CPUs,")

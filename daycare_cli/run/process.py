@@ -60,6 +60,10 @@ class Launch:
     # ours) a line its environment starts with, so our own other children are spared.
     orphans_of: int | None = None
     orphan_env: bytes | None = None
+    # Sweep after a normal exit too (no pid namespace: a block that dies by os._exit
+    # leaves its children to us). Under bubblewrap, a normal exit ends the namespace
+    # and all in it; only a block we stopped can leave its init behind.
+    sweep_after_exit: bool = True
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ async def run_process(
     except psutil.Error:
         since = time.time() - 1.0
     timed_out = False
+    stopped = cancelled is not None
     try:
         if cancelled is not None:
             raise cancelled
@@ -164,6 +169,7 @@ async def run_process(
         ended = await _first(proto.exited, proto.overflow, timeout=timeout)
         timed_out = not ended
         if not proto.exited.is_set():
+            stopped = True
             await _stop(pid, proto, launch.tree_kill)
         # After an exit, what outlived the block is no longer below it: the orphan
         # sweep (we are the subreaper it was re-parented to) finds it.
@@ -176,6 +182,7 @@ async def run_process(
                 # Cancelled (the run was cancelled or the daemon is stopping): kill now,
                 # and give the kernel a moment to tear the namespace down. The tree goes
                 # first: once the block is dead, its children are no longer below it.
+                stopped = True
                 if launch.tree_kill:
                     _freeze_and_kill(pid)
                 _kill_group(pid, signal.SIGKILL)
@@ -184,7 +191,7 @@ async def run_process(
             transport.close()
             ch_transport.close()
             again: asyncio.CancelledError | None = None
-            if launch.orphans_of is not None:
+            if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
                 try:
                     await _uncancelled(_spawns_settled())
                 except asyncio.CancelledError as exc:

@@ -322,6 +322,7 @@ def _launch_plan(
         pass_fds=fds,
         orphans_of=uid,
         orphan_env=mark,
+        sweep_after_exit=False,
     )
 
 
