@@ -15,6 +15,11 @@ port = 8765
 keep_runs = 100
 max_age_days = 30
 
+[sandbox]
+isolation = "bubblewrap"          # or "reduced": run blocks without bubblewrap when it cannot run
+bwrap = "/usr/bin/bwrap"          # which bubblewrap (default: found on PATH)
+cgroup = "/sys/fs/cgroup/daycare" # a delegated cgroup v2 for run totals (default: the unit's own)
+
 [secrets]
 github_hook = "..."
 
@@ -47,7 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "retention.max_age_days": 30,
     "daemon.grace_period": 30,
     "socket": None,
+    "sandbox.isolation": "bubblewrap",
+    "sandbox.bwrap": None,
+    "sandbox.cgroup": None,
 }
+ISOLATION_CHOICES = ("bubblewrap", "reduced")
 
 
 class ConfigError(UserError):
@@ -117,6 +126,23 @@ class Config:
         return float(self.get("daemon.grace_period"))
 
     @property
+    def sandbox_isolation(self) -> str:
+        """ "bubblewrap" (blocks run only under it) or "reduced" (accepted without it)."""
+        return str(self.get("sandbox.isolation"))
+
+    @property
+    def sandbox_bwrap(self) -> str | None:
+        """The bubblewrap to use; None: `bwrap` on PATH."""
+        value = self.get("sandbox.bwrap")
+        return str(value) if value else None
+
+    @property
+    def sandbox_cgroup(self) -> str | None:
+        """A delegated cgroup v2 directory for run cgroups; None: the daemon's own."""
+        value = self.get("sandbox.cgroup")
+        return str(value) if value else None
+
+    @property
     def timezone(self) -> str:
         """The default zone of tasks: config, else the system's IANA zone."""
         return self.get("timezone") or system_zone()
@@ -181,6 +207,9 @@ SCHEMA: dict[str, Any] = {
     "retention.keep_runs": (int, 0),
     "retention.max_age_days": (float, 0),
     "daemon.grace_period": (float, 0),
+    "sandbox.isolation": str,
+    "sandbox.bwrap": str,
+    "sandbox.cgroup": str,
 }
 FREE_TABLES = ("secrets", "notify")
 
@@ -248,6 +277,14 @@ def check_config(raw: dict[str, Any], path: str) -> None:
                 )
 
     walk(raw, "")
+    sandbox = raw.get("sandbox")
+    isolation = sandbox.get("isolation") if isinstance(sandbox, dict) else None
+    if isolation is not None and isolation not in ISOLATION_CHOICES:
+        fail(
+            "sandbox.isolation",
+            f"must be one of {', '.join(ISOLATION_CHOICES)}, not {isolation!r}",
+            "daycare config set sandbox.isolation reduced",
+        )
     zone = raw.get("timezone")
     if isinstance(zone, str):
         from daycare_cli.core.errors import ScheduleError

@@ -33,13 +33,10 @@ Without a model, this text itself is delivered as a reminder.
 
 def check_task_id(task_id: str) -> str:
     """Validate an id given with --id."""
-    from daycare_cli.core.task import TASK_ID_RE
+    from daycare_cli.core.task import TASK_ID_RULE, valid_task_id
 
-    if not TASK_ID_RE.match(task_id):
-        raise UsageError(
-            f"{task_id!r} is not a valid task id",
-            hint="use lower-case letters, digits and dashes, at most 63 characters",
-        )
+    if not valid_task_id(task_id):
+        raise UsageError(f"{task_id!r} is not a valid task id", hint=f"use {TASK_ID_RULE}")
     return task_id
 
 

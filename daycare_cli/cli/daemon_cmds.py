@@ -122,7 +122,11 @@ def spawn_daemon(cli: CliContext) -> subprocess.Popen[bytes]:
     for flag, value in given:
         cmd += [flag, str(value.expanduser().absolute())]
     cmd += ["daemon", "run"]
-    with paths.daemon_log.open("ab") as log_file:  # the child keeps its own descriptor
+    paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The log is the daemon's alone (0600), whatever the umask of the shell starting it.
+    log_fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(log_fd, 0o600)
+    with os.fdopen(log_fd, "ab") as log_file:  # the child keeps its own descriptor
         return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -323,8 +327,14 @@ def print_status(cli: CliContext, status: dict[str, Any]) -> None:
     )
     if status.get("home"):
         out.print(Text(f"home {status['home']}"))
-    if status.get("isolation"):
-        out.print(Text(f"isolation {visible(str(status['isolation']))}"))
+    sandbox = status.get("sandbox") or {}
+    if sandbox:
+        out.print(
+            Text(
+                f"sandbox {sandbox.get('isolation')} ({sandbox.get('reason')}); "
+                f"seccomp: {sandbox.get('seccomp')}; totals: {sandbox.get('totals')}"
+            )
+        )
     lag = status.get("loop_lag_ms")
     if isinstance(lag, dict) and lag:
         out.print(Text(f"loop lag p50 {lag.get('p50')} ms, p99 {lag.get('p99')} ms"))

@@ -39,7 +39,7 @@ def doctor(
 
 def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
     """The checks of `doctor`, each `{name, level: ok|warn|fail, detail}`."""
-    from daycare_cli.run.sandbox import isolation_level
+    from daycare_cli.run.blocks import describe_sandbox
 
     checks: list[dict[str, Any]] = []
 
@@ -47,18 +47,21 @@ def _doctor_checks(cli: CliContext) -> list[dict[str, Any]]:
         checks.append({"name": name, "level": level, "detail": detail})
 
     add("python", "ok", f"{sys.version.split()[0]} at {sys.executable}")
-    level, reason = isolation_level()
-    bwrap = shutil.which("bwrap")
+    sandbox = describe_sandbox(cli.config)
+    bwrap = cli.config.sandbox_bwrap or shutil.which("bwrap")
     add(
         "bubblewrap",
-        "ok" if bwrap else "warn",
+        "ok" if sandbox["isolation"] == "bubblewrap" else "warn",
         bwrap or "not found; install the bubblewrap package for full isolation",
     )
+    isolation = sandbox["isolation"]
     add(
         "isolation",
-        "ok" if level == "bubblewrap" else "warn",
-        f"{level}" + (f" ({reason})" if reason else ""),
+        {"bubblewrap": "ok", "reduced": "warn"}.get(isolation, "fail"),
+        f"{isolation} ({sandbox['reason']})",
     )
+    add("seccomp", "warn" if sandbox["seccomp"].startswith("none") else "ok", sandbox["seccomp"])
+    add("run totals", "ok" if sandbox["cgroup"] else "warn", sandbox["totals"])
     if os.geteuid() == 0:
         add("user", "warn", "running as root: blocks run as an unprivileged user")
     from daycare_cli.run.models import model_checks

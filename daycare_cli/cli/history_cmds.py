@@ -14,6 +14,8 @@ from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import JsonFlag, RunRef, TaskFilter, complete_run_ref, group
 from daycare_cli.cli.run_cmds import STATUS_STYLE, open_state
 
+ARTIFACTS_SHOWN = 200
+
 if TYPE_CHECKING:
     from daycare_cli.store.rows import Run
 
@@ -165,8 +167,10 @@ def print_run(
             # The traceback tells where; the last lines are the useful ones.
             tail = "\n".join(str(b["stderr"]).rstrip().splitlines()[-12:])
             out.print(Text(visible(tail), "dim"))
-    for a in artifacts:
+    for a in artifacts[:ARTIFACTS_SHOWN]:  # names a block chose: as text, and not all of them
         out.print(Text(f"  artifact {visible(a)}"))
+    if len(artifacts) > ARTIFACTS_SHOWN:
+        out.print(Text(f"  … {len(artifacts) - ARTIFACTS_SHOWN} more artifacts"))
     if run.output:
         out.rule("prompt", style="dim")
         out.print(Text(visible(run.output.rstrip("\n"))))

@@ -13,6 +13,8 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from daycare_cli.core.text import visible as visible  # the one rule, for the CLI's renderers
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -151,20 +153,6 @@ def table_time(when: datetime, zone: str) -> str:
 def zone_label(zone: str) -> str:
     """A zone for a table header: `UTC` for the UTC aliases, else the IANA name."""
     return "UTC" if zone in ("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu") else zone
-
-
-def visible(text: str) -> str:
-    """Untrusted text made safe for a terminal: control characters shown as `\x1b`-style
-    escapes (newlines and tabs kept), so block output cannot move the cursor or recolour."""
-    if text.isprintable() or all(c.isprintable() or c in "\n\t" for c in text):
-        return text
-    out = []
-    for char in text:
-        if char in "\n\t" or char.isprintable():
-            out.append(char)
-        else:
-            out.append(repr(char)[1:-1] if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
-    return "".join(out)
 
 
 def when_text(when: datetime, now: datetime, zone: str) -> str:

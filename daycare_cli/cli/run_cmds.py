@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,6 +12,7 @@ import typer
 
 from daycare_cli.cli.context import CliContext, get_context
 from daycare_cli.cli.params import TaskId, complete_task_id
+from daycare_cli.core.text import shown, visible
 
 if TYPE_CHECKING:
     from daycare_cli.client import DaemonClient
@@ -174,14 +176,16 @@ def print_run_result(run: dict[str, Any], *, as_json: bool) -> int:
     style = STATUS_STYLE.get(str(run.get("status")), "")
     secs = (run.get("duration_ms") or 0) / 1000
     out.print(f"[bold {style}]{run.get('status')}[/] in {secs:.2f}s · run {run.get('id')}")
+    if run.get("isolation"):
+        out.print(f"[dim]isolation: {run['isolation']}[/]")
     if run.get("skip_reason"):
-        out.print(f"[yellow]skipped:[/] {run['skip_reason']}")
+        out.print(f"[yellow]skipped:[/] {shown(run['skip_reason'])}")
     if run.get("error"):
-        out.print(f"[red]error:[/] {run['error']}")
+        out.print(f"[red]error:[/] {shown(run['error'])}")
     text = run.get("response") or run.get("output") or ""
     if text.strip():
         out.rule(style="dim")
-        out.print(text.rstrip("\n"), markup=False, highlight=False)
+        out.print(visible(text.rstrip("\n")), markup=False, highlight=False)
     return code
 
 
@@ -283,62 +287,64 @@ def task_expand(
     task = cli.store.get(task_id)
     expansion = expand_task(cli, task, read_payload(payload), Progress(quiet=False))
     if expansion.skipped:
-        typer.echo(f"(a block called skip: {expansion.skip_reason or 'no reason'})", err=True)
-    sys.stdout.write(expansion.text if expansion.text.endswith("\n") else expansion.text + "\n")
+        reason = visible(expansion.skip_reason or "no reason")
+        typer.echo(f"(a block called skip: {reason})", err=True)
+    text = visible(expansion.text)  # block output: no terminal control gets through
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progress) -> Expansion:
     """Run the blocks of a task's prompt in its workspace and splice their outputs in.
 
-    Artifacts and the payload go to a temporary directory that is removed afterwards.
+    The blocks get the launch plan of a real run (run/blocks.py): the same view, masks,
+    isolation policy and secrets. Artifacts and the payload go to a temporary directory
+    that is removed afterwards.
     """
     import tempfile
 
-    from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
-    from daycare_cli.run.sandbox import BlockSpec, run_block
+    from daycare_cli.core.errors import SandboxError, UserError
+    from daycare_cli.core.prompt import Expansion
+    from daycare_cli.run.blocks import RunBlocks, RunRefused, resolve_env
+    from daycare_cli.run.sandbox import REFUSED_HINT
 
-    workspace = cli.paths.workspace(task.id)
-    files = workspace / "files"
+    if not task.execute:
+        return Expansion(text=task.body, results=[])
+    try:
+        env, _ = resolve_env(task, cli.config)
+    except LookupError as exc:
+        raise UserError(str(exc), path=task.path) from None
+    files = cli.paths.workspace(task.id) / "files"
     files.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daycare-expand-") as tmp:
+        os.chmod(tmp, 0o755)  # the sandbox user (as root) reaches artifacts/ through it
         artifacts = Path(tmp) / "artifacts"
         artifacts.mkdir()
         payload_file = None
         if data is not None:
             payload_file = Path(tmp) / "payload.json"
             payload_file.write_bytes(data)
-
-        async def one(block: Block) -> BlockResult:
-            line = block.line + task.body_line - 1  # in the file
-            progress({"event": "block.start", "block": block.index, "line": line})
-            res = await run_block(
-                BlockSpec(
-                    code=block.code,
-                    files_dir=files,
-                    artifacts_dir=artifacts,
-                    workspace=workspace,
-                    timeout=block_timeout(block, task.timeout),
-                    sandbox=task.sandbox,
-                    env=dict(task.env),
-                    task={"id": task.id, "name": task.name},
-                    run={"id": "expand", "trigger": "manual", "slot": None},
-                    payload_file=payload_file,
-                )
-            )
-            progress(
-                {
-                    "event": "block.end",
-                    "block": block.index,
-                    "duration_ms": res.duration_ms,
-                    "error": res.error,
-                    "skipped": res.skipped,
-                    "truncated": res.truncated,
-                }
-            )
-            return BlockResult(res.output, res.error, res.truncated, res.skipped, res.skip_reason)
-
-        expansion = asyncio.run(expand_prompt(task.body, one, execute=task.execute))
-        progress.stop()
+            payload_file.chmod(0o644)
+        blocks = RunBlocks(
+            paths=cli.paths,
+            config=cli.config,
+            task=task,
+            run={"id": "expand", "trigger": "manual", "slot": None},
+            files_dir=files,
+            artifacts_dir=artifacts,
+            payload_file=payload_file,
+            env=env,
+            emit=lambda event, **fields: progress({"event": event, **fields}),
+        )
+        try:
+            expansion = asyncio.run(blocks.expand())
+        except RunRefused as exc:
+            raise SandboxError(
+                f"blocks of this task do not run: bubblewrap cannot run here ({exc.reason})",
+                path=task.path,
+                hint=REFUSED_HINT,
+            ) from None
+        finally:
+            progress.stop()
     return expansion
 
 

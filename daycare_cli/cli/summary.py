@@ -244,11 +244,14 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
     view = daemon_view(cli)
     latest = last_runs(cli) if entries else {}
     stored_slots(cli, [e.task for e in entries if e.task is not None])
+    isolation = last_isolation(cli, entries)
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
         record = task_record(cli, entry, fires)
         record["last_run"] = last_run_record(latest.get(entry.id))
+        if entry.task is not None and entry.task.execute:
+            record["isolation"] = isolation.get(entry.id)
         if view is not None:
             fires = apply_daemon_view(cli, entry, record, fires, view.get(entry.id))
         rows.append((entry, fires, record, latest.get(entry.id)))
@@ -283,6 +286,22 @@ def last_run_cell(run: Run | None, now: datetime) -> tuple[str, str]:
         return (f"{run.status} {ago(since, now).removesuffix(' ago')}", style)
     when = run.finished_at or run.started_at or run.queued_at
     return (f"{ago(when, now)} {run.status}", style)
+
+
+def last_isolation(cli: CliContext, entries: list[TaskEntry]) -> dict[str, str]:
+    """The isolation the latest run of each `execute: true` task got ("bubblewrap",
+    "reduced", "none" when refused); read only when such a task is listed."""
+    if not any(e.task is not None and e.task.execute for e in entries):
+        return {}
+    if not cli.paths.state_db.exists():
+        return {}
+    from daycare_cli.store.state import State
+
+    try:
+        with State.open(cli.paths.state_db) as state:
+            return state.last_isolation()
+    except Exception:  # the listing never fails for want of history
+        return {}
 
 
 def print_task_table(
@@ -336,6 +355,12 @@ def print_task_table(
     headers = ["", "ID", "NAME", "TRIGGERS", f"NEXT ({render.zone_label(zone)})", "LAST RUN"]
     # Triggers give way first, then the name, then both further; ids and times never.
     render.print_table(headers, table, shrink=((3, 16), (2, 12), (3, 8), (2, 6)))
+    ran = sorted({str(r.get("isolation")) for _, _, r, _ in rows if r.get("isolation")})
+    if ran:
+        note = "blocks last ran with isolation: " + ", ".join(ran)
+        if "none" in ran:
+            note += " (none: refused, bubblewrap missing; see `daycare doctor`)"
+        sys.stdout.write(render.paint(note, "red" if "none" in ran else "dim") + "\n")
     if invalid:
         files = "file has" if invalid == 1 else "files have"
         message = f"{invalid} {files} errors: `daycare task lint` shows how to fix them"

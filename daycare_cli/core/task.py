@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TASK_ID_RULE = "lowercase letters, digits and dashes, starting with a letter or digit, at most 63"
 
 Overlap = Literal["skip", "queue", "allow", "replace"]
 CatchUp = Literal["skip", "latest", "all"]
@@ -92,13 +93,22 @@ Trigger = CronTrigger | AtTrigger | EveryTrigger | WebhookTrigger
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """The `sandbox:` mapping of a task."""
+    """The `sandbox:` mapping of a task.
+
+    `read`/`write` are absolute paths or `~/…` (checked by the reader; resolved on the
+    host at launch). `read_at`/`write_at` are the file lines of those entries, for
+    errors found at launch (a symlink, a path inside a workspace); they do not take
+    part in equality.
+    """
 
     network: bool = False
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
-    memory: int = 512 * MIB  # bytes of address space per process
+    memory: int = 512 * MIB  # bytes of address space per process; the run's total in a cgroup
     cpu: float | None = None  # CPU seconds per block; default: the block timeout + 1
+    disk: int = 256 * MIB  # bytes a run may add to files/ and artifacts/
+    read_at: tuple[int, ...] = field(default=(), compare=False)
+    write_at: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,15 @@ class Task:
         if chosen is None or chosen.strip().lower() in ("", "none"):
             return None
         return chosen
+
+
+def valid_task_id(text: str) -> bool:
+    """The one rule for task ids at every entry: command line, control API, webhook path.
+
+    A task id is a file name in the tasks directory, so anything else (`..`, `/`, `%2F`
+    once decoded, upper case, a trailing newline) is refused before any path is built.
+    """
+    return TASK_ID_RE.fullmatch(text) is not None
 
 
 def effective_zone(task: Task, trigger: Trigger | None, default: str) -> str:

@@ -25,10 +25,10 @@ from daycare_cli.core.task import (
     MIB,
     NOTIFY_EVENTS,
     OVERLAP_POLICIES,
-    TASK_ID_RE,
     SandboxSpec,
     Task,
     Trigger,
+    valid_task_id,
 )
 from daycare_cli.core.triggerfile import TriggerReader
 from daycare_cli.core.yamlrules import is_null, kind_of, label, suggest
@@ -88,7 +88,7 @@ _MISPLACED: dict[str, str] = {
     "disabled": "write `enabled: false`",
 }
 
-SANDBOX_KEYS: tuple[str, ...] = ("network", "read", "write", "memory", "cpu")
+SANDBOX_KEYS: tuple[str, ...] = ("network", "read", "write", "memory", "cpu", "disk")
 MINIMAL_TEMPLATE = '---\nname: My task\nschedule: "0 9 * * *"\n---\nWhat the task should do.\n'
 
 # A valid line for each key, offered as the fix when its value is wrong.
@@ -110,6 +110,7 @@ _EXAMPLES: dict[str, str] = {
     "sandbox.cpu": "cpu: 30",
     "sandbox.read": "read: [/var/log]",
     "sandbox.write": "write: [~/reports]",
+    "sandbox.disk": "disk: 256M",
     "env": 'env:\n  API_URL: "https://example.com"',
     "notify": 'notify: ["mailto://me@example.com"]',
     "notify_on": "notify_on: [response, failure]",
@@ -121,6 +122,7 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _SIZE_UNITS: dict[str, int] = {"": 1, "k": 1024, "m": MIB, "g": 1024 * MIB, "t": 1024**2 * MIB}
 MIN_MEMORY = 16 * MIB
+MAX_SIZE = 1024**2 * MIB
 MAX_RETRIES = 100
 MAX_FILE_BYTES = MIB  # DESIGN.md §6: read with a size cap
 # YAML costs far more per byte than the body: 600 KB of triggers took 1-3 s to compose.
@@ -244,7 +246,7 @@ def _task_id(path: str, task_id: str | None) -> str:
     if task_id is None:
         base = path.replace("\\", "/").rsplit("/", 1)[-1]
         task_id = base[:-3] if base.endswith(".md") else base
-    if TASK_ID_RE.match(task_id):
+    if valid_task_id(task_id):
         return task_id
     slug = re.sub(r"[^a-z0-9]+", "-", task_id.lower()).strip("-")[:63] or "my-task"
     raise TaskFileError(
@@ -394,15 +396,43 @@ class _Reader(TriggerReader):
                     )
                 values["network"] = self.boolean(vnode, "sandbox.network")
             elif name in ("read", "write"):
-                values[name] = self.strings(vnode, f"sandbox.{name}")
-            elif name == "memory":
-                values["memory"] = self.size(vnode)
+                items = self.items(vnode, f"sandbox.{name}")
+                entries = [(self.path_entry(item, name), item) for item in items]
+                values[name] = tuple(e for e, _ in entries)
+                values[f"{name}_at"] = tuple(self.fm_line + n.start_mark.line for _, n in entries)
+            elif name in ("memory", "disk"):
+                values[name] = self.size(vnode, f"sandbox.{name}")
             else:
                 values["cpu"] = self.duration(vnode, "sandbox.cpu", above=True)
         return SandboxSpec(**values)
 
-    def size(self, node: Node) -> int:
-        key = "sandbox.memory"
+    def path_entry(self, node: Node, name: str) -> str:
+        """One `sandbox.read`/`sandbox.write` entry: absolute or `~/…`, no `.` or `..`.
+
+        Relative entries were resolved against files/, which a block controls; now the
+        host resolves each entry, without following symlinks, when a block starts.
+        """
+        key = f"sandbox.{name}[]"
+        value = self.string(node, key)
+        home = value == "~" or value.startswith("~/")
+        if not (value.startswith("/") or home):
+            raise self.error(
+                node,
+                f"`sandbox.{name}` entries must be absolute paths or start with `~/`, "
+                f"not {value!r}",
+                f"{name}: [/var/log]  (or {name}: [~/reports] for a path in your home)",
+            )
+        parts = value.split("/")[1:]
+        if any(p in (".", "..") for p in parts) or "\0" in value:
+            raise self.error(
+                node,
+                f"`sandbox.{name}` entry {value!r} must not contain `.` or `..`",
+                f"write the path without them, e.g. {name}: [/srv/data]",
+            )
+        return value
+
+    def size(self, node: Node, key: str = "sandbox.memory") -> int:
+        short = key.split(".")[-1]
         value = self.scalar(node, key, "a size like 512M or 1G")
         found = _SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
         if isinstance(value, int) and not isinstance(value, bool):
@@ -413,13 +443,17 @@ class _Reader(TriggerReader):
             raise self.error(
                 node,
                 f"{label(key)} must be a size like 512M or 1G, not {value!r}",
-                "memory: 512M",
+                "memory: 512M" if short == "memory" else "disk: 256M",
             )
-        if size < MIN_MEMORY:
+        if short == "memory" and size < MIN_MEMORY:
             raise self.error(
                 node,
                 f"{label(key)} must be at least 16M, not {value!r}: Python cannot start with less",
                 "memory: 512M (a bare number is bytes)",
+            )
+        if size > MAX_SIZE:
+            raise self.error(
+                node, f"{label(key)} must be at most 1T, not {value!r}", f"{short}: 1G"
             )
         return size
 

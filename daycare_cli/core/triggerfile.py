@@ -129,7 +129,7 @@ class TriggerReader(NodeReader):
         if "id" in entries:
             id_node = entries["id"][1]
             trigger_id = self.string(id_node, "id")
-            if not TASK_ID_RE.match(trigger_id):
+            if not TASK_ID_RE.fullmatch(trigger_id):
                 raise self.error(
                     id_node,
                     f"trigger id `{trigger_id}` is not valid",

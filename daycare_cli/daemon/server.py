@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from daycare_cli.core.policy import queue_full
-from daycare_cli.core.task import WebhookTrigger
+from daycare_cli.core.task import WebhookTrigger, valid_task_id
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
@@ -53,6 +53,45 @@ def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
     return hmac.compare_digest(given.lower().encode(), expected.encode())
 
 
+class WithheldDetails(logging.Filter):
+    """aiohttp's own error logs quote the request line or headers it choked on (a 9,000
+    character query string logs the whole line, token included). Keep the event and
+    where it happened, never the text: the exception's type and its frames only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        what = type(exc).__name__ if exc is not None else "error"
+        where = ""
+        if exc is not None and not _is_http_error(exc):
+            import traceback
+
+            # A bug, not a bad request: its frames (no message, no locals) stay useful.
+            frames = traceback.format_tb(exc.__traceback__)
+            where = "\n" + "".join(frames).rstrip()
+        record.msg = (
+            "HTTP request refused or failed: %s (details withheld: they may hold a token)%s"
+        )
+        record.args = (what, where)
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _is_http_error(exc: BaseException) -> bool:
+    from aiohttp import http_exceptions
+
+    return isinstance(exc, http_exceptions.HttpProcessingError | web.HTTPException)
+
+
+def withhold_http_details() -> None:
+    """Install `WithheldDetails` on aiohttp's loggers (idempotent)."""
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, WithheldDetails) for f in logger.filters):
+            logger.addFilter(WithheldDetails())
+
+
 class WebhookServer:
     """`POST /hooks/<token>` on 127.0.0.1:8765 (config `webhook.host`/`webhook.port`).
 
@@ -68,6 +107,7 @@ class WebhookServer:
         self.url = ""
 
     async def start(self) -> None:
+        withhold_http_details()
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/hooks/{token}", self.handle)
         # No access log: the URL path carries the token, which must never be logged.
@@ -106,7 +146,7 @@ class WebhookServer:
             return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
         state, scheduler = self.state, self.scheduler
         found = state.lookup_token(request.match_info["token"])
-        if found is None:
+        if found is None or not valid_task_id(found[0]):
             return web.json_response(NOT_FOUND, status=404)
         task_id, trigger_id = found
         sched = scheduler.plan.tasks.get(task_id)
@@ -160,6 +200,7 @@ class ControlServer:
         reload: Callable[[], None],
         started_at: datetime,
         webhooks: WebhookServer,
+        sandbox: dict[str, Any],
     ) -> None:
         self.scheduler = scheduler
         self.state = state
@@ -168,6 +209,9 @@ class ControlServer:
         self.reload_all = reload
         self.started_at = started_at
         self.webhooks = webhooks
+        self.sandbox = (
+            sandbox  # what blocks get here (run/blocks.describe_sandbox), filled at start
+        )
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -223,6 +267,7 @@ class ControlServer:
                 "webhook_url": self.webhooks.url or None,
                 "home": str(self.paths.home),
                 "tasks_dir": str(self.paths.tasks_dir),
+                "sandbox": self.sandbox,
                 "next": self._next(limit=10),
             }
         )
@@ -267,6 +312,9 @@ class ControlServer:
     async def run_now(self, request: web.Request) -> web.StreamResponse:
         scheduler, plan = self.scheduler, self.scheduler.plan
         task_id = request.match_info["id"]
+        if not valid_task_id(task_id):
+            # The id rule before any path is built (`..%2F..%2Fevil` arrives decoded).
+            return web.json_response({"error": f"no task {task_id!r}", "code": 3}, status=404)
         body = await request.read()
         payload = body if request.query.get("payload") == "1" else None
         path = self.paths.task_file(task_id)

@@ -77,6 +77,7 @@ class Daemon:
         self.lock_fd: int | None = None
         self.started_at = datetime.now(UTC)
         self.signal_wake = asyncio.Event()
+        self.sandbox: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class Daemon:
             reload=self.reload,
             started_at=self.started_at,
             webhooks=webhooks,
+            sandbox=self.sandbox,
         )
         try:
             await control.start()
@@ -170,12 +172,13 @@ class Daemon:
             state.close()
             return 1
 
-        from daycare_cli.run.sandbox import isolation_level
+        from daycare_cli.run.blocks import describe_sandbox
 
         # Probe once now, off the loop, so the first block does not stall the scheduler.
-        isolation, reason = await asyncio.to_thread(isolation_level)
+        self.sandbox.update(await asyncio.to_thread(describe_sandbox, self.config))
+        isolation = self.sandbox["isolation"]
         if isolation != "bubblewrap":
-            log.warning("sandbox isolation: %s (%s)", isolation, reason)
+            log.warning("sandbox isolation: %s (%s)", isolation, self.sandbox["reason"])
         n_triggers = sum(len(s.task.triggers) for s in plan.tasks.values())
         status = (
             f"{len(plan.tasks)} tasks, {n_triggers} triggers, "
@@ -296,7 +299,13 @@ class Daemon:
 
 def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:
     """`daycare daemon run`: the foreground service systemd starts."""
+    # Everything the daemon writes (state, runs, logs) is the user's alone: 0600 files
+    # in 0700 directories, as systemd's UMask=0077 in the shipped unit says too.
+    os.umask(0o077)
     setup_logging(log_level)
+    from daycare_cli.run.cgroup import adopt_delegated
+
+    adopt_delegated()  # under Delegate=yes: run cgroups beside the daemon's own
     paths.home.mkdir(parents=True, exist_ok=True)
     paths.tasks_dir.mkdir(parents=True, exist_ok=True)
 

@@ -24,6 +24,10 @@ RestartSec=5s
 WatchdogSec=60s
 TimeoutStopSec=45s
 KillMode=mixed
+# Each run gets a cgroup of its own below the daemon's (memory, process and CPU totals).
+Delegate=yes
+# Everything the daemon writes is the user's alone.
+UMask=0077
 # Runs get a grace period on SIGTERM (daemon.grace_period, 30s) before they are marked interrupted.
 Environment=PYTHONUNBUFFERED=1
 

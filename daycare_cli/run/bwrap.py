@@ -1,15 +1,16 @@
 """bubblewrap: the probe, its argv, and the filesystem view a block gets (DESIGN.md §5 step 5).
 
-Namespaces, a read-only system, tmpfs over secrets and over the paths a block must not
-see (`hide`), no network unless `sandbox.network`, a pid namespace that dies with the
-block. The probe runs once, with a trial the caller gives (a sandboxed `true` through
-the block's own launch plan), so what works in the probe is what blocks get.
+Namespaces (user, pid, mount, ipc, uts, cgroup, and network unless `sandbox.network`),
+the allow-list view of `view.py` (system directories read-only, homes and /tmp, /run
+empty, daycare's own places masked, the block's directories and the task's entries
+bound), no capabilities, a pid namespace that dies with the block, the seccomp filter.
+The probe runs once, with a trial the caller gives (a sandboxed `true` through the
+block's own launch plan), so what works in the probe is what blocks get.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -19,23 +20,11 @@ from pathlib import Path
 
 from daycare_cli.core.task import MIB
 from daycare_cli.run.identity import SAFE_PATH, Identity, reachable
+from daycare_cli.run.view import SYSTEM_DIRS, Entry, homes, in_view
 
 TMP_SIZE = 64 * MIB
 SHM_SIZE = 16 * MIB
-
-# Paths under a home directory that a block never sees under bubblewrap.
-HOME_SECRETS = (
-    ".ssh",
-    ".gnupg",
-    ".aws",
-    ".config/gcloud",
-    ".azure",
-    ".kube",
-    ".docker",
-    ".netrc",
-    ".git-credentials",
-    ".pypirc",
-)
+RUN_SIZE = 1 * MIB
 
 
 @dataclass(frozen=True)
@@ -50,27 +39,52 @@ class Bwrap:
 
 @dataclass(frozen=True)
 class BlockPaths:
-    """A block's paths on the host, resolved: its own directories and the task's extras."""
+    """A block's paths on the host, resolved: its own directories, the task's entries
+    (`view.Entry`, open without following links) and extra read-only directories the
+    interpreter needs (`runtime`: its install prefix when that is not in the view)."""
 
     files: Path
     artifacts: Path
     workspace: Path
     payload: Path | None
-    read: tuple[Path, ...]
-    write: tuple[Path, ...]
+    entries: tuple[Entry, ...] = ()
+    runtime: tuple[Path, ...] = ()
+
+    @property
+    def read(self) -> tuple[Path, ...]:
+        return tuple(e.path for e in self.entries if not e.writable)
+
+    @property
+    def write(self) -> tuple[Path, ...]:
+        return tuple(e.path for e in self.entries if e.writable)
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return tuple(e.fd for e in self.entries)
+
+    def shown(self) -> list[Path]:
+        """Host directories bound into the view besides the system ones."""
+        own = [self.files, self.artifacts, *([self.payload] if self.payload else [])]
+        return [*own, *self.runtime, *(e.path for e in self.entries)]
 
 
 Trial = Callable[[Bwrap], tuple[bool, str]]  # (it ran, why not)
 
 
-def probe(trial: Trial) -> tuple[Bwrap | None, str]:
-    """Find bubblewrap and check with `trial` that it works here: with every option it
-    offers, else with none. Returns (bwrap or None, a one-line reason)."""
+def probe(trial: Trial, configured: str | None = None) -> tuple[Bwrap | None, str]:
+    """Find bubblewrap (`configured`, config `sandbox.bwrap`, else on PATH) and check
+    with `trial` that it works here: with every option it offers, else with none.
+    Returns (bwrap or None, a one-line reason)."""
     if sys.platform != "linux":
         return None, "bubblewrap needs Linux"
-    path = shutil.which("bwrap") or shutil.which("bwrap", path=SAFE_PATH)
+    if configured:
+        path = configured if os.access(configured, os.X_OK) else None
+        if path is None:
+            return None, f"bwrap not found at {configured} (config sandbox.bwrap)"
+    else:
+        path = shutil.which("bwrap") or shutil.which("bwrap", path=SAFE_PATH)
     if not path:
-        return None, "bwrap not found (install bubblewrap for full isolation)"
+        return None, "bwrap not found"
     try:
         helped = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10)
         version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
@@ -95,10 +109,14 @@ def bwrap_argv(
     hide: Sequence[Path],
     ident: Identity | None,
     tops: Sequence[str],
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """bubblewrap's options; the order matters (later mounts cover earlier ones).
 
-    `tops` are the directories the stage already covers with a tmpfs (identity.Stage).
+    `hide` are daycare's own places, masked where the view would show them; `tops` are
+    the directories the stage already covers with a tmpfs (identity.Stage), whose
+    entries are bound by path (bubblewrap, running as the sandbox user, could not
+    reach them through a descriptor).
     """
     a = [bwrap.path, "--unshare-all", "--unshare-user"]
     if network:
@@ -106,21 +124,39 @@ def bwrap_argv(
     a += ["--die-with-parent", "--new-session"]
     if bwrap.disable_userns:
         a.append("--disable-userns")
-    a += ["--cap-drop", "ALL", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-    for where, size in (("/tmp", TMP_SIZE), ("/dev/shm", SHM_SIZE)):
-        a += (["--size", str(size)] if bwrap.sized_tmpfs else []) + ["--tmpfs", where]
-    for p in paths.read:
+    a += ["--cap-drop", "ALL"]
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            a += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            a += ["--ro-bind", d, d]
+    a += ["--proc", "/proc", "--dev", "/dev"]
+    sized = bwrap.sized_tmpfs
+    for where, size in (("/tmp", TMP_SIZE), ("/dev/shm", SHM_SIZE), ("/run", RUN_SIZE)):
+        a += (["--size", str(size)] if sized else []) + ["--tmpfs", where]
+    home_dirs = homes([ident.home] if ident is not None else [])
+    empty = ["/run", "/home", "/root", *map(str, home_dirs)]
+    for h in empty[1:]:
+        a += (["--size", str(RUN_SIZE)] if sized else []) + ["--tmpfs", h]
+    if network:
+        a += _resolver_binds()
+    for p in paths.runtime:
         a += ["--ro-bind", str(p), str(p)]
-    for p in paths.write:
-        a += ["--bind", str(p), str(p)]
-    # Hidden paths come after sandbox.read/write (so they mask inside those too) and
-    # before the block's own directories (so hiding the workspaces root keeps this
-    # block's files/ and artifacts/).
-    hidden: list[str] = []
-    for p in _hidden_paths(hide, ident, tops):
+    staged = [Path(t) for t in tops]
+    for e in paths.entries:
+        by_path = any(_is_within(e.path, t) for t in staged)
+        if by_path:
+            a += ["--bind" if e.writable else "--ro-bind", str(e.path), str(e.path)]
+        else:
+            a += ["--bind-fd" if e.writable else "--ro-bind-fd", str(e.fd), str(e.path)]
+    # Daycare's places come after the entries (so they are masked inside those too) and
+    # before the block's own directories (so masking the workspaces keeps this block's).
+    shown = [*paths.runtime, *(e.path for e in paths.entries)]
+    masked: list[str] = []
+    for p in _hidden_paths(hide, ident, tops, shown, home_dirs):
         if p.is_dir():
             a += ["--tmpfs", str(p)]
-            hidden.append(str(p))
+            masked.append(str(p))
         else:
             # A plain bind would mount /dev/null nodev, unreadable; writes to it vanish.
             a += ["--dev-bind", "/dev/null", str(p)]
@@ -129,40 +165,53 @@ def bwrap_argv(
     if paths.payload is not None:
         a += ["--ro-bind", str(paths.payload), str(paths.payload)]
     a += ["--chdir", str(paths.files)]
-    for h in hidden:
-        a += ["--remount-ro", h]
+    for m in [*empty, *masked]:
+        a += ["--remount-ro", m]
     a += ["--remount-ro", "/"]
+    if seccomp_fd is not None:
+        a += ["--seccomp", str(seccomp_fd)]
     return a
 
 
-def _hidden_paths(hide: Sequence[Path], ident: Identity | None, tops: Sequence[str]) -> list[Path]:
-    """Secrets of the daemon's and the sandbox user's homes, and `hide`, that exist and
-    that the sandbox user could otherwise reach."""
-    homes = {os.environ.get("HOME") or "", _passwd_home(os.geteuid())}
-    if ident is not None:
-        homes.add(ident.home)
-    wanted = [Path(h) / s for h in sorted(homes) if h and h != "/" for s in HOME_SECRETS]
-    wanted += [Path(p) for p in hide]
+def _resolver_binds() -> list[str]:
+    """With network: /etc/resolv.conf often points into /run (systemd-resolved), which
+    is empty in the view; bind the file it names, and nothing else of /run."""
+    try:
+        target = Path(os.path.realpath("/etc/resolv.conf"))
+    except OSError:
+        return []
+    if _is_within(target, Path("/run")) and target.is_file():
+        return ["--ro-bind", str(target), str(target)]
+    return []
+
+
+def _hidden_paths(
+    hide: Sequence[Path],
+    ident: Identity | None,
+    tops: Sequence[str],
+    shown: Sequence[Path],
+    home_dirs: Sequence[Path],
+) -> list[Path]:
+    """The `hide` paths that exist, that the view would show, and that the sandbox user
+    could otherwise reach."""
     seen: set[Path] = set()
     out: list[Path] = []
-    for p in wanted:
+    wanted = {Path(os.path.abspath(p)) for p in hide}
+    for p in hide:
         p = Path(os.path.abspath(p))
         if p in seen or not os.path.lexists(p) or p == Path("/"):
             continue
         seen.add(p)
+        if any(q in p.parents for q in wanted):
+            continue  # inside another masked directory: already gone
+        if not in_view(p, shown, [Path(h) for h in ("/home", "/root")] + list(home_dirs)):
+            continue
         # Under a staged tmpfs or behind a directory the user cannot enter, it is
         # already out of sight, and bubblewrap could not mount over it anyway.
         if any(_is_within(p, Path(t)) for t in tops) or not reachable(p, ident):
             continue
         out.append(p)
     return out
-
-
-def _passwd_home(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return ""
 
 
 def _is_within(path: Path, top: Path) -> bool:

@@ -1,14 +1,19 @@
 """Who a block runs as and what it may use (DESIGN.md §5 step 5, "Identity" and "Limits").
 
 - As root: RLIMIT_NPROC does not bind uid 0 and a root bubblewrap maps to the real root,
-  so blocks run as the user `daycare-sandbox` if it exists, else `nobody`. The block's
-  `files/` and `artifacts/` are chowned to it, and the interpreter is one that user can
-  run: `sys.executable` when it can (pyenv's lives under a 0700 /root, so usually not),
-  else the system's `/usr/bin/python3`; `DAYCARE_SANDBOX_PYTHON` overrides.
+  so blocks run unprivileged: each task under a uid of its own (`TASK_UID_BASE` plus a
+  hash of the task id, in the group of `daycare-sandbox`, else `nobody`), so that one
+  task's blocks cannot write another's `files/`, read another's /proc environment or
+  use up another's process budget, with or without bubblewrap. The block's `files/` and
+  `artifacts/` are chowned to that uid and made 0700, and the interpreter is one that
+  user can run: `sys.executable` when it can (pyenv's lives under a 0700 /root, so
+  usually not), else the system's `/usr/bin/python3`; `DAYCARE_SANDBOX_PYTHON` overrides.
 - When a directory the block needs sits below one that user cannot enter (`/root/...`),
   a private mount namespace (the "stage") lays a tmpfs over that directory and binds the
   needed directories back at their own paths, so paths are the same inside and outside.
-- Always: rlimits and a parent-death signal, set between fork and exec (`preexec`).
+- Always: rlimits, umask 077, a parent-death signal, the run's cgroup when there is one,
+  and (without bubblewrap, which loads it itself) the seccomp filter, all set between
+  fork and exec (`preexec`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import stat
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ from typing import Any, TypeAlias
 
 from daycare_cli.core.errors import SandboxError
 from daycare_cli.core.task import MIB, SandboxSpec
+from daycare_cli.run.seccomp import Filter
 
 SANDBOX_USER = "daycare-sandbox"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -39,6 +46,9 @@ SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 FILE_SIZE_LIMIT = 64 * MIB
 OPEN_FILES_LIMIT = 256
 PROCESS_BUDGET = 128  # processes a block may add to those its user already runs
+# Uids of tasks' blocks when the daemon is root: no account may use this range.
+TASK_UID_BASE = 0x70000000
+TASK_UID_RANGE = 1 << 16
 
 # Linux constants (asm-generic values, the same on x86-64 and arm64).
 PR_SET_PDEATHSIG = 1
@@ -74,9 +84,18 @@ class Stage:
     binds: tuple[tuple[str, bool], ...]
 
 
+def sandbox_identity(owner: str | None = None) -> Identity | None:
+    """None unless the daemon is root; then the uid of task `owner` (see the module
+    docstring), or `daycare-sandbox` (else `nobody`) itself when no task is named."""
+    base = _base_identity()
+    if base is None or not owner:
+        return base
+    uid = TASK_UID_BASE + zlib.crc32(owner.encode("utf-8")) % TASK_UID_RANGE
+    return Identity(uid, base.gid, f"{base.name}/{owner}", base.home)
+
+
 @functools.cache
-def sandbox_identity() -> Identity | None:
-    """None unless the daemon is root; then `daycare-sandbox`, else `nobody`."""
+def _base_identity() -> Identity | None:
     if os.geteuid() != 0:
         return None
     for name in (SANDBOX_USER, "nobody"):
@@ -93,14 +112,19 @@ def sandbox_python(ident: Identity | None = None) -> str:
     override = os.environ.get("DAYCARE_SANDBOX_PYTHON")
     if override:
         return override
-    return _find_python(ident)
+    # What a task's uid may run is what the base sandbox user may run: neither owns the
+    # interpreter, so "other" permissions decide for both. One probe, not one per task.
+    return _find_python(_base_identity() if ident is not None else None)
 
 
 @functools.cache
 def _find_python(ident: Identity | None) -> str:
     """An interpreter the block's user can run: ours if it can, else the system's."""
     if ident is None:
-        return sys.executable or shutil.which("python3", path=SAFE_PATH) or "python3"
+        # The interpreter itself, not a venv's wrapper: the sandbox shows its install
+        # prefix read-only, and daycare's own venv stays out of the block's sight.
+        exe = sys.executable or shutil.which("python3", path=SAFE_PATH) or "python3"
+        return os.path.realpath(exe)
     candidates = [sys.executable, os.path.realpath(sys.executable)]
     candidates += ["/usr/bin/python3", "/usr/local/bin/python3"]
     candidates.append(shutil.which("python3", path=SAFE_PATH) or "")
@@ -132,8 +156,10 @@ def _find_python(ident: Identity | None) -> str:
 
 
 def chown_tree(root: Path, ident: Identity) -> None:
-    """Give a directory and what is in it to the sandbox user (first use of a files/)."""
+    """Give a directory and what is in it to the sandbox user (first use of a files/),
+    private to it: other tasks' uids cannot enter it."""
     os.chown(root, ident.uid, ident.gid)
+    os.chmod(root, 0o700)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             with contextlib.suppress(OSError):
@@ -193,13 +219,27 @@ def limits(sandbox: SandboxSpec, timeout: float, ident: Identity | None) -> Limi
     return out
 
 
-def preexec(ident: Identity | None, rlimits: Limits, stage: Stage | None) -> Callable[[], None]:
-    """The function the child runs between fork and exec (ctypes resolved beforehand)."""
+def preexec(
+    ident: Identity | None,
+    rlimits: Limits,
+    stage: Stage | None,
+    *,
+    seccomp: Filter | None = None,
+    cgroup_fd: int | None = None,
+) -> Callable[[], None]:
+    """The function the child runs between fork and exec (ctypes resolved beforehand).
+
+    `seccomp` is loaded last (reduced isolation; bubblewrap loads it itself);
+    `cgroup_fd` is the run cgroup's `cgroup.procs`, joined first, so every process the
+    block starts is counted in the run's totals.
+    """
     libc = _libc()
     parent = os.getpid()
     linux = sys.platform == "linux"
 
     def child() -> None:
+        if cgroup_fd is not None:
+            os.write(cgroup_fd, b"0")
         if stage is not None and libc is not None:
             _enter_stage(libc, stage)
         if ident is not None:
@@ -219,6 +259,9 @@ def preexec(ident: Identity | None, rlimits: Limits, stage: Stage | None) -> Cal
                 # block runs without the ones the system will not set.
                 if linux:
                     raise
+        os.umask(0o077)  # what a block creates is its task's alone
+        if seccomp is not None and libc is not None:
+            seccomp.load(libc)
 
     return child
 

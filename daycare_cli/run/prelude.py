@@ -26,6 +26,10 @@ PRELUDE = r'''
 import os as _os
 import sys as _sys
 
+# Error texts and skip reasons longer than this are cut here (the host cuts them to
+# 4 KiB with a marker), so a block cannot push megabytes through the result channel.
+TEXT_MAX = 8192
+
 
 def _daycare_main(code, fd, task, run, payload_text, cap, reap):
     import _ast
@@ -64,8 +68,8 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
 
     def skip(reason=""):
         """End this block now, discard its output and skip the rest of the run."""
-        send(skip=str(reason))
-        raise Skip(str(reason))
+        send(skip=str(reason)[:TEXT_MAX])
+        raise Skip(str(reason)[:TEXT_MAX])
 
     class Info(dict):
         """A dict whose keys also read as attributes: task["id"] or task.id."""
@@ -109,7 +113,7 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
             text = str(exc)
         except Exception:
             text = ""
-        text = text[:4000]
+        text = text[:TEXT_MAX]
         return name + ": " + text if text else name
 
     def print_traceback(exc, tb):
@@ -147,8 +151,9 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
         elif isinstance(code_, int):
             error, status = "SystemExit: %d" % code_, code_ & 0xFF or 1
         else:
-            print(code_, file=_sys.stderr)
-            error, status = "SystemExit: %s" % (code_,), 1
+            text = str(code_)[:TEXT_MAX]
+            print(text, file=_sys.stderr)
+            error, status = "SystemExit: " + text, 1
     except BaseException as exc:
         print_traceback(exc, exc.__traceback__)
         error, status = describe(exc), 1

@@ -4,8 +4,15 @@ The process is spawned from the event-loop thread in a new session with the laun
 plan's argv, clean environment and `preexec`; its script goes on stdin, stdout and stderr
 are read with caps and a deadline, and results come back on a private pipe (the
 "channel"). On cap or deadline the process group gets SIGTERM, 0.5 s of grace, then
-SIGKILL; after a normal exit it gets SIGKILL too. Without a pid namespace (`sweep`),
-the block's process tree is frozen and killed as well, even what left the group.
+SIGKILL; after a normal exit it gets SIGKILL too. The block's process tree is frozen
+and killed as well, even what left the group: under bubblewrap that includes its
+pid-namespace init (its own session, immune to SIGTERM as an init, killed with SIGKILL
+from outside), and with it everything in the namespace.
+
+Without a pid namespace (`orphans_of`: the uid blocks run as), the spawning process is a
+child subreaper, so what a block leaves behind when it dies by os._exit or a signal
+(double-forked, in a session of its own) is re-parented here instead of to init, and is
+killed and reaped after the block.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +37,13 @@ STDERR_CAP = 64 * 1024
 CHANNEL_CAP = 8 * MIB
 GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
+PR_SET_CHILD_SUBREAPER = 36
+
+# Pids of blocks running now (the orphan sweep leaves them alone), and spawns under way
+# (whose pid is not known yet: a sweep waits for them, or it could take a block being
+# born for an orphan).
+LIVE: set[int] = set()
+SPAWNING: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,16 @@ class Launch:
     env: dict[str, str]
     cwd: str
     preexec: Callable[[], None]
-    tree_kill: bool  # no pid namespace: sweep the process tree on stop
+    tree_kill: bool  # sweep the process tree on stop
+    pass_fds: tuple[int, ...] = ()  # open descriptors the child keeps (bind-fd, seccomp)
+    # No pid namespace: the block's uid for the orphan sweep, and (when that uid is also
+    # ours) a line its environment starts with, so our own other children are spared.
+    orphans_of: int | None = None
+    orphan_env: bytes | None = None
+    # Sweep after a normal exit too (no pid namespace: a block that dies by os._exit
+    # leaves its children to us). Under bubblewrap, a normal exit ends the namespace
+    # and all in it; only a block we stopped can leave its init behind.
+    sweep_after_exit: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,34 +102,71 @@ async def run_process(
     tree are killed and the pipes closed before the cancellation propagates.
     """
     loop = asyncio.get_running_loop()
+    if launch.orphans_of is not None:
+        _become_subreaper()
     read_fd, write_fd = os.pipe()
     channel = _ChannelProtocol()
-    ch_transport, _ = await loop.connect_read_pipe(
-        lambda: channel, os.fdopen(read_fd, "rb", buffering=0)
-    )
     stdin_data = script(write_fd)
-    try:
-        transport, proto = await loop.subprocess_exec(
-            lambda: _BlockProtocol(stdout_cap, on_output),
-            *launch.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=launch.env,
-            cwd=launch.cwd,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            preexec_fn=launch.preexec,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        ch_transport.close()
-        raise SpawnError(exc) from exc
-    finally:
-        os.close(write_fd)
 
-    pid = transport.get_pid()
-    timed_out = False
+    async def spawn() -> tuple[asyncio.BaseTransport, asyncio.SubprocessTransport, Any]:
+        ch, _ = await loop.connect_read_pipe(lambda: channel, os.fdopen(read_fd, "rb", buffering=0))
+        try:
+            made = await loop.subprocess_exec(
+                lambda: _BlockProtocol(stdout_cap, on_output),
+                *launch.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=launch.env,
+                cwd=launch.cwd,
+                pass_fds=(write_fd, *launch.pass_fds),
+                start_new_session=True,
+                preexec_fn=launch.preexec,
+            )
+        except BaseException:
+            ch.close()
+            raise
+        return ch, *made
+
+    # A cancellation does not interrupt the spawn: asyncio's clean-up of a half-made
+    # subprocess kills the direct child only, and bubblewrap's pid-namespace init (a
+    # session of its own) outlived it, re-parented to pid 1. The process is made whole,
+    # then stopped as a tree below, and the cancellation raised after that.
+    cancelled: asyncio.CancelledError | None = None
+    token = id(channel)
+    SPAWNING.add(token)
     try:
+        spawning = asyncio.ensure_future(spawn())
+        while not spawning.done():
+            try:
+                await asyncio.shield(spawning)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except BaseException:
+                break  # the spawn failed: its result() below raises it
+        os.close(write_fd)
+        try:
+            ch_transport, transport, proto = spawning.result()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SpawnError(exc) from exc
+        pid = transport.get_pid()
+        proto.pid = pid
+        if transport.get_returncode() is None:
+            LIVE.add(pid)
+    finally:
+        SPAWNING.discard(token)
+
+    # Compared with psutil's creation times of what the block left: the same clock
+    # (boot time plus ticks), which can differ from time.time() by a good part of a second.
+    try:
+        since = psutil.Process(pid).create_time()
+    except psutil.Error:
+        since = time.time() - 1.0
+    timed_out = False
+    stopped = cancelled is not None
+    try:
+        if cancelled is not None:
+            raise cancelled
         stdin = transport.get_pipe_transport(0)
         if stdin is not None:
             stdin.write(stdin_data)  # type: ignore[attr-defined]
@@ -112,7 +174,10 @@ async def run_process(
         ended = await _first(proto.exited, proto.overflow, timeout=timeout)
         timed_out = not ended
         if not proto.exited.is_set():
+            stopped = True
             await _stop(pid, proto, launch.tree_kill)
+        # After an exit, what outlived the block is no longer below it: the orphan
+        # sweep (we are the subreaper it was re-parented to) finds it.
         _kill_group(pid, signal.SIGKILL)
         await _first(proto.pipes_closed, timeout=DRAIN)
         await _first(channel.closed, timeout=DRAIN)
@@ -122,6 +187,7 @@ async def run_process(
                 # Cancelled (the run was cancelled or the daemon is stopping): kill now,
                 # and give the kernel a moment to tear the namespace down. The tree goes
                 # first: once the block is dead, its children are no longer below it.
+                stopped = True
                 if launch.tree_kill:
                     _freeze_and_kill(pid)
                 _kill_group(pid, signal.SIGKILL)
@@ -129,6 +195,18 @@ async def run_process(
         finally:
             transport.close()
             ch_transport.close()
+            again: asyncio.CancelledError | None = None
+            if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
+                try:
+                    await _uncancelled(_spawns_settled())
+                except asyncio.CancelledError as exc:
+                    again = exc  # raised after the sweep
+                # The block's own process stays in LIVE until asyncio has reaped it.
+                sweep_orphans(launch.orphans_of, since, launch.orphan_env)
+            if transport.get_returncode() is not None:
+                LIVE.discard(pid)
+            if again is not None:
+                raise again
     return Finished(
         stdout=bytes(proto.stdout),
         truncated=proto.truncated,
@@ -154,6 +232,7 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
         self.overflow = asyncio.Event()
         self.pipes_closed = asyncio.Event()
         self._open = {1, 2}
+        self.pid = 0  # set once spawned
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -180,6 +259,7 @@ class _BlockProtocol(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.exited.set()
+        LIVE.discard(self.pid)
 
 
 class _ChannelProtocol(asyncio.Protocol):
@@ -220,9 +300,28 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 
 
 async def _settle(proto: _BlockProtocol) -> None:
-    """Wait (at most DRAIN) for the killed block's pipes to close, even through another
-    cancellation: that one is raised once the wait is over, never swallowed."""
-    wait = asyncio.ensure_future(_first(proto.pipes_closed, timeout=DRAIN))
+    """Wait (at most DRAIN each) for the killed block to be reaped and its pipes to
+    close, even through another cancellation. Once it is reaped, what it left is
+    re-parented to us and the orphan sweep finds it."""
+
+    async def both() -> None:
+        await _first(proto.exited, timeout=DRAIN)
+        await _first(proto.pipes_closed, timeout=DRAIN)
+
+    await _uncancelled(both())
+
+
+async def _spawns_settled() -> None:
+    """Wait (at most DRAIN) until no other block is being spawned."""
+    deadline = time.monotonic() + DRAIN
+    while SPAWNING and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+
+
+async def _uncancelled(work: Any) -> None:
+    """Run `work` to its end even through a cancellation: that one is raised once the
+    work is over, never swallowed."""
+    wait = asyncio.ensure_future(work)
     cancelled: asyncio.CancelledError | None = None
     while not wait.done():
         try:
@@ -277,3 +376,92 @@ def _freeze_and_kill(root: int) -> None:
     for p in stopped.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
+
+
+_subreaper = False
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (once per process; Linux only)."""
+    global _subreaper
+    if _subreaper or sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _subreaper = True
+
+
+def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
+    """SIGKILL and reap what blocks left behind: our children, running as `uid`, started
+    since `since`, that are not a running block, and (with `env`) whose environment holds
+    that line. Returns how many were killed."""
+    found = []
+    for child in _children_of(os.getpid()):
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(child)
+            try:
+                if p.pid in LIVE or p.uids().real != uid:
+                    continue
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    # Dead and adopted (an init that died after an earlier sweep): reap
+                    # it. With our own uid, only bubblewrap's: other zombies may be
+                    # children a Popen elsewhere is about to wait for.
+                    if env is None or p.name() == "bwrap":
+                        found.append(p)
+                    continue
+                if p.create_time() < since - 0.02:
+                    continue
+                if env is not None and not _has_env(p.pid, env):
+                    continue
+            except psutil.Error:
+                continue
+            found.append(p)
+    for p in found:
+        stopped = [p]
+        with contextlib.suppress(psutil.Error):
+            stopped += p.children(recursive=True)
+        for q in stopped:
+            with contextlib.suppress(psutil.Error):
+                q.kill()
+        # Reap it (it is ours now); never block the loop on one that will not go.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(p.pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.002)
+    return len(found)
+
+
+def _children_of(parent: int) -> list[int]:
+    """Pids whose parent is `parent`, from one read of each /proc/PID/stat (what psutil
+    does too, with more work per process; this runs after every block)."""
+    out: list[int] = []
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return out
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+                if int(stat[stat.rfind(b")") + 2 :].split(b" ", 2)[1]) == parent:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _has_env(pid: int, line: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return line in f.read(1 << 16).split(b"\0")
+    except OSError:
+        return False

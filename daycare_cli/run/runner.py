@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from daycare_cli.config import Config
-from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
 from daycare_cli.core.task import Task, effective_zone
-from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -38,7 +35,6 @@ from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.runner")
 
-SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -245,104 +241,42 @@ class Runner:
             (run_dir / "payload.json").write_bytes(payload)
         return ctx
 
-    def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:
-        """The task's env with `${secret:NAME}` taken from config; unknown secrets are errors."""
-        env: dict[str, str] = {}
-        for key, value in task.env.items():
-
-            def sub(m: re.Match[str], key: str = key) -> str:
-                secret = self.config.secret(m.group(1))
-                if secret is None:
-                    raise LookupError(
-                        f"env {key}: secret {m.group(1)!r} is not in config [secrets]; "
-                        f"add it with `daycare config set secrets.{m.group(1)} VALUE`"
-                    )
-                ctx.secrets.append(secret)
-                return secret
-
-            env[key] = SECRET_RE.sub(sub, value)
-        return env
-
     async def _execute(self, req: RunRequest, ctx: RunContext) -> dict[str, Any]:
         task = req.task
         outcome: dict[str, Any] = {}
         payload_file = ctx.run_dir / "payload.json" if req.payload is not None else None
-        isolation: str | None = None
         block_errors: list[str] = []
 
         if task.execute:
-            from daycare_cli.run.sandbox import BlockSpec, run_block
+            from daycare_cli.run.blocks import RunBlocks, RunRefused, resolve_env
 
             try:
-                env = self._resolve_env(task, ctx)
+                env, used = resolve_env(task, self.config)
             except LookupError as exc:
                 return {"status": "failed", "error": str(exc)}
-            hide = self._hidden_paths()
-
-            async def run_one(block: Block) -> BlockResult:
-                nonlocal isolation
-                timeout = block_timeout(block, task.timeout)
-                # The line in the file, where the author looks for it.
-                line = block.line + task.body_line - 1
-                self._emit(ctx, "block.start", block=block.index, line=line)
-                stream = OutputStream(
-                    lambda text: self._emit(
-                        ctx, "block.output", block=block.index, text=self._redact(text, ctx)
-                    )
-                )
-                spec = BlockSpec(
-                    code=block.code,
-                    files_dir=ctx.files_dir,
-                    artifacts_dir=ctx.artifacts_dir,
-                    workspace=ctx.workspace,
-                    timeout=timeout,
-                    sandbox=task.sandbox,
-                    env=env,
-                    task={"id": task.id, "name": task.name},
-                    run={
-                        "id": ctx.run_id,
-                        "trigger": req.trigger,
-                        "slot": req.slot.isoformat() if req.slot else None,
-                    },
-                    payload_file=payload_file,
-                    hide=hide,
-                    on_output=stream.feed,
-                )
-                try:
-                    res = await run_block(spec)
-                finally:
-                    stream.close()
-                isolation = res.isolation
-                # An exception message may quote a secret: keep it out of the log and row.
-                logged_error = self._redact(res.error, ctx) if res.error else None
-                if logged_error:
-                    block_errors.append(f"block {block.index + 1}: {logged_error}")
-                self._emit(
-                    ctx,
-                    "block.end",
-                    block=block.index,
-                    exit_code=res.exit_code,
-                    duration_ms=res.duration_ms,
-                    error=logged_error,
-                    skipped=res.skipped,
-                    truncated=res.truncated,
-                    isolation=res.isolation,
-                    stderr=self._redact(res.stderr, ctx)[-4000:] if res.stderr else "",
-                    # What a failing block printed before its error (its last 4 KB).
-                    stdout=self._redact(res.output, ctx)[-4000:] if res.error else "",
-                )
-                return BlockResult(
-                    output=res.output,
-                    error=res.error,
-                    truncated=res.truncated,
-                    skipped=res.skipped,
-                    skip_reason=res.skip_reason,
-                )
-
-            expansion = await expand_prompt(task.body, run_one, execute=True)
-            if isolation:
-                self._emit(ctx, "isolation", level=isolation)
-            outcome["isolation"] = isolation
+            ctx.secrets.extend(used)
+            blocks = RunBlocks(
+                paths=self.paths,
+                config=self.config,
+                task=task,
+                run={
+                    "id": ctx.run_id,
+                    "trigger": req.trigger,
+                    "slot": req.slot.isoformat() if req.slot else None,
+                },
+                files_dir=ctx.files_dir,
+                artifacts_dir=ctx.artifacts_dir,
+                payload_file=payload_file,
+                env=env,
+                emit=lambda event, **fields: self._emit(ctx, event, **fields),
+                redact=lambda text: self._redact(text, ctx),
+            )
+            try:
+                expansion = await blocks.expand()
+            except RunRefused as exc:
+                return {"status": "failed", "error": str(exc), "isolation": "none"}
+            block_errors = blocks.errors
+            outcome["isolation"] = blocks.isolation
             text = expansion.text
             if expansion.skipped:
                 (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
@@ -351,6 +285,14 @@ class Runner:
                     "status": "skipped",
                     "skip_reason": expansion.skip_reason or "skipped by a block",
                     "output": None,
+                }
+            if blocks.disk_error is not None:
+                (ctx.run_dir / "prompt.md").write_text(text, "utf-8")
+                return {
+                    **outcome,
+                    "status": "failed",
+                    "error": "; ".join(block_errors),
+                    "output": text,
                 }
         else:
             text = task.body
@@ -419,18 +361,6 @@ class Runner:
         else:
             outcome["status"] = "failed" if block_errors else "succeeded"
         return outcome
-
-    def _hidden_paths(self) -> list[Path]:
-        """Places a block must not see: daycare's config, state and other tasks' workspaces."""
-        candidates = [
-            self.paths.config_file.parent,
-            self.paths.state_db,
-            Path(str(self.paths.state_db) + "-wal"),
-            Path(str(self.paths.state_db) + "-shm"),
-            self.paths.workspaces,
-            self.paths.runtime_dir,
-        ]
-        return [p for p in candidates if p.exists()]
 
     # -- recording --------------------------------------------------------------------
 

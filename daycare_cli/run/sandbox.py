@@ -4,19 +4,25 @@ DESIGN.md §5 steps 2–5 and §8. A block's code goes with a prelude (`prelude.
 stdin to `python -I -B -X utf8 -`, with a clean environment. One function,
 `_launch_plan`, decides how a block is started; the parts it puts together live in:
 
-- `identity.py`: the user a block runs as (as root, `daycare-sandbox`, else `nobody`),
-  its interpreter, rlimits, the parent-death signal, and the private mounts that make a
-  workspace below a 0700 directory reachable to that user;
-- `bwrap.py`: bubblewrap's probe and argv, and the filesystem view (a read-only system,
-  tmpfs over secrets and `BlockSpec.hide`, no network unless `sandbox.network`, a pid
-  namespace that dies with the block). Probed once; `DAYCARE_SANDBOX=reduced` turns it
-  off;
-- `process.py`: spawning, capped pipes, the deadline, and the kill of the group (and,
-  without bubblewrap, of the block's whole process tree).
+- `identity.py`: the user a block runs as (as root, a uid of the task's own), its
+  interpreter, rlimits, umask, the parent-death signal, the run's cgroup, and the
+  private mounts that make a workspace below a 0700 directory reachable to that user;
+- `view.py` and `bwrap.py`: the allow-list filesystem view (system read-only, homes,
+  /tmp and /run empty, daycare's own places masked, the block's directories and the
+  task's `sandbox.read`/`sandbox.write` entries, resolved without following symlinks),
+  namespaces, no network unless `sandbox.network`; bubblewrap is probed once;
+- `seccomp.py`: the system calls no block may make;
+- `process.py`: spawning, capped pipes, the deadline, and the kill of the block's whole
+  process tree (the pid-namespace init of bubblewrap included);
+- `outcome.py`: what a failure says beyond the interpreter's words (signals, limits, a
+  path outside the view).
 
-Without bubblewrap ("reduced") a block gets the process limits alone, plus the prelude
-acting as child subreaper and a sweep of the block's process tree, so a daemonising
-grandchild does not outlive its block.
+Fail closed: without a working bubblewrap, blocks do not run unless the config allows
+reduced isolation (`sandbox.isolation = "reduced"`); `DAYCARE_SANDBOX=reduced` in the
+environment forces it (benchmarks, tests). Reduced isolation is the process limits, the
+uid change as root, the seccomp filter, and the prelude acting as child subreaper with a
+sweep of the block's process tree, so a daemonising grandchild does not outlive its
+block; it hides no file (docs/security.md).
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +42,7 @@ from typing import Any
 
 from daycare_cli.core.errors import SandboxError
 from daycare_cli.core.task import SandboxSpec
+from daycare_cli.core.text import TEXT_CAP, cap
 from daycare_cli.run.bwrap import BlockPaths, Bwrap, bwrap_argv, probe
 from daycare_cli.run.identity import (
     SAFE_PATH,
@@ -48,13 +54,22 @@ from daycare_cli.run.identity import (
     sandbox_python,
     stage_plan,
 )
+from daycare_cli.run.outcome import exit_error, view_hint
 from daycare_cli.run.prelude import PRELUDE
 from daycare_cli.run.process import STDERR_CAP, Finished, Launch, SpawnError, run_process
+from daycare_cli.run.seccomp import Filter, seccomp_filter
+from daycare_cli.run.view import close_entries, homes, in_view, resolve_entries
 
 KIB = 1024
 MIB = 1024 * KIB
 
 PYTHON_FLAGS = ("-I", "-B", "-X", "utf8", "-")
+ISOLATION_POLICIES = ("bubblewrap", "reduced")
+REFUSED_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt install bubblewrap), or accept reduced "
+    "isolation with `daycare config set sandbox.isolation reduced` (docs/security.md "
+    "says what it does not hide)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,13 @@ class BlockSpec:
     `artifacts_dir` is `$DAYCARE_ARTIFACTS`, `workspace` the task workspace root. `env`
     is the task's env with secrets resolved. `task` ({id, name}) and `run` ({id,
     trigger, slot}) become the block's `task` and `run`; `payload_file` holds a webhook
-    payload (`payload` is its parsed JSON, else its text, else None). `hide` lists paths
-    masked under bubblewrap (daycare's config and state, other tasks' workspaces).
+    payload (`payload` is its parsed JSON, else its text, else None). `hide` lists
+    daycare's own places, masked wherever the view would show them, and `forbidden`
+    where `sandbox.read`/`sandbox.write` entries may not point (`where` is the task
+    file, for errors about them). `isolation` is the configured policy (config
+    `sandbox.isolation`: "bubblewrap" refuses to run without it, "reduced" accepts
+    less), `bwrap` the configured bubblewrap, `cgroup_fd` the run cgroup's
+    `cgroup.procs` when the run has one.
     """
 
     code: str
@@ -84,6 +104,11 @@ class BlockSpec:
     # Live view (issue 8): called on the event loop with each piece of stdout as it is
     # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
     on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
+    isolation: str = "bubblewrap"
+    bwrap: str | None = None
+    forbidden: Sequence[Path] = ()
+    where: str = ""
+    cgroup_fd: int | None = None
 
 
 @dataclass
@@ -112,64 +137,117 @@ class BlockOutcome:
 async def run_block(spec: BlockSpec) -> BlockOutcome:
     """Run one block in a fresh sandboxed interpreter and report what it did.
 
-    Never raises for what the block does; a sandbox that cannot start gives an outcome
-    whose error starts with `SandboxError:`.
+    Never raises for what the block does; a sandbox that cannot start (or may not:
+    no bubblewrap and reduced isolation not allowed) gives an outcome whose error
+    starts with `SandboxError:`.
     """
     started = time.monotonic()
-    level, _reason = isolation_level()
-    bwrap = _probe()[0] if level == "bubblewrap" else None
+    level, reason = isolation_level(spec.isolation, spec.bwrap)
+    if level == "refused":
+        return BlockOutcome(
+            error=f"SandboxError: {refusal(reason)}",
+            isolation="none",
+            duration_ms=_ms_since(started),
+        )
+    bwrap = _probe(spec.bwrap)[0] if level == "bubblewrap" else None
+    paths: BlockPaths | None = None
+    seccomp_fd: int | None = None
     try:
-        ident = sandbox_identity()
+        ident = sandbox_identity(str(spec.task.get("id") or "") or None)
         python = sandbox_python(ident)
-        paths = _prepare_dirs(spec, ident)
-        launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS])
+        entries = resolve_entries(
+            spec.sandbox.read,
+            spec.sandbox.write,
+            forbidden=spec.forbidden,
+            where=spec.where or "the task file",
+            read_at=spec.sandbox.read_at,
+            write_at=spec.sandbox.write_at,
+        )
+        paths = _prepare_dirs(spec, ident, tuple(entries), python, bwrap is not None)
+        flt = seccomp_filter()[0]
+        if bwrap is not None and flt is not None:
+            seccomp_fd = flt.memfd()
+        launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS], flt, seccomp_fd)
         payload_text = _read_payload(spec.payload_file)
     except (OSError, SandboxError) as exc:
-        why = f"{exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
+        _close(paths, seccomp_fd)
+        why = (
+            f"{exc.where}: {exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
+        )
         return BlockOutcome(
             error=f"SandboxError: {_one_line(why)}",
             isolation=level,
             duration_ms=_ms_since(started),
         )
-    return await _execute(spec, launch, payload_text, level, started)
+    try:
+        out = await _execute(spec, launch, payload_text, level, started)
+    finally:
+        _close(paths, seccomp_fd)
+    if bwrap is not None and out.error:
+        out.error = view_hint(out.error, paths, spec.hide)
+    return out
 
 
-def isolation_level() -> tuple[str, str]:
-    """("bubblewrap" | "reduced", why): the isolation blocks get on this machine.
+def refusal(reason: str) -> str:
+    """The error of a block that may not run: no bubblewrap, reduced not allowed."""
+    return (
+        f"bubblewrap cannot run here ({reason}), and blocks of `execute: true` tasks "
+        f"do not run without it; fix: {REFUSED_HINT}"
+    )
 
-    Probed once by running a trivial sandboxed `true`; `DAYCARE_SANDBOX=reduced` in the
-    environment forces the reduced level (for benchmarks and machines where namespaces
-    misbehave).
+
+def isolation_level(policy: str = "bubblewrap", bwrap: str | None = None) -> tuple[str, str]:
+    """("bubblewrap" | "reduced" | "refused", why): the isolation blocks get here.
+
+    `policy` is config `sandbox.isolation` and `bwrap` config `sandbox.bwrap`.
+    bubblewrap is probed once by running a trivial sandboxed `true`; when it cannot
+    run, blocks are refused unless the policy is "reduced". `DAYCARE_SANDBOX=reduced`
+    in the environment forces the reduced level (benchmarks, tests).
     """
     if os.environ.get("DAYCARE_SANDBOX", "").strip().lower() == "reduced":
         return "reduced", "forced by DAYCARE_SANDBOX=reduced"
-    bwrap, reason = _probe()
-    return ("bubblewrap" if bwrap else "reduced"), reason
+    found, reason = _probe(bwrap)
+    if found is not None:
+        return "bubblewrap", reason
+    if policy == "reduced":
+        return "reduced", f'{reason}; allowed by sandbox.isolation = "reduced"'
+    return "refused", reason
+
+
+def _close(paths: BlockPaths | None, seccomp_fd: int | None) -> None:
+    if paths is not None:
+        close_entries(paths.entries)
+    if seccomp_fd is not None:
+        os.close(seccomp_fd)
 
 
 @functools.cache
-def _probe() -> tuple[Bwrap | None, str]:
+def _probe(configured: str | None = None) -> tuple[Bwrap | None, str]:
     """bubblewrap, when it runs here with the launch plan blocks get; and why (not)."""
-    return probe(_try_bwrap)
+    return probe(_try_bwrap, configured)
 
 
 def _try_bwrap(bwrap: Bwrap) -> tuple[bool, str]:
     """Run `true` under `bwrap` through the launch plan, as a block would be run."""
     true = shutil.which("true", path=SAFE_PATH) or "/bin/true"
     ident = sandbox_identity()
+    flt = seccomp_filter()[0]
     with tempfile.TemporaryDirectory(prefix="daycare-probe-") as tmp:
         base = Path(tmp)
         spec = BlockSpec(
             code="", files_dir=base / "files", artifacts_dir=base / "art", workspace=base
         )
+        seccomp_fd = None
         try:
-            paths = _prepare_dirs(spec, ident)
-            launch = _launch_plan(spec, paths, bwrap, ident, [true])
+            paths = _prepare_dirs(spec, ident, (), true, True)
+            seccomp_fd = flt.memfd() if flt is not None else None
+            launch = _launch_plan(spec, paths, bwrap, ident, [true], flt, seccomp_fd)
             done = subprocess.run(
                 launch.argv,
                 env=launch.env,
                 cwd=launch.cwd,
                 preexec_fn=launch.preexec,
+                pass_fds=launch.pass_fds,
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
@@ -178,6 +256,9 @@ def _try_bwrap(bwrap: Bwrap) -> tuple[bool, str]:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             return False, _one_line(exc)
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
     if done.returncode != 0:
         return False, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
     return True, ""
@@ -192,23 +273,60 @@ def _launch_plan(
     bwrap: Bwrap | None,
     ident: Identity | None,
     command: list[str],
+    flt: Filter | None,
+    seccomp_fd: int | None,
 ) -> Launch:
     """Everything needed to spawn a block (or the probe's `true`)."""
     env = _block_env(spec, paths)
     stage = None
-    if bwrap is not None and ident is not None:
+    if ident is not None:
+        # Also without bubblewrap: the daemon's 0700 home must not stop the task's uid.
         stage = stage_plan(
             [paths.files, paths.artifacts, *paths.read, *paths.write]
             + ([paths.payload] if paths.payload else []),
             ident,
         )
-    child = preexec(ident, limits(spec.sandbox, spec.timeout, ident), stage)
+    rlimits = limits(spec.sandbox, spec.timeout, ident)
+    # bubblewrap loads the filter itself, after its own mounts; without it, the child does.
+    child = preexec(
+        ident,
+        rlimits,
+        stage,
+        seccomp=flt if bwrap is None else None,
+        cgroup_fd=spec.cgroup_fd,
+    )
+    # Without a pid namespace, and with one too: bubblewrap's init runs in a session
+    # of its own, out of reach of the group kill, so the whole tree is swept.
+    tree_kill = sys.platform == "linux"
+    # What escapes the tree anyway (a double fork and os._exit; bubblewrap's init when
+    # its parent dies before it set its death signal) comes back to us as a subreaper
+    # and is swept: by the task's uid as root, else by the run id in its environment.
+    uid = ident.uid if ident is not None else os.getuid()
+    mark = None if ident is not None else f"DAYCARE_RUN_ID={env['DAYCARE_RUN_ID']}".encode()
     if bwrap is None:
-        return Launch(command, env, str(paths.files), child, tree_kill=sys.platform == "linux")
+        return Launch(
+            command,
+            env,
+            str(paths.files),
+            child,
+            tree_kill=tree_kill,
+            orphans_of=uid,
+            orphan_env=mark,
+        )
     tops = stage.tops if stage else ()
-    view = bwrap_argv(bwrap, paths, spec.sandbox.network, spec.hide, ident, tops)
-    argv = [*view, "--", *command]
-    return Launch(argv, env, "/", child, tree_kill=False)
+    view = bwrap_argv(bwrap, paths, spec.sandbox.network, spec.hide, ident, tops, seccomp_fd)
+    fds = paths.fds + ((seccomp_fd,) if seccomp_fd is not None else ())
+    return Launch(
+        [*view, "--", *command],
+        env,
+        "/",
+        child,
+        tree_kill=tree_kill,
+        pass_fds=fds,
+        orphans_of=uid,
+        orphan_env=mark,
+        sweep_after_exit=False,
+    )
 
 
 def _block_env(spec: BlockSpec, paths: BlockPaths) -> dict[str, str]:
@@ -229,8 +347,18 @@ def _block_env(spec: BlockSpec, paths: BlockPaths) -> dict[str, str]:
     return env
 
 
-def _prepare_dirs(spec: BlockSpec, ident: Identity | None) -> BlockPaths:
-    """Create the block's directories, hand them to the sandbox user, resolve paths."""
+def _prepare_dirs(
+    spec: BlockSpec,
+    ident: Identity | None,
+    entries: tuple[Any, ...],
+    python: str,
+    viewed: bool,
+) -> BlockPaths:
+    """Create the block's directories, hand them to the task's user, resolve paths.
+
+    Under bubblewrap, an interpreter outside the view (pyenv's in a home) gets its
+    install prefix bound read-only.
+    """
     files = spec.files_dir.resolve()
     artifacts = spec.artifacts_dir.resolve()
     for d in (files, artifacts):
@@ -238,23 +366,18 @@ def _prepare_dirs(spec: BlockSpec, ident: Identity | None) -> BlockPaths:
         if ident is not None and d.stat().st_uid != ident.uid:
             chown_tree(d, ident)
     payload = spec.payload_file.resolve() if spec.payload_file else None
-
-    def extra(raw: Sequence[str]) -> tuple[Path, ...]:
-        found = []
-        for r in raw:
-            p = Path(os.path.expanduser(r))
-            p = (p if p.is_absolute() else files / p).resolve()
-            if p.exists():
-                found.append(p)
-        return tuple(found)
-
+    runtime: tuple[Path, ...] = ()
+    exe = Path(os.path.realpath(python))
+    if viewed and exe.is_absolute() and not in_view(exe, [], homes()):
+        prefix = Path(sys.base_prefix)
+        runtime = (prefix,) if prefix in exe.parents else (exe.parent,)
     return BlockPaths(
         files=files,
         artifacts=artifacts,
         workspace=spec.workspace.resolve(),
         payload=payload if payload and payload.exists() else None,
-        read=extra(spec.sandbox.read),
-        write=extra(spec.sandbox.write),
+        entries=entries,
+        runtime=runtime,
     )
 
 
@@ -307,7 +430,7 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
     )
     if skip is not None:
         out.skipped = True
-        out.skip_reason = str(skip["skip"])
+        out.skip_reason = cap(str(skip["skip"]), TEXT_CAP, "skip reason")
         return out
     text = done.stdout.decode("utf-8", "replace")
     truncated = done.truncated
@@ -326,39 +449,17 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
     if done.timed_out:
         out.error = f"TimeoutError: block exceeded {spec.timeout:g}s"
     elif result is not None and result.get("error"):
-        out.error = str(result["error"])
+        out.error = cap(str(result["error"]), TEXT_CAP, "error")
     elif truncated or result is not None or returncode == 0:
         out.error = None
     elif not began:
         last = stderr.strip().splitlines()[-1:] or ["the interpreter did not start"]
         out.error = f"SandboxError: {last[0]}"
     else:
-        out.error = _exit_error(returncode, level)
+        out.error = exit_error(returncode, level)
         if level == "bubblewrap" and returncode is not None and returncode > 128:
             out.exit_code = 128 - returncode  # as without bubblewrap: -N for signal N
     return out
-
-
-def _exit_error(returncode: int | None, level: str) -> str:
-    """Describe an exit the prelude did not report (os._exit, a signal, a limit)."""
-    if returncode is None:
-        return "Killed: the block did not exit"
-    sig = -returncode if returncode < 0 else 0
-    if level == "bubblewrap" and returncode > 128:
-        sig = returncode - 128  # bubblewrap's init exits 128+N for a command killed by N
-    if not sig:
-        return f"SystemExit: {returncode}"
-    why = {
-        int(signal.SIGKILL): "memory or CPU limit?",
-        int(signal.SIGXCPU): "CPU time limit exceeded",
-        int(signal.SIGXFSZ): "file size limit exceeded",
-    }.get(sig)
-    if why is None:
-        try:
-            why = signal.Signals(sig).name
-        except ValueError:
-            why = "unknown signal"
-    return f"Killed: signal {sig} ({why})"
 
 
 def _script(spec: BlockSpec, fd: int, payload_text: str | None, reap: bool) -> bytes:

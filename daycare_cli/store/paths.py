@@ -51,11 +51,12 @@ class Paths:
         return self.home / "daemon.log"
 
     def workspace(self, task_id: str) -> Path:
-        """The workspace directory of a task (not created)."""
-        return self.workspaces / task_id
+        """The workspace directory of a task (not created); ValueError for a bad id."""
+        return self.workspaces / _checked(task_id)
 
     def task_file(self, task_id: str) -> Path:
-        return self.tasks_dir / f"{task_id}.md"
+        """The file of a task in the tasks directory; ValueError for a bad id."""
+        return self.tasks_dir / f"{_checked(task_id)}.md"
 
     @classmethod
     def resolve(
@@ -95,6 +96,15 @@ class Paths:
         else:
             runtime = Path(xdg_runtime) / APP
         return cls(home_path, tasks_path, config_path, runtime)
+
+
+def _checked(task_id: str) -> str:
+    """The id, if it follows the id rule: no path is ever built from anything else."""
+    from daycare_cli.core.task import valid_task_id
+
+    if not valid_task_id(task_id):
+        raise ValueError(f"not a task id: {task_id!r}")
+    return task_id
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:

@@ -409,6 +409,16 @@ class State:
         """Tasks whose failure streak reached the threshold and has not recovered yet."""
         return self._read(taskstate.flagged_tasks)
 
+    def last_isolation(self) -> dict[str, str]:
+        """Per task, the isolation its latest run with blocks got (`task ls`)."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT task, isolation FROM runs WHERE isolation IS NOT NULL "
+                "ORDER BY COALESCE(started_at, queued_at), rowid"
+            ).fetchall()
+        )
+        return {str(r["task"]): str(r["isolation"]) for r in rows}  # the latest wins
+
     def record_outcome(
         self, task: str, status: str, run_id: str, *, threshold: int = DEFAULT_THRESHOLD
     ) -> StreakChange:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
-from daycare_cli.core.task import TASK_ID_RE, Task
+from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
 from daycare_cli.store.taskcache import stat_key
@@ -126,7 +126,7 @@ def _read_once(path: Path, task_id: str) -> TaskEntry:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    if not TASK_ID_RE.match(task_id):
+    if not valid_task_id(task_id):
         err = TaskFileError(
             f"file name {path.name!r} is not a valid task id",
             path=str(path),
@@ -290,7 +290,16 @@ class TaskStore:
         return [found[p.name] for p in files if p.name in found]
 
     def load(self, task_id: str) -> TaskEntry:
-        """One task file by id; NotFoundError (with close matches) when absent."""
+        """One task file by id; NotFoundError (with close matches) when absent.
+
+        An id that breaks the id rule is not found, whatever files exist: no path
+        is built from it.
+        """
+        if not valid_task_id(task_id):
+            raise NotFoundError(
+                f"no task {task_id!r}: task ids are {TASK_ID_RULE}",
+                hint="list tasks with `daycare task ls`",
+            )
         path = self.dir / f"{task_id}.md"
         if not path.exists():
             import difflib
@@ -326,7 +335,7 @@ class TaskStore:
 
     def create(self, task_id: str, text: str) -> Path:
         """Write a new task file; refuses to replace an existing one."""
-        if not TASK_ID_RE.match(task_id):
+        if not valid_task_id(task_id):
             raise UsageError(
                 f"{task_id!r} is not a valid task id",
                 hint="use lower-case letters, digits and dashes (at most 63)",

@@ -194,6 +194,13 @@ def test_empty_values_mean_the_default() -> None:
         ("sandbox: {memory: 2g}", "sandbox", SandboxSpec(memory=2048 * MIB)),
         ("sandbox: {cpu: 1m}", "sandbox", SandboxSpec(cpu=60.0)),
         ("sandbox: {}", "sandbox", SandboxSpec()),
+        ("sandbox: {disk: 1G}", "sandbox", SandboxSpec(disk=1024 * MIB)),
+        ("sandbox: {disk: 0}", "sandbox", SandboxSpec(disk=0)),
+        (
+            "sandbox: {read: [/var/log, ~/notes, '~']}",
+            "sandbox",
+            SandboxSpec(read=("/var/log", "~/notes", "~")),
+        ),
         ("env: {EMPTY: ''}", "env", {"EMPTY": ""}),
         ("env: {SECRET: '${secret:API}'}", "env", {"SECRET": "${secret:API}"}),
         ("env: {HEX: 0x1F}", "env", {"HEX": "0x1F"}),
@@ -396,3 +403,13 @@ def test_render_task_round_trips_through_parse() -> None:
         original.tags,
         original.body,
     )
+
+
+def test_sandbox_entries_keep_their_lines():
+    text = (
+        "---\nname: x\nsandbox:\n  read:\n    - /var/log\n    - ~/notes\n"
+        "  write: [/srv/out]\n---\nx\n"
+    )
+    task = parse_task(text, path="tasks/x.md")
+    assert task.sandbox.read_at == (5, 6)
+    assert task.sandbox.write_at == (7,)

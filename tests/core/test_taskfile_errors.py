@@ -77,6 +77,13 @@ CASES: list[tuple[str | bytes, str, int, int | None, str]] = [
     (fm("sandbox:", "  memory: lots"), "must be a size like 512M", 3, 11, "memory: 512M"),
     (fm("sandbox:", "  memory: 1K"), "at least 16M", 3, 11, "memory: 512M"),
     (fm("sandbox:", "  read: /var/log"), "`sandbox.read` must be a list", 3, 9, "read: [/var/log]"),
+    (fm("sandbox:", "  write: [out]"), "must be absolute paths or start with `~/`", 3, 11, "~/"),
+    (fm("sandbox:", "  read:", "    - /a", "    - notes/x"), "not 'notes/x'", 5, 7, "read:"),
+    (fm("sandbox:", "  read: [~bob/x]"), "must be absolute", 3, 10, "read: [/var/log]"),
+    (fm("sandbox:", "  write: [/srv/../etc]"), "must not contain `.` or `..`", 3, 11, "/srv/data"),
+    (fm("sandbox:", "  read: [~/./x]"), "must not contain `.` or `..`", 3, 10, "without"),
+    (fm("sandbox:", "  disk: lots"), "`sandbox.disk` must be a size", 3, 9, "disk: 256M"),
+    (fm("sandbox:", "  disk: 2T"), "at most 1T", 3, 9, "disk: 1G"),
     # --- enums
     (fm("overlap: skp"), "`overlap` must be one of skip, queue, allow, replace", 2, 10, "`skip`"),
     (fm("catch_up: false"), "`catch_up` must be one of skip, latest, all", 2, 11, "catch_up: skip"),

@@ -214,12 +214,24 @@ def test_missing_interpreter_is_a_sandbox_error(block, isolation, monkeypatch):
     assert out.output == ""
 
 
-def test_isolation_level():
+def test_isolation_level(monkeypatch):
+    monkeypatch.delenv("DAYCARE_SANDBOX", raising=False)
     level, reason = isolation_level()
     if shutil.which("bwrap") is None:
-        assert level == "reduced"
+        assert level == "refused"  # fail closed: no bubblewrap, reduced not allowed
     else:
         assert (level, reason.split()[0]) == ("bubblewrap", "bubblewrap")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("bubblewrap", "refused"), ("reduced", "reduced")],
+)
+def test_isolation_without_bubblewrap(monkeypatch, policy, expected):
+    monkeypatch.delenv("DAYCARE_SANDBOX", raising=False)
+    level, reason = isolation_level(policy, "/nonexistent/bwrap")
+    assert level == expected
+    assert reason.startswith("bwrap not found at /nonexistent/bwrap")
 
 
 def test_isolation_forced_off(monkeypatch):

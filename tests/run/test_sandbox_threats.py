@@ -9,6 +9,7 @@ somewhere else (file modes, a missing path).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -350,3 +351,316 @@ def test_killed_by_a_signal(block, isolation, code, sandbox, error):
     assert out.error == error
     assert out.exit_code == -int(error.split()[2])
     still_fine(block)
+
+
+# -- the allow-list view (bubblewrap) ------------------------------------------------------
+
+HOME_SECRETS = {
+    ".config/gh/hosts.yml": "oauth_token: gho_SECRET1",
+    ".npmrc": "//registry.npmjs.org/:_authToken=npm_SECRET2",
+    ".vault-token": "hvs.SECRET3",
+    ".bash_history": "export AWS_SECRET=SECRET4",
+}
+
+
+def plant(home: Path, files: dict[str, str]) -> None:
+    """Write world-readable files under `home`, so only the sandbox can keep them out."""
+    for rel, text in files.items():
+        path = home / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for d in [path.parent, *path.parent.parents]:
+            if d == home.parent:
+                break
+            d.chmod(0o755)
+        path.write_text(text)
+        path.chmod(0o644)
+
+
+def test_home_is_an_empty_tmpfs(block, base, isolation, monkeypatch):
+    home = base / "home"
+    plant(home, HOME_SECRETS)
+    monkeypatch.setenv("HOME", str(home))
+    code = (
+        "import os\n"
+        f"home = {str(home)!r}\n"
+        "found = []\n"
+        "for rel in " + repr(sorted(HOME_SECRETS)) + ":\n"
+        "    try:\n"
+        "        found.append(open(os.path.join(home, rel)).read())\n"
+        "    except OSError as exc:\n"
+        "        found.append(type(exc).__name__)\n"
+        "print(found)\n"
+        "print(os.listdir(home))"
+    )
+    out = block(code)
+    assert out.error is None
+    if isolation == "bubblewrap":
+        assert out.output == str(["FileNotFoundError"] * 4) + "\n[]"
+        listing = block("import os\nprint(os.listdir('/home'), os.listdir('/root'))")
+        assert listing.output == "[] []"
+    else:  # the control: reduced isolation hides no file
+        assert all(v in out.output for v in HOME_SECRETS.values())
+    still_fine(block)
+
+
+def test_only_system_directories_show(block, isolation):
+    out = block("import os\nprint(sorted(os.listdir('/')))")
+    if isolation == "bubblewrap":
+        shown = set(eval(out.output))
+        assert shown <= {
+            "usr",
+            "bin",
+            "sbin",
+            "lib",
+            "lib32",
+            "lib64",
+            "libx32",
+            "etc",
+            "opt",
+            "var",
+            "proc",
+            "dev",
+            "tmp",
+            "run",
+            "home",
+            "root",
+        }
+        assert "work" not in shown and "srv" not in shown and "mnt" not in shown
+    else:
+        assert "work" in out.output or "srv" in out.output or "mnt" in out.output
+    still_fine(block)
+
+
+def test_outside_the_view_says_so(block, base, require_bwrap, monkeypatch):
+    secret = base / "elsewhere" / "data.txt"
+    plant(base / "elsewhere", {"data.txt": "x"})
+    monkeypatch.setenv("HOME", str(base / "elsewhere"))  # a home: an empty tmpfs
+    out = block(f"open({str(secret)!r}).read()")
+    assert out.error is not None and out.error.startswith("FileNotFoundError")
+    assert "outside the block's sandbox view" in out.error and "`sandbox.read`" in out.error
+    own = block(f"open({str(secret)!r}).read()", hide=[base / "elsewhere"])
+    assert own.error is not None and "sandbox view" not in own.error  # daycare's: no sharing
+    missing = block("open('/var/nonexistent-daycare-file').read()")
+    assert missing.error is not None and "sandbox view" not in missing.error
+
+
+@pytest.mark.parametrize("kind", ["read", "write"])
+def test_symlink_in_an_entry_is_refused(block, base, isolation, kind):
+    """A block plants a link in a directory it may write; the next run's entry that goes
+    through it is refused instead of binding what the link points at."""
+    target = base / "tasks"
+    target.mkdir()
+    (target / "task.md").write_text("owned by the user")
+    shared = base / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    spec = SandboxSpec(write=(str(shared),))
+    planted = block(
+        f"import os\nos.symlink({str(target)!r}, {str(shared / 'link')!r})", sandbox=spec
+    )
+    assert planted.error is None and (shared / "link").is_symlink()
+    entry = str(shared / "link")
+    through = SandboxSpec(**{kind: (entry,)}, **{f"{kind}_at": (7,)})
+    out = block("print(open('task.md').read())", sandbox=through, where="tasks/t1.md")
+    assert out.error is not None and out.error.startswith("SandboxError: tasks/t1.md:7:")
+    assert "symlinks are not followed" in out.error and str(target) in out.error
+    assert (target / "task.md").read_text() == "owned by the user"
+    still_fine(block)
+
+
+def test_entry_inside_daycare_is_refused(block, base, isolation):
+    daycare_home = base / "dchome"
+    (daycare_home / "tasks").mkdir(parents=True)
+    spec = SandboxSpec(write=(str(daycare_home / "tasks"),))
+    out = block("print('x')", sandbox=spec, forbidden=[daycare_home])
+    assert out.error is not None and "inside daycare's own files" in out.error
+    still_fine(block)
+
+
+# -- the kernel: seccomp -----------------------------------------------------------------
+
+SYSCALLS = {  # x86-64 numbers
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "ptrace": 101,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "userfaultfd": 323,
+    "mount": 165,
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="system call numbers are x86-64's")
+def test_seccomp_refuses_system_calls(block, isolation):
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "out = {}\n"
+        f"for name, nr in {SYSCALLS!r}.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    rc = libc.syscall(nr, 0, 0, 0, 0, 0)\n"
+        "    out[name] = (rc, ctypes.get_errno())\n"
+        "print(out)"
+    )
+    out = block(code)
+    results = eval(out.output)
+    assert results == {name: (-1, 1) for name in SYSCALLS}  # EPERM, from the filter
+    still_fine(block)
+
+
+def test_no_notes_through_the_keyring(block, isolation):
+    """Blocks could leave each other notes in the user's kernel keyring; not any more."""
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "rc = libc.syscall(248, b'user', b'daycare-note', b'hello', 5, -4)\n"  # add_key
+        "print(rc, ctypes.get_errno())"
+    )
+    if os.uname().machine != "x86_64":
+        pytest.skip("system call numbers are x86-64's")
+    assert block(code).output == "-1 1"
+    still_fine(block)
+
+
+# -- capped text ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [
+        ("import sys\nsys.exit('E' * 7_000_000)", "error"),
+        ("raise ValueError('V' * 7_000_000)", "error"),
+        ("skip('S' * 7_000_000)", "skip_reason"),
+    ],
+)
+def test_huge_error_text_is_capped(block, isolation, code, field):
+    out = block(code)
+    text = getattr(out, field)
+    assert 4096 < len(text) < 4200
+    assert text.endswith("cut at 4 KiB]")
+    still_fine(block)
+
+
+# -- other blocks ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give each task a uid of its own")
+def test_another_tasks_environ_and_files_are_out_of_reach(block, base, isolation, marker):
+    """Reduced isolation too: each task's blocks run under their own uid."""
+    victim = BlockSpec(
+        code="import time\nopen('up', 'w').write('1')\ntime.sleep(30)",
+        files_dir=base / "victim" / "files",
+        artifacts_dir=base / "victim" / "art",
+        workspace=base / "victim",
+        env={"VICTIM_SECRET": "hunter2-victim"},
+        task={"id": "victim", "name": "victim"},
+        run={"id": marker},
+    )
+    (base / "victim").mkdir()
+    (base / "victim").chmod(0o755)
+    spy = (
+        "import os\n"
+        "hits = []\n"
+        "for pid in os.listdir('/proc'):\n"
+        "    try:\n"
+        "        if b'hunter2-victim' in open(f'/proc/{pid}/environ', 'rb').read():\n"
+        "            hits.append(pid)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        f"try:\n    open({str(base / 'victim' / 'files' / 'planted')!r}, 'w').write('x')\n"
+        "    wrote = 'wrote'\n"
+        "except OSError as exc:\n    wrote = type(exc).__name__\n"
+        "print(len(hits), wrote)"
+    )
+
+    async def both() -> str:
+        running = asyncio.ensure_future(run_block(victim))
+        while not (base / "victim" / "files" / "up").exists():
+            await asyncio.sleep(0.01)
+        try:
+            spied = await asyncio.to_thread(block, spy)
+        finally:
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        return spied.output
+
+    seen = asyncio.run(both())
+    hits, wrote = seen.split()
+    assert hits == "0"
+    assert wrote in ("PermissionError", "FileNotFoundError")
+    assert not (base / "victim" / "files" / "planted").exists()
+    still_fine(block)
+
+
+def test_grandchild_of_an_exited_block_is_gone(block, base, isolation, marker, alive_with):
+    """The block dies by os._exit (no atexit, no reaper of its own) after double-forking:
+    the grandchild is re-parented to the spawner, which sweeps it."""
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        open('grandchild.pid', 'w').write(str(os.getpid()))\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "while not os.path.exists('grandchild.pid'):\n"
+        "    time.sleep(0.01)\n"
+        "os._exit(0)\n"
+    )
+    out = block(code, run={"id": marker})
+    assert out.error is None
+    assert alive_with(marker) == []
+    if isolation == "reduced":
+        pid = int((base / "ws" / "files" / "grandchild.pid").read_text())
+        assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()
+    still_fine(block)
+
+
+def _of_uid(uid: int) -> list[int]:
+    """Live processes whose real uid is `uid` (zombies are dead)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            st = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in st.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and "zombie" not in fields["State"]:
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives each task a uid of its own")
+def test_cancelled_at_any_moment_leaves_nothing_of_the_uid(base, isolation):
+    """`overlap: replace` cancels a run at any moment, even while bubblewrap is still
+    setting up: its pid-namespace init (own session, immune to SIGTERM) must not be left
+    re-parented to pid 1. Checked by uid: the task's own."""
+    from daycare_cli.run.identity import sandbox_identity
+
+    task_id = f"cancel-{uuid.uuid4().hex[:8]}"
+    ident = sandbox_identity(task_id)
+    assert ident is not None
+    spec = BlockSpec(
+        code="import time\ntime.sleep(60)",
+        files_dir=base / "ws" / "files",
+        artifacts_dir=base / "ws" / "runs" / "r1" / "artifacts",
+        workspace=base / "ws",
+        task={"id": task_id, "name": task_id},
+        run={"id": f"run-{uuid.uuid4().hex}"},
+    )
+
+    async def cancel_after(delay: float) -> None:
+        running = asyncio.ensure_future(run_block(spec))
+        await asyncio.sleep(delay)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    for delay in (0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3):
+        asyncio.run(cancel_after(delay))
+        assert _of_uid(ident.uid) == [], f"left behind when cancelled after {delay}s"

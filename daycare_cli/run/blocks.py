@@ -1,0 +1,255 @@
+"""The blocks of one run: one launch plan for every way a block runs (DESIGN.md §5 step 5).
+
+`task run` (here or through the daemon), scheduled fires, webhooks, retries, catch-up
+and `task expand` all build their blocks' specs here, and nowhere else: the same
+isolation policy, the same masked places (daycare's home, config, tasks, runtime
+directory), the same forbidden targets for `sandbox.read`/`sandbox.write`, the same
+secrets resolution, and the same run totals:
+
+- fail closed: when the configured isolation cannot be had, no block runs and the run
+  fails with the reason and the fix (`sandbox.refusal`);
+- one cgroup per run where a delegated cgroup v2 exists (`cgroup.py`);
+- disk: what the run adds to `files/` and `artifacts/` is measured after each block and
+  held against `sandbox.disk`; past it, no further block runs and the run fails with
+  the figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import secrets as _random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daycare_cli.config import Config
+from daycare_cli.core.prompt import Block, BlockResult, Expansion, block_timeout, expand_prompt
+from daycare_cli.core.task import MIB, Task
+from daycare_cli.run.blockoutput import OutputStream
+from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_cgroup
+from daycare_cli.run.identity import PROCESS_BUDGET
+from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, refusal, run_block
+from daycare_cli.store.paths import Paths
+
+SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
+Emit = Callable[..., None]  # emit(event, **fields)
+
+
+class RunRefused(Exception):
+    """The run's blocks may not run: the configured isolation is not available.
+
+    `str()` is the whole error with its fix; `reason` why bubblewrap cannot run.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(refusal(reason))
+        self.reason = reason
+
+
+@dataclass
+class RunBlocks:
+    """Everything the blocks of one run share; `spec(block)` is a block's launch spec.
+
+    `run` is {id, trigger, slot}; `env` is the task's env with secrets resolved
+    (`resolve_env`). `emit(event, **fields)` receives block.start/block.end and the
+    run's isolation; `redact` cleans error text before it is emitted.
+    """
+
+    paths: Paths
+    config: Config
+    task: Task
+    run: dict[str, Any]
+    files_dir: Path
+    artifacts_dir: Path
+    payload_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    emit: Emit = field(default=lambda event, **fields: None)
+    redact: Callable[[str], str] = field(default=lambda text: text)
+    isolation: str | None = None
+    cgroup: RunCgroup | None = None
+    cgroup_why: str = ""
+    disk_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def spec(self, block: Block) -> BlockSpec:
+        """The launch spec of one block of this run."""
+        return BlockSpec(
+            code=block.code,
+            files_dir=self.files_dir,
+            artifacts_dir=self.artifacts_dir,
+            workspace=self.paths.workspace(self.task.id),
+            timeout=block_timeout(block, self.task.timeout),
+            sandbox=self.task.sandbox,
+            env=self.env,
+            task={"id": self.task.id, "name": self.task.name},
+            run=self.run,
+            payload_file=self.payload_file,
+            hide=daycare_places(self.paths),
+            isolation=self.config.sandbox_isolation,
+            bwrap=self.config.sandbox_bwrap,
+            forbidden=forbidden_targets(self.paths),
+            where=self.task.path or str(self.paths.task_file(self.task.id)),
+            cgroup_fd=self.cgroup.procs_fd if self.cgroup is not None else None,
+        )
+
+    async def expand(self) -> Expansion:
+        """Run the task's blocks in order and splice their outputs (core/prompt.py).
+
+        Raises RunRefused before any block runs when the isolation is refused.
+        """
+        level, reason = isolation_level(self.config.sandbox_isolation, self.config.sandbox_bwrap)
+        if level == "refused":
+            self.isolation = "none"
+            self.emit("isolation", level="none", reason=reason)
+            raise RunRefused(reason)
+        self.isolation = level
+        self._open_cgroup()
+        before = disk_usage([self.files_dir, self.artifacts_dir])
+        try:
+            expansion = await expand_prompt(
+                self.task.body, lambda b: self._run_one(b, before), execute=True
+            )
+        finally:
+            if self.cgroup is not None:
+                self.cgroup.close()
+        self.emit("isolation", level=level, reason=reason, totals=self.cgroup_why)
+        return expansion
+
+    async def _run_one(self, block: Block, before: int) -> BlockResult:
+        if self.disk_error is not None:
+            return BlockResult(error=f"SandboxError: not run: {self.disk_error}")
+        # The line in the file, where the author looks for it.
+        self.emit("block.start", block=block.index, line=block.line + self.task.body_line - 1)
+        stream = OutputStream(
+            lambda text: self.emit("block.output", block=block.index, text=self.redact(text))
+        )
+        spec = dataclasses.replace(self.spec(block), on_output=stream.feed)
+        try:
+            res: BlockOutcome = await run_block(spec)
+        finally:
+            stream.close()
+        written = disk_usage([self.files_dir, self.artifacts_dir]) - before
+        limit = self.task.sandbox.disk
+        if written > limit:
+            self.disk_error = (
+                f"the run wrote {_mib(written)} to files/ and artifacts/, over its "
+                f"sandbox.disk of {_mib(limit)}"
+            )
+            self.errors.append(self.disk_error)
+        error = self.redact(res.error) if res.error else None
+        if error:
+            self.errors.append(f"block {block.index + 1}: {error}")
+        self.emit(
+            "block.end",
+            block=block.index,
+            exit_code=res.exit_code,
+            duration_ms=res.duration_ms,
+            error=error,
+            skipped=res.skipped,
+            truncated=res.truncated,
+            isolation=res.isolation,
+            stderr=self.redact(res.stderr)[-4000:] if res.stderr else "",
+            # What a failing block printed before its error (its last 4 KB).
+            stdout=self.redact(res.output)[-4000:] if res.error else "",
+            disk_written=written,
+        )
+        return BlockResult(
+            output=res.output,
+            error=res.error,
+            truncated=res.truncated,
+            skipped=res.skipped,
+            skip_reason=res.skip_reason,
+        )
+
+    def _open_cgroup(self) -> None:
+        parent, self.cgroup_why = cgroup_parent(self.config.sandbox_cgroup)
+        if parent is None:
+            return
+        totals = Totals(memory=self.task.sandbox.memory, pids=PROCESS_BUDGET)
+        name = f"run-{self.run.get('id') or 'x'}-{_random.token_hex(3)}"
+        try:
+            self.cgroup = create_run_cgroup(parent, name, totals)
+            self.cgroup_why = f"cgroup {self.cgroup.path}"
+        except OSError as exc:
+            self.cgroup_why = f"no run cgroup: {exc.strerror or exc} (per-process limits only)"
+
+
+def describe_sandbox(config: Config) -> dict[str, Any]:
+    """What blocks get on this machine with this config: `{isolation, reason, seccomp,
+    totals}` for `doctor`, `daemon status` and the daemon's ready line.
+
+    `isolation` is "bubblewrap", "reduced" or "none" (blocks refused: fail closed).
+    """
+    from daycare_cli.run.seccomp import seccomp_filter
+
+    level, reason = isolation_level(config.sandbox_isolation, config.sandbox_bwrap)
+    flt, seccomp = seccomp_filter()
+    parent, totals = cgroup_parent(config.sandbox_cgroup)
+    return {
+        "isolation": "none" if level == "refused" else level,
+        "reason": refusal(reason) if level == "refused" else reason,
+        "seccomp": seccomp if flt is not None else f"none: {seccomp}",
+        "totals": totals,
+        "cgroup": str(parent) if parent is not None else None,
+    }
+
+
+def resolve_env(task: Task, config: Config) -> tuple[dict[str, str], list[str]]:
+    """The task's env with `${secret:NAME}` taken from config, and the secrets used.
+
+    LookupError names an unknown secret and how to add it.
+    """
+    used: list[str] = []
+    env: dict[str, str] = {}
+    for key, value in task.env.items():
+
+        def sub(m: re.Match[str], key: str = key) -> str:
+            secret = config.secret(m.group(1))
+            if secret is None:
+                raise LookupError(
+                    f"env {key}: secret {m.group(1)!r} is not in config [secrets]; "
+                    f"add it with `daycare config set secrets.{m.group(1)} VALUE`"
+                )
+            used.append(secret)
+            return secret
+
+        env[key] = SECRET_RE.sub(sub, value)
+    return env, used
+
+
+def daycare_places(paths: Paths) -> list[Path]:
+    """What of daycare a block must never see: its home (state, logs, workspaces), the
+    config, the tasks directory and the runtime directory (control socket)."""
+    places = [paths.home, paths.tasks_dir, paths.runtime_dir, paths.config_file]
+    if paths.config_file.parent.name == "daycare":
+        places.append(paths.config_file.parent)
+    out: list[Path] = []
+    for p in places:
+        for form in (Path(os.path.abspath(p)), Path(os.path.realpath(p))):
+            if form not in out:
+                out.append(form)
+    return out
+
+
+def forbidden_targets(paths: Paths) -> list[Path]:
+    """Where `sandbox.read`/`sandbox.write` entries may not point: inside any of those."""
+    return daycare_places(paths)
+
+
+def disk_usage(roots: list[Path]) -> int:
+    """Bytes on disk under `roots` (allocated blocks; links not followed)."""
+    total = 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.1f} MiB".replace(".0 MiB", " MiB")
