@@ -25,7 +25,9 @@ RUN_HINT = (
 
 def task_known(cli: CliContext, state: State, task: str) -> bool:
     """A task id with a file, a workspace or runs (deleted tasks keep their history)."""
-    return (
+    from daycare_cli.core.task import valid_task_id
+
+    return valid_task_id(task) and (
         cli.store.dir.joinpath(f"{task}.md").exists()
         or cli.paths.workspace(task).is_dir()
         or bool(state.list_runs(task=task, limit=1))
