@@ -83,7 +83,18 @@ class Progress:
             return
         event = record.get("event")
         n = int(record.get("block") or 0) + 1
-        if event == "block.start":
+        if event == "env.build":
+            deps = ", ".join(record.get("dependencies") or []) or "no packages"
+            version = f", Python {record['python']}" if record.get("python") else ""
+            self._spin(f"building the Python environment of block {n} ({deps}{version})…")
+        elif event in ("env.built", "env.failed"):
+            self.stop()
+            if event == "env.built":
+                secs = (record.get("duration_ms") or 0) / 1000
+                self._line("✓", "green", f"environment {record.get('key')} built in {secs:.1f}s")
+            else:
+                self._line("✗", "red", f"environment {record.get('key')} not built")
+        elif event == "block.start":
             self._spin(f"block {n} (line {record.get('line', '?')}) running…")
         elif event == "block.output":
             self._output(n, str(record.get("text", "")))
@@ -295,6 +306,7 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
     import tempfile
 
     from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
+    from daycare_cli.run.envs import EnvCache, prepare_envs
     from daycare_cli.run.sandbox import BlockSpec, run_block
 
     workspace = cli.paths.workspace(task.id)
@@ -307,6 +319,12 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
         if data is not None:
             payload_file = Path(tmp) / "payload.json"
             payload_file.write_bytes(data)
+
+        envs = {}
+        if task.execute:
+            cache = EnvCache(cli.paths.cache_dir, cli.config.deps)
+            emit = lambda event, **f: progress({"event": event, **f})  # noqa: E731
+            envs = asyncio.run(prepare_envs(cache, task, emit))
 
         async def one(block: Block) -> BlockResult:
             line = block.line + task.body_line - 1  # in the file
@@ -323,6 +341,8 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
                     task={"id": task.id, "name": task.name},
                     run={"id": "expand", "trigger": "manual", "slot": None},
                     payload_file=payload_file,
+                    python=envs[block.index].python if block.index in envs else None,
+                    env_dirs=envs[block.index].binds if block.index in envs else (),
                 )
             )
             progress(

@@ -58,6 +58,7 @@ class BlockPaths:
     payload: Path | None
     read: tuple[Path, ...]
     write: tuple[Path, ...]
+    env_dirs: tuple[Path, ...] = ()  # issue 9: a Python environment, bound read-only
 
 
 Trial = Callable[[Bwrap], tuple[bool, str]]  # (it ran, why not)
@@ -128,6 +129,10 @@ def bwrap_argv(
     a += ["--bind", str(paths.artifacts), str(paths.artifacts)]
     if paths.payload is not None:
         a += ["--ro-bind", str(paths.payload), str(paths.payload)]
+    # Issue 9: the block's Python environment (run/envs.py) and a uv-managed base
+    # interpreter, read-only; after the hiding, so a hidden home or cache cannot mask them.
+    for p in paths.env_dirs:
+        a += ["--ro-bind", str(p), str(p)]
     a += ["--chdir", str(paths.files)]
     for h in hidden:
         a += ["--remount-ro", h]

@@ -19,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
 from daycare_cli.core.task import Task, effective_zone
 from daycare_cli.run.blockoutput import OutputStream
+
+if TYPE_CHECKING:
+    from daycare_cli.run.envs import Env
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -278,6 +281,9 @@ class Runner:
             except LookupError as exc:
                 return {"status": "failed", "error": str(exc)}
             hide = self._hidden_paths()
+            envs = await self._prepare_envs(task, ctx)
+            if isinstance(envs, str):
+                return {"status": "failed", "error": envs}
 
             async def run_one(block: Block) -> BlockResult:
                 nonlocal isolation
@@ -307,6 +313,8 @@ class Runner:
                     payload_file=payload_file,
                     hide=hide,
                     on_output=stream.feed,
+                    python=envs[block.index].python if block.index in envs else None,
+                    env_dirs=envs[block.index].binds if block.index in envs else (),
                 )
                 try:
                     res = await run_block(spec)
@@ -419,6 +427,22 @@ class Runner:
         else:
             outcome["status"] = "failed" if block_errors else "succeeded"
         return outcome
+
+    async def _prepare_envs(self, task: Task, ctx: RunContext) -> dict[int, Env] | str:
+        """The Python environments the blocks need (run/envs.py), built before any block
+        runs; a build is logged and recorded in the ledger. A failure is the run's error."""
+        from daycare_cli.core.errors import DependencyError
+        from daycare_cli.run.envs import EnvCache, prepare_envs
+
+        def emit(event: str, **fields: Any) -> None:
+            self._emit(ctx, event, **fields)
+            if event in ("env.built", "env.failed"):
+                self.state.add_event(self.actor, event, task=task.id, run=ctx.run_id, detail=fields)
+
+        try:
+            return await prepare_envs(EnvCache(self.paths.cache_dir, self.config.deps), task, emit)
+        except DependencyError as exc:
+            return f"{exc.message}; fix: {exc.hint}" if exc.hint else exc.message
 
     def _hidden_paths(self) -> list[Path]:
         """Places a block must not see: daycare's config, state and other tasks' workspaces."""

@@ -80,6 +80,10 @@ class BlockSpec:
     run: Mapping[str, Any] = field(default_factory=dict)
     payload_file: Path | None = None
     hide: Sequence[Path] = ()
+    # Issue 9: the interpreter of the block's Python environment (None: the system's,
+    # `sandbox_python`) and the directories it needs, bound read-only (run/envs.py).
+    python: Path | None = None
+    env_dirs: tuple[Path, ...] = ()
     stdout_cap: int = 64 * KIB
     # Live view (issue 8): called on the event loop with each piece of stdout as it is
     # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
@@ -120,7 +124,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
     bwrap = _probe()[0] if level == "bubblewrap" else None
     try:
         ident = sandbox_identity()
-        python = sandbox_python(ident)
+        python = _block_python(spec) or sandbox_python(ident)
         paths = _prepare_dirs(spec, ident)
         launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS])
         payload_text = _read_payload(spec.payload_file)
@@ -198,7 +202,7 @@ def _launch_plan(
     stage = None
     if bwrap is not None and ident is not None:
         stage = stage_plan(
-            [paths.files, paths.artifacts, *paths.read, *paths.write]
+            [paths.files, paths.artifacts, *paths.read, *paths.write, *paths.env_dirs]
             + ([paths.payload] if paths.payload else []),
             ident,
         )
@@ -255,7 +259,16 @@ def _prepare_dirs(spec: BlockSpec, ident: Identity | None) -> BlockPaths:
         payload=payload if payload and payload.exists() else None,
         read=extra(spec.sandbox.read),
         write=extra(spec.sandbox.write),
+        env_dirs=tuple(Path(os.path.realpath(p)) for p in spec.env_dirs),
     )
+
+
+def _block_python(spec: BlockSpec) -> str | None:
+    """The environment's interpreter at its real path (its directory is bound there);
+    the file name stays the venv's own, which is how Python finds the venv."""
+    if spec.python is None:
+        return None
+    return os.path.join(os.path.realpath(spec.python.parent), spec.python.name)
 
 
 def _read_payload(path: Path | None) -> str | None:
