@@ -217,8 +217,8 @@ class EnvCache:
             _remove_tree(self.root / key)
         finally:
             _unlock(lock)
-        with contextlib.suppress(OSError):
-            (self.root / ".locks" / f"{key}.lock").unlink()
+        # The lock file stays: one unlinked while another process waits on it would let
+        # a third lock a new file and build the same directory at the same time.
         return True
 
     def prune_uv_cache(self) -> None:
@@ -430,25 +430,39 @@ def _check_sandbox_can_run(python: Path, managed: Path) -> None:
 
 
 async def _lock(path: Path) -> int:
-    """An exclusive flock on `path`, polled so a cancelled wait leaves nothing held."""
-    while True:
-        fd = _try_lock(path)
-        if fd is not None:
-            return fd
-        await asyncio.sleep(LOCK_POLL)
+    """An exclusive flock on `path`, polled (one open file all along) so that a cancelled
+    wait leaves nothing held."""
+    fd = _open_lock(path)
+    try:
+        while not _flock(fd):
+            await asyncio.sleep(LOCK_POLL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _try_lock(path: Path) -> int | None:
+    fd = _open_lock(path)
+    if _flock(fd):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _open_lock(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _flock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
+            return False
         raise
-    return fd
+    return True
 
 
 def _unlock(fd: int) -> None:
