@@ -278,26 +278,26 @@ def test_the_block_still_cannot_see_the_home(world: World, require_bwrap: None) 
     other = world.run(TINY.replace('"tinyplus"', '"tinypkg", "tinyplus"'), "other")
     assert other.status == "succeeded", other.error
     home = world.paths.home
+    hidden = [
+        str(home / "config.toml"),
+        str(home / "tasks"),
+        str(home / "cache" / "uv"),
+        str(world.paths.workspaces / "other"),
+    ]
+    db, envs_dir = str(home / "state.db"), str(world.cache.root)
     code = f"""\
 # /// script
 # dependencies = ["tinyplus"]
 # ///
 import os, sys
-for p in {
-        [
-            str(home / "config.toml"),
-            str(home / "tasks"),
-            str(home / "cache" / "uv"),
-            str(world.paths.workspaces / "other"),
-        ]!r
-    }:
+for p in {hidden!r}:
     print(p, os.path.exists(p))
 try:  # a hidden file is /dev/null in the view
-    with open({str(home / "state.db")!r}, "rb") as db:
+    with open({db!r}, "rb") as db:
         print("db", db.read(6) == b"SQLite")
 except OSError:
     print("db", False)
-print("envs", sorted(os.listdir({str(world.cache.root)!r})))
+print("envs", sorted(os.listdir({envs_dir!r})))
 print("mine", sys.prefix)
 """
     (home / "config.toml").write_text("# the daemon's config\n")
