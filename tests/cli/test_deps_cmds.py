@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "run"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "run"))  # tests/run/wheels.py
 from wheels import tiny_wheels
 
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
