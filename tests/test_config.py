@@ -24,7 +24,7 @@ from daycare_cli.config import DEFAULTS, SCHEMA, ConfigError, load_config, set_c
         ("secrets = 'x'\n", "`secrets`: must be a table", "[secrets]"),
         ("webhook = 3\n", "`webhook`: must be a table", "[webhook]"),
         ("[deps]\noffline = 'yes'\n", "`deps.offline`: must be true or false", "offline true"),
-        ("[deps]\nfind_links = '/srv'\n", "must be a list of strings", '\'["VALUE"]\''),
+        ("[deps]\nfind_links = '/srv'\n", "must be a list of strings", "'[\"VALUE\"]'"),
         ("[deps]\nfind_links = [1]\n", "must be a list of strings", "deps.find_links"),
         ("[deps]\nindex_url = 1\n", "must be a string", "deps.index_url"),
         ("[deps]\nindex = 'x'\n", "`deps.index`: is not a known", "deps.index_url"),
