@@ -255,7 +255,9 @@ class EnvCache:
 
     async def _build(self, key: str, spec: PythonSpec) -> Env:
         path = self.root / key
-        _remove_tree(path)  # what a build cut short left
+        # Tree walks run in a thread: an environment has thousands of files, and the
+        # daemon's event loop must not stall on them.
+        await asyncio.to_thread(_remove_tree, path)  # what a build cut short left
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             return await self._build_in(path, key, spec)
@@ -278,8 +280,8 @@ class EnvCache:
             install += self._index_options()
             await self._uv(install, spec)
         version = await _python_version(python)
-        _check_sandbox_can_run(python, self.pythons)
-        _make_read_only(path)
+        await asyncio.to_thread(_check_sandbox_can_run, python, self.pythons)
+        await asyncio.to_thread(_make_read_only, path)
         meta = {
             "key": key,
             "dependencies": list(spec.dependencies),
@@ -347,23 +349,23 @@ class EnvCache:
                 proc.kill()
             raise
         if proc.returncode != 0:
+            message = uv_message(out.decode("utf-8", "replace"))
             raise DependencyError(
-                f"cannot build the environment for {describe(spec)}: "
-                + uv_message(out.decode("utf-8", "replace")),
-                hint=self._hint(spec),
+                f"cannot build the environment for {describe(spec)}: {message}",
+                hint=self._hint(spec, message),
             )
 
-    def _hint(self, spec: PythonSpec) -> str:
+    def _hint(self, spec: PythonSpec, message: str) -> str:
+        if "No interpreter found" in message:
+            return (
+                f"install a Python matching {spec.version or 'python3'} system-wide (in "
+                "/usr/bin or /usr/local/bin: interpreters in homes, like pyenv's, are not "
+                "used), or `daycare config set deps.python_downloads true`"
+            )
         if self.deps.offline:
             return (
                 "offline mode: put the wheels in a `deps.find_links` directory, or "
                 "`daycare config set deps.offline false`"
-            )
-        if spec.version:
-            return (
-                f"check the names and versions; for Python {spec.version} install it system-"
-                "wide (e.g. apt install python3.12) or `daycare config set deps.python_downloads "
-                "true`"
             )
         return "check the package names and versions, then `daycare deps sync TASK` retries"
 

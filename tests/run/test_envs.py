@@ -237,7 +237,8 @@ def test_a_missing_interpreter_says_how_to_get_one(world: World) -> None:
     run = world.run(text, "future")
     assert run.status == "failed"
     assert "No interpreter found for Python ==3.99" in (run.error or "")
-    assert "deps.python_downloads" in (run.error or "") or "offline" in (run.error or "")
+    assert "fix: install a Python matching ==3.99.* system-wide" in (run.error or "")
+    assert "deps.python_downloads true" in (run.error or "")
 
 
 def test_the_environment_is_read_only_inside_the_sandbox(world: World, isolation: str) -> None:
