@@ -50,19 +50,8 @@ SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOCK_POLL = 0.1  # seconds between tries of a lock another run holds
 MESSAGE_CAP = 4096
 # What uv may take from the daemon's environment: proxies and certificates.
-PASSED_ENV = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "UV_NATIVE_TLS",
-)
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+PASSED_ENV = (*_PROXIES, *(p.lower() for p in _PROXIES), "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 Emit = Callable[..., None]  # emit(event_name, **fields)
 
