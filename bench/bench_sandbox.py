@@ -7,10 +7,15 @@ Measures the median wall time of N runs (30 by default) of:
      with and without the seccomp filter,
   c. `run_block("pass")` under bubblewrap (when this machine has it), with and without
      the seccomp filter, and in a run cgroup (where a delegated cgroup v2 exists),
+  e. the same block with PEP 723 metadata and a cached environment (issue 9): finding
+     the environment (`prepare_envs`: parse, key, two stats) plus `run_block` on the
+     environment's interpreter with the environment bound read-only; the environment
+     holds one small wheel written here and is built once, offline, before timing,
 
 and prints them as Markdown table rows, with b − a and c − b, the cost of daycare's
-own machinery (prelude, limits, pipes, clean-up) and of bubblewrap, and c / a, the
-ratio DESIGN.md §10 holds to (< 1.5×).
+own machinery (prelude, limits, pipes, clean-up) and of bubblewrap, c / a, the
+ratio DESIGN.md §10 holds to (< 1.5×), and e − c, what a cached environment adds
+(goal < 10 ms).
 
 The cases run interleaved, one of each per round, so that load coming and going on a
 shared machine hits them alike.
@@ -35,11 +40,19 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "run"))
+
+from wheels import tiny_wheels
 
 import daycare_cli.run.sandbox as sandbox_module
+from daycare_cli.config import DepsConfig
+from daycare_cli.core.task import Task
 from daycare_cli.run.cgroup import Totals, cgroup_parent, create_run_cgroup
+from daycare_cli.run.envs import EnvCache, prepare_envs
 from daycare_cli.run.identity import PROCESS_BUDGET, sandbox_identity, sandbox_python
 from daycare_cli.run.sandbox import BlockSpec, isolation_level, run_block
+
+ENV_BLOCK = '# /// script\n# dependencies = ["tinypkg"]\n# ///\npass'
 
 
 def summary(times: list[float]) -> tuple[float, float]:
@@ -114,6 +127,20 @@ def main() -> None:
         ("b. run_block, reduced (limits, seccomp)", block(True, True, spec)),
         ("b'. run_block, reduced, no seccomp", block(True, False, spec)),
     ]
+    env_task = Task(
+        id="bench", name="bench", execute=True, body=f"<run_python>\n{ENV_BLOCK}\n</run_python>"
+    )
+    deps = DepsConfig(find_links=(str(tiny_wheels(base / "wheels")),), offline=True)
+    cache = EnvCache(base / "cache", deps)
+    asyncio.run(prepare_envs(cache, env_task))  # the build, not timed
+
+    async def with_env() -> None:
+        os.environ.pop("DAYCARE_SANDBOX", None)
+        sandbox_module.seccomp_filter = with_seccomp  # type: ignore[assignment]
+        env = (await prepare_envs(cache, env_task))[0]
+        out = await run_block(replace(spec, python=env.python, env_dirs=env.binds))
+        assert out.error is None, out.error
+
     level, reason = isolation_level()
     cg = None
     if level == "bubblewrap":
@@ -126,6 +153,7 @@ def main() -> None:
             cases.append(("d. run_block, bubblewrap, run cgroup", block(False, True, in_cg)))
         else:
             print(f"(no run cgroup: {why})", file=sys.stderr)
+        cases.append(("e. as c, cached environment", with_env))
     else:
         print(f"(bubblewrap unavailable: {reason})", file=sys.stderr)
     try:
@@ -153,6 +181,10 @@ def main() -> None:
         print(f"| c − a: block vs plain start | {rows[2][1] - rows[0][1]:.1f} | |")
         print(f"| c / a: ratio (goal < 1.5×) | {rows[2][1] / rows[0][1]:.2f}× | |")
     for name, med, _ in extra:
+        if name.startswith("e."):
+            if len(rows) == 3:
+                print(f"| e − c: a cached environment added | {med - rows[2][1]:+.1f} | |")
+            continue
         base_row = rows[1] if name.startswith("b'") else rows[2] if len(rows) == 3 else None
         if base_row is not None:
             print(f"| {base_row[0][:2]} − {name[:3].strip('.')}: | {base_row[1] - med:+.1f} | |")

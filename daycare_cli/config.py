@@ -19,6 +19,12 @@ max_age_days = 30
 isolation = "bubblewrap"          # or "reduced": run blocks without bubblewrap when it cannot run
 bwrap = "/usr/bin/bwrap"          # which bubblewrap (default: found on PATH)
 cgroup = "/sys/fs/cgroup/daycare" # a delegated cgroup v2 for run totals (default: the unit's own)
+[deps]                            # Python environments of blocks (docs/task-file.md)
+index_url = "https://pypi.example/simple"
+extra_index_urls = []
+find_links = ["/srv/wheels"]
+offline = false
+python_downloads = false
 
 [secrets]
 github_hook = "..."
@@ -55,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     "sandbox.isolation": "bubblewrap",
     "sandbox.bwrap": None,
     "sandbox.cgroup": None,
+    "deps.index_url": None,
+    "deps.extra_index_urls": [],
+    "deps.find_links": [],
+    "deps.offline": False,
+    "deps.python_downloads": False,
 }
 ISOLATION_CHOICES = ("bubblewrap", "reduced")
 
@@ -63,6 +74,18 @@ class ConfigError(UserError):
     """config.toml cannot be read or a value has the wrong type."""
 
     exit_code = 1
+
+
+@dataclass(frozen=True)
+class DepsConfig:
+    """The `[deps]` table: uv's package index, extra indexes, local wheel directories
+    (find-links), offline mode, and whether uv may download an interpreter."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+    python_downloads: bool = False
 
 
 @dataclass
@@ -143,6 +166,17 @@ class Config:
         return str(value) if value else None
 
     @property
+    def deps(self) -> DepsConfig:
+        """Where uv finds packages and interpreters for the environments of blocks."""
+        return DepsConfig(
+            index_url=self.get("deps.index_url") or None,
+            extra_index_urls=tuple(self.get("deps.extra_index_urls")),
+            find_links=tuple(self.get("deps.find_links")),
+            offline=bool(self.get("deps.offline")),
+            python_downloads=bool(self.get("deps.python_downloads")),
+        )
+
+    @property
     def timezone(self) -> str:
         """The default zone of tasks: config, else the system's IANA zone."""
         return self.get("timezone") or system_zone()
@@ -210,6 +244,11 @@ SCHEMA: dict[str, Any] = {
     "sandbox.isolation": str,
     "sandbox.bwrap": str,
     "sandbox.cgroup": str,
+    "deps.index_url": str,
+    "deps.extra_index_urls": list,
+    "deps.find_links": list,
+    "deps.offline": bool,
+    "deps.python_downloads": bool,
 }
 FREE_TABLES = ("secrets", "notify")
 
@@ -262,6 +301,18 @@ def check_config(raw: dict[str, Any], path: str) -> None:
             if spec is None:
                 fail(key, "must be a table", f"write it as [{key}]")
             kind, minimum = spec if isinstance(spec, tuple) else (spec, None)
+            if kind is bool and not isinstance(value, bool):
+                fail(key, f"must be true or false, not {value!r}", f"daycare config set {key} true")
+            if kind is list and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+            ):
+                fail(
+                    key,
+                    f"must be a list of strings, not {value!r}",
+                    f"""daycare config set {key} '["VALUE"]'""",
+                )
+            if kind in (bool, list):
+                continue
             ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if isinstance(value, bool) or not ok:
                 fail(

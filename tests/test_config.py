@@ -23,6 +23,11 @@ from daycare_cli.config import DEFAULTS, SCHEMA, ConfigError, load_config, set_c
         ("timezone = 5\n", "must be a string", "timezone"),
         ("secrets = 'x'\n", "`secrets`: must be a table", "[secrets]"),
         ("webhook = 3\n", "`webhook`: must be a table", "[webhook]"),
+        ("[deps]\noffline = 'yes'\n", "`deps.offline`: must be true or false", "offline true"),
+        ("[deps]\nfind_links = '/srv'\n", "must be a list of strings", "'[\"VALUE\"]'"),
+        ("[deps]\nfind_links = [1]\n", "must be a list of strings", "deps.find_links"),
+        ("[deps]\nindex_url = 1\n", "must be a string", "deps.index_url"),
+        ("[deps]\nindex = 'x'\n", "`deps.index`: is not a known", "deps.index_url"),
     ],
 )
 def test_bad_config_is_refused_with_a_fix(
@@ -102,3 +107,15 @@ def test_an_empty_webhook_host_means_the_default(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[webhook]\nhost = ''\n")
     assert load_config(path).webhook_host == "127.0.0.1"
+
+
+def test_deps_settings_read_with_their_types(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    assert load_config(path).deps.find_links == () and not load_config(path).deps.offline
+    set_config_value(path, "deps.find_links", ["/srv/wheels"])
+    set_config_value(path, "deps.offline", True)
+    path.write_text(path.read_text() + 'index_url = "https://mirror/simple"\n')
+    deps = load_config(path).deps
+    assert deps.find_links == ("/srv/wheels",) and deps.offline is True
+    assert deps.index_url == "https://mirror/simple" and deps.extra_index_urls == ()
+    assert deps.python_downloads is False

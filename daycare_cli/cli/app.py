@@ -122,6 +122,7 @@ def build_app() -> typer.Typer:
         config_cmds,
         cron_cmds,
         daemon_cmds,
+        deps_cmds,
         export_cmds,
         history_cmds,
         overview_cmds,
@@ -148,5 +149,6 @@ def build_app() -> typer.Typer:
     history_cmds.register(app)
     daemon_cmds.register(app)
     export_cmds.register(app)
+    deps_cmds.register(app)
     plain_usage(app)
     return app

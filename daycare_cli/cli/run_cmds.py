@@ -85,7 +85,18 @@ class Progress:
             return
         event = record.get("event")
         n = int(record.get("block") or 0) + 1
-        if event == "block.start":
+        if event == "env.build":
+            deps = ", ".join(record.get("dependencies") or []) or "no packages"
+            version = f", Python {record['python']}" if record.get("python") else ""
+            self._spin(f"building the Python environment of block {n} ({deps}{version})…")
+        elif event in ("env.built", "env.failed"):
+            self.stop()
+            if event == "env.built":
+                secs = (record.get("duration_ms") or 0) / 1000
+                self._line("✓", "green", f"environment {record.get('key')} built in {secs:.1f}s")
+            else:
+                self._line("✗", "red", f"environment {record.get('key')} not built")
+        elif event == "block.start":
             self._spin(f"block {n} (line {record.get('line', '?')}) running…")
         elif event == "block.output":
             self._output(n, str(record.get("text", "")))
@@ -305,6 +316,7 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
     from daycare_cli.core.errors import SandboxError, UserError
     from daycare_cli.core.prompt import Expansion
     from daycare_cli.run.blocks import RunBlocks, RunRefused, resolve_env
+    from daycare_cli.run.envs import EnvCache, prepare_envs
     from daycare_cli.run.sandbox import REFUSED_HINT
 
     if not task.execute:
@@ -324,6 +336,11 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
             payload_file = Path(tmp) / "payload.json"
             payload_file.write_bytes(data)
             payload_file.chmod(0o644)
+        envs = {}
+        if task.execute:
+            cache = EnvCache(cli.paths.cache_dir, cli.config.deps)
+            emit = lambda event, **f: progress({"event": event, **f})  # noqa: E731
+            envs = asyncio.run(prepare_envs(cache, task, emit))
         blocks = RunBlocks(
             paths=cli.paths,
             config=cli.config,
@@ -334,6 +351,7 @@ def expand_task(cli: CliContext, task: Task, data: bytes | None, progress: Progr
             payload_file=payload_file,
             env=env,
             emit=lambda event, **fields: progress({"event": event, **fields}),
+            envs=envs,
         )
         try:
             expansion = asyncio.run(blocks.expand())

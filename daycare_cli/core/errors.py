@@ -64,6 +64,12 @@ class SandboxError(UserError):
     exit_code = 1
 
 
+class DependencyError(UserError):
+    """A block's Python environment could not be built (uv's message, the fix)."""
+
+    exit_code = 1
+
+
 class UsageError(UserError):
     """A command-line usage problem (bad option value, conflicting flags)."""
 

@@ -28,6 +28,8 @@ def lint_warnings(task: Task) -> list[str]:
         warnings.append("`execute` is true but the body has no <run_python> blocks")
     if not task.execute and (task.sandbox != SandboxSpec() or task.env):
         warnings.append("`sandbox` and `env` have no effect without `execute: true`")
+    if not task.execute and not task.python.empty:
+        warnings.append("`python` has no effect without `execute: true`")
     for trigger in task.triggers:
         if (
             isinstance(trigger, AtTrigger)

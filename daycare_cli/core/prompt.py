@@ -32,7 +32,8 @@ class Block:
     """One `<run_python>` block: its span in the body, its code and its attributes.
 
     `start`/`end` index the whole tag pair in the body; `line` is the 1-based line of
-    the opening tag; `code` is dedented with leading and trailing blank lines removed.
+    the opening tag; `code` is dedented with leading and trailing blank lines removed;
+    `code_start`/`code_end` index the code as written, between the tags.
     """
 
     index: int
@@ -41,6 +42,8 @@ class Block:
     code: str
     attrs: dict[str, str] = field(default_factory=dict)
     line: int = 1
+    code_start: int = 0
+    code_end: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ def find_blocks(body: str) -> list[Block]:
                 code=_clean_code(body[code_start:code_end]),
                 attrs=parse_attrs(attrs),
                 line=line,
+                code_start=code_start,
+                code_end=code_end,
             )
         )
     return blocks

@@ -112,6 +112,24 @@ class SandboxSpec:
 
 
 @dataclass(frozen=True)
+class PythonSpec:
+    """What blocks need of Python: the `python:` mapping, or a block's PEP 723 metadata.
+
+    `dependencies` are PEP 508 requirements as normalised by `core/requirements.py`;
+    `version` is a PEP 440 specifier set (`==3.12.*` for `version: "3.12"`), or None for
+    the default interpreter. The empty spec means the system interpreter, no packages.
+    """
+
+    dependencies: tuple[str, ...] = ()
+    version: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when blocks need nothing beyond the standard library and any Python."""
+        return not self.dependencies and self.version is None
+
+
+@dataclass(frozen=True)
 class Task:
     """A validated task file. Defaults follow DESIGN.md §3.
 
@@ -141,6 +159,7 @@ class Task:
     retry_delay: float = 30.0
     jitter: float = 0.0
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    python: PythonSpec = field(default_factory=PythonSpec)
     env: dict[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()
     notify_on: tuple[str, ...] = ("response", "failure")

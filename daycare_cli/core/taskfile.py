@@ -19,19 +19,26 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.frontmatter import decode, source_line, split_file
-from daycare_cli.core.prompt import find_unclosed_block
+from daycare_cli.core.prompt import Block, find_blocks, find_unclosed_block
+from daycare_cli.core.requirements import (
+    RequirementError,
+    check_requirement,
+    check_version,
+    script_metadata,
+)
 from daycare_cli.core.task import (
     CATCH_UP_POLICIES,
     MIB,
     NOTIFY_EVENTS,
     OVERLAP_POLICIES,
+    PythonSpec,
     SandboxSpec,
     Task,
     Trigger,
     valid_task_id,
 )
 from daycare_cli.core.triggerfile import TriggerReader
-from daycare_cli.core.yamlrules import is_null, kind_of, label, suggest
+from daycare_cli.core.yamlrules import is_null, is_plain, kind_of, label, suggest
 
 # Frontmatter keys in the order `render_task` writes them.
 KEYS: tuple[str, ...] = (
@@ -54,6 +61,7 @@ KEYS: tuple[str, ...] = (
     "retries",
     "retry_delay",
     "jitter",
+    "python",
     "sandbox",
     "env",
     "notify",
@@ -83,12 +91,15 @@ _MISPLACED: dict[str, str] = {
     "tz": "did you mean `timezone`?",
     "time_zone": "did you mean `timezone`?",
     "network": "network access is a sandbox setting: `sandbox: {network: true}`",
+    "dependencies": 'packages go under `python:`, e.g. `python: {dependencies: ["httpx"]}`',
+    "requires_python": 'the Python version goes under `python:`, e.g. `python: {version: "3.12"}`',
     "memory": "memory is a sandbox setting: `sandbox: {memory: 512M}`",
     "title": "did you mean `name`?",
     "disabled": "write `enabled: false`",
 }
 
 SANDBOX_KEYS: tuple[str, ...] = ("network", "read", "write", "memory", "cpu", "disk")
+PYTHON_KEYS: tuple[str, ...] = ("dependencies", "version")
 MINIMAL_TEMPLATE = '---\nname: My task\nschedule: "0 9 * * *"\n---\nWhat the task should do.\n'
 
 # A valid line for each key, offered as the fix when its value is wrong.
@@ -107,6 +118,9 @@ _EXAMPLES: dict[str, str] = {
     "catch_up_window": "catch_up_window: 6h",
     "every": "every: 15m",
     "sandbox": "sandbox:\n  network: false\n  memory: 512M",
+    "python": 'python:\n  dependencies: ["httpx>=0.27"]\n  version: "3.12"',
+    "python.dependencies": 'dependencies: ["httpx>=0.27", "pandas"]',
+    "python.version": 'version: "3.12"  (or ">=3.11")',
     "sandbox.cpu": "cpu: 30",
     "sandbox.read": "read: [/var/log]",
     "sandbox.write": "write: [~/reports]",
@@ -223,6 +237,8 @@ def _parse(data: bytes | str, path: str, task_id: str | None, where: _Where) -> 
     where.reader, where.line = None, split.body_line
     body = split.body.replace("\r\n", "\n")
     _check_blocks(body, split.body_line, path, text)
+    if fields.get("execute"):
+        _check_block_metadata(body, split.body_line, path, text)
     name = fields.pop("name", None) or ident
     return Task(id=ident, name=name, body=body, path=path, body_line=split.body_line, **fields)
 
@@ -269,6 +285,41 @@ def _check_blocks(body: str, body_line: int, path: str, text: str) -> None:
             hint="add a line `</run_python>` after the block's code",
             excerpt=source_line(text, line),
         )
+
+
+def _check_block_metadata(body: str, body_line: int, path: str, text: str) -> None:
+    """Raise for a block whose PEP 723 `# /// script` metadata is malformed."""
+    for block in find_blocks(body):
+        try:
+            script_metadata(block.code)
+        except RequirementError as exc:
+            line, col = _code_position(body, block, exc.line, exc.col)
+            line += body_line - 1
+            raise TaskFileError(
+                exc.message,
+                path=path,
+                line=line,
+                col=col,
+                hint=exc.hint,
+                excerpt=source_line(text, line),
+            ) from None
+
+
+def _code_position(body: str, block: Block, line: int, col: int) -> tuple[int, int]:
+    """A 1-based (line, col) in a block's cleaned code -> (line, col) in the body.
+
+    `core/prompt.py` dedents the code and drops blank lines at both ends: add them back.
+    """
+    if not line:
+        return block.line, 0
+    raw = body[block.code_start : block.code_end].split("\n")
+    lead = next((i for i, text in enumerate(raw) if text.strip()), 0)
+    first = body.count("\n", 0, block.code_start) + 1
+    code_lines = block.code.split("\n")
+    raw_line = raw[min(lead + line - 1, len(raw) - 1)]
+    code_line = code_lines[min(line - 1, len(code_lines) - 1)]
+    indent = len(raw_line) - len(code_line)
+    return first + lead + line - 1, (indent + col if col else 0)
 
 
 class _Reader(TriggerReader):
@@ -361,6 +412,8 @@ class _Reader(TriggerReader):
             return self.choice(node, key, CATCH_UP_POLICIES)
         if key == "sandbox":
             return self.sandbox(node)
+        if key == "python":
+            return self.python(node)
         if key == "env":
             return self.env(node)
         if key == "notify":
@@ -405,6 +458,44 @@ class _Reader(TriggerReader):
             else:
                 values["cpu"] = self.duration(vnode, "sandbox.cpu", above=True)
         return SandboxSpec(**values)
+
+    def python(self, node: Node) -> PythonSpec:
+        """`python: {dependencies: [...], version: "3.12"}`, each requirement checked."""
+        deps: list[str] = []
+        version: str | None = None
+        for name, knode, vnode in self.pairs(node, "python"):
+            if name not in PYTHON_KEYS:
+                hint = suggest(name, PYTHON_KEYS)
+                if name in ("requires-python", "requires_python", "python"):
+                    hint = "did you mean `version`?"
+                raise self.error(
+                    knode,
+                    f"unknown python key `{name}`",
+                    hint or f"the keys are: {', '.join(PYTHON_KEYS)}",
+                )
+            if is_null(vnode):
+                continue
+            if name == "dependencies":
+                for item in self.items(vnode, "python.dependencies"):
+                    deps.append(self.requirement(item))
+            else:
+                value = self.string(vnode, "python.version")
+                try:
+                    version = check_version(value)
+                except RequirementError as exc:
+                    raise self.error(vnode, exc.message, exc.hint) from None
+        return PythonSpec(dependencies=tuple(dict.fromkeys(deps)), version=version)
+
+    def requirement(self, node: Node) -> str:
+        """One PEP 508 requirement; an error points at the character packaging stopped at."""
+        value = self.string(node, "python.dependencies[]")
+        assert isinstance(node, ScalarNode)
+        try:
+            return check_requirement(value)
+        except RequirementError as exc:
+            quoted = 0 if is_plain(node) else 1
+            col0 = node.start_mark.column + (quoted + exc.col - 1 if exc.col else 0)
+            raise self.error((node.start_mark.line, col0), exc.message, exc.hint) from None
 
     def path_entry(self, node: Node, name: str) -> str:
         """One `sandbox.read`/`sandbox.write` entry: absolute or `~/…`, no `.` or `..`.

@@ -24,7 +24,7 @@ import secrets as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, Expansion, block_timeout, expand_prompt
@@ -34,6 +34,9 @@ from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_
 from daycare_cli.run.identity import PROCESS_BUDGET
 from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, refusal, run_block
 from daycare_cli.store.paths import Paths
+
+if TYPE_CHECKING:
+    from daycare_cli.run.envs import Env
 
 SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 Emit = Callable[..., None]  # emit(event, **fields)
@@ -74,9 +77,12 @@ class RunBlocks:
     cgroup_why: str = ""
     disk_error: str | None = None
     errors: list[str] = field(default_factory=list)
+    # Block index -> its Python environment (run/envs.py), prepared before any block runs.
+    envs: dict[int, Env] = field(default_factory=dict)
 
     def spec(self, block: Block) -> BlockSpec:
         """The launch spec of one block of this run."""
+        env = self.envs.get(block.index)
         return BlockSpec(
             code=block.code,
             files_dir=self.files_dir,
@@ -94,6 +100,8 @@ class RunBlocks:
             forbidden=forbidden_targets(self.paths),
             where=self.task.path or str(self.paths.task_file(self.task.id)),
             cgroup_fd=self.cgroup.procs_fd if self.cgroup is not None else None,
+            python=env.python if env is not None else None,
+            env_dirs=env.binds if env is not None else (),
         )
 
     async def expand(self) -> Expansion:

@@ -49,6 +49,7 @@ class BlockPaths:
     payload: Path | None
     entries: tuple[Entry, ...] = ()
     runtime: tuple[Path, ...] = ()
+    env_dirs: tuple[Path, ...] = ()  # issue 9: a Python environment, bound read-only
 
     @property
     def read(self) -> tuple[Path, ...]:
@@ -65,7 +66,7 @@ class BlockPaths:
     def shown(self) -> list[Path]:
         """Host directories bound into the view besides the system ones."""
         own = [self.files, self.artifacts, *([self.payload] if self.payload else [])]
-        return [*own, *self.runtime, *(e.path for e in self.entries)]
+        return [*own, *self.runtime, *(e.path for e in self.entries), *self.env_dirs]
 
 
 Trial = Callable[[Bwrap], tuple[bool, str]]  # (it ran, why not)
@@ -164,6 +165,10 @@ def bwrap_argv(
     a += ["--bind", str(paths.artifacts), str(paths.artifacts)]
     if paths.payload is not None:
         a += ["--ro-bind", str(paths.payload), str(paths.payload)]
+    # Issue 9: the block's Python environment (run/envs.py) and a uv-managed base
+    # interpreter, read-only; after the hiding, so a hidden home or cache cannot mask them.
+    for p in paths.env_dirs:
+        a += ["--ro-bind", str(p), str(p)]
     a += ["--chdir", str(paths.files)]
     for m in [*empty, *masked]:
         a += ["--remount-ro", m]

@@ -15,10 +15,11 @@ own isolation; its first event says so, and the run records which isolation appl
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ async def run_file(
         home = Path(tmp)
         # The config's directory is hidden from blocks: keep it apart from the workspaces.
         paths = Paths(home, path.parent, home / "config" / "config.toml", home / "run")
+        if os.environ.get("DAYCARE_CACHE_DIR"):  # Python environments built ahead (issue 9)
+            paths = replace(paths, cache=Path(os.environ["DAYCARE_CACHE_DIR"]))
         state = State.open(paths.state_db)
         try:
             runner = Runner(paths, config, state, actor="cli", on_event=on_event)

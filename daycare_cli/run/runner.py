@@ -18,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.task import Task, effective_zone
+
+if TYPE_CHECKING:
+    from daycare_cli.run.envs import Env
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -255,6 +258,9 @@ class Runner:
             except LookupError as exc:
                 return {"status": "failed", "error": str(exc)}
             ctx.secrets.extend(used)
+            envs = await self._prepare_envs(task, ctx)
+            if isinstance(envs, str):
+                return {"status": "failed", "error": envs}
             blocks = RunBlocks(
                 paths=self.paths,
                 config=self.config,
@@ -270,6 +276,7 @@ class Runner:
                 env=env,
                 emit=lambda event, **fields: self._emit(ctx, event, **fields),
                 redact=lambda text: self._redact(text, ctx),
+                envs=envs,
             )
             try:
                 expansion = await blocks.expand()
@@ -361,6 +368,22 @@ class Runner:
         else:
             outcome["status"] = "failed" if block_errors else "succeeded"
         return outcome
+
+    async def _prepare_envs(self, task: Task, ctx: RunContext) -> dict[int, Env] | str:
+        """The Python environments the blocks need (run/envs.py), built before any block
+        runs; a build is logged and recorded in the ledger. A failure is the run's error."""
+        from daycare_cli.core.errors import DependencyError
+        from daycare_cli.run.envs import EnvCache, prepare_envs
+
+        def emit(event: str, **fields: Any) -> None:
+            self._emit(ctx, event, **fields)
+            if event in ("env.built", "env.failed"):
+                self.state.add_event(self.actor, event, task=task.id, run=ctx.run_id, detail=fields)
+
+        try:
+            return await prepare_envs(EnvCache(self.paths.cache_dir, self.config.deps), task, emit)
+        except DependencyError as exc:
+            return f"{exc.message}; fix: {exc.hint}" if exc.hint else exc.message
 
     # -- recording --------------------------------------------------------------------
 

@@ -100,6 +100,10 @@ class BlockSpec:
     run: Mapping[str, Any] = field(default_factory=dict)
     payload_file: Path | None = None
     hide: Sequence[Path] = ()
+    # Issue 9: the interpreter of the block's Python environment (None: the system's,
+    # `sandbox_python`) and the directories it needs, bound read-only (run/envs.py).
+    python: Path | None = None
+    env_dirs: tuple[Path, ...] = ()
     stdout_cap: int = 64 * KIB
     # Live view (issue 8): called on the event loop with each piece of stdout as it is
     # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
@@ -154,7 +158,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
     seccomp_fd: int | None = None
     try:
         ident = sandbox_identity(str(spec.task.get("id") or "") or None)
-        python = sandbox_python(ident)
+        python = _block_python(spec) or sandbox_python(ident)
         entries = resolve_entries(
             spec.sandbox.read,
             spec.sandbox.write,
@@ -282,7 +286,7 @@ def _launch_plan(
     if ident is not None:
         # Also without bubblewrap: the daemon's 0700 home must not stop the task's uid.
         stage = stage_plan(
-            [paths.files, paths.artifacts, *paths.read, *paths.write]
+            [paths.files, paths.artifacts, *paths.read, *paths.write, *paths.env_dirs]
             + ([paths.payload] if paths.payload else []),
             ident,
         )
@@ -378,7 +382,16 @@ def _prepare_dirs(
         payload=payload if payload and payload.exists() else None,
         entries=entries,
         runtime=runtime,
+        env_dirs=tuple(Path(os.path.realpath(p)) for p in spec.env_dirs),
     )
+
+
+def _block_python(spec: BlockSpec) -> str | None:
+    """The environment's interpreter at its real path (its directory is bound there);
+    the file name stays the venv's own, which is how Python finds the venv."""
+    if spec.python is None:
+        return None
+    return os.path.join(os.path.realpath(spec.python.parent), spec.python.name)
 
 
 def _read_payload(path: Path | None) -> str | None:

@@ -25,6 +25,12 @@ class Paths:
     tasks_dir: Path
     config_file: Path
     runtime_dir: Path
+    cache: Path | None = None  # None: <home>/cache
+
+    @property
+    def cache_dir(self) -> Path:
+        """Rebuildable data: Python environments of blocks and uv's download cache."""
+        return self.cache if self.cache is not None else self.home / "cache"
 
     @property
     def state_db(self) -> Path:
@@ -70,7 +76,8 @@ class Paths:
 
         An overridden home (flag or `DAYCARE_HOME`) is self-contained: its config file and
         control socket live inside it unless `DAYCARE_CONFIG` says otherwise, so a test or
-        a second installation never touches the user's real one.
+        a second installation never touches the user's real one. So does its cache, unless
+        `DAYCARE_CACHE_DIR` names one (platformdirs' cache dir otherwise).
         """
         env_home = os.environ.get("DAYCARE_HOME")
         chosen = home or env_home
@@ -79,11 +86,15 @@ class Paths:
         if overridden:
             home_path = Path(str(chosen)).expanduser().absolute()
             default_config = home_path / "config.toml"
+            default_cache = home_path / "cache"
         else:
             import platformdirs  # only for the defaults (8 ms of `task ls` otherwise)
 
             home_path = Path(platformdirs.user_data_dir(APP)).absolute()
             default_config = Path(platformdirs.user_config_dir(APP)) / "config.toml"
+            default_cache = Path(platformdirs.user_cache_dir(APP))
+        env_cache = os.environ.get("DAYCARE_CACHE_DIR")
+        cache = Path(env_cache).expanduser().absolute() if env_cache else default_cache.absolute()
         config_path = Path(env_config).expanduser().absolute() if env_config else default_config
 
         tasks = tasks_dir or os.environ.get("DAYCARE_TASKS_DIR") or configured_tasks_dir
@@ -95,7 +106,7 @@ class Paths:
             runtime = home_path / "run"
         else:
             runtime = Path(xdg_runtime) / APP
-        return cls(home_path, tasks_path, config_path, runtime)
+        return cls(home_path, tasks_path, config_path, runtime, cache)
 
 
 def _checked(task_id: str) -> str:

@@ -115,6 +115,9 @@ MATRIX: dict[str, dict[int, list[str]]] = {
     "export systemd": {2: ["--bogus"], 3: ["nope"], 4: ["bad"]},
     "import crontab": {2: [], 3: ["/nonexistent/crontab"]},
     "import systemd": {2: [], 3: ["/nonexistent/x.timer"]},
+    "deps sync": {2: ["--bogus"], 3: ["nope"], 4: ["bad"]},
+    "deps ls": {2: ["extra"]},
+    "deps prune": {2: ["--min-age", "soon"]},
 }
 
 

@@ -26,6 +26,7 @@ def parse(text: str | bytes, path: str = "tasks/demo.md") -> Task:
         ("---\nexecute: true\n---\nno code\n", ["no <run_python> blocks"]),
         ("---\nsandbox: {network: true}\n---\ntext\n", ["no effect without `execute: true`"]),
         ("---\nenv: {A: b}\n---\ntext\n", ["no effect without `execute: true`"]),
+        ("---\npython: {dependencies: [httpx]}\n---\ntext\n", ["`python` has no effect"]),
         ("---\nname: Quiet\n---\n\n", ["body is empty"]),
         ("---\n---\nJust text.\n", []),
         ("---\ntriggers: [{at: '2026-11-24T12:00'}]\n---\nx\n", ["read in the default zone"]),
