@@ -12,13 +12,11 @@ Pure: no I/O; "now" is an argument.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from daycare_cli.core.task import Task, WebhookTrigger
+from daycare_cli.core.task import SECRET_REF_RE, Task, WebhookTrigger
 
 # `${secret:NAME}` in a task's env (the runner resolves it from config or the environment).
-SECRET_REF_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 
 # Extra time the engine's own limit allows past `run_timeout`, so that daycare's limit
 # fires first and records the run as `timed_out` (start-up, recording, artifacts).

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Literal
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# `${secret:NAME}` in a task's `env`: NAME of a secret in config [secrets].
+SECRET_REF_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 TASK_ID_RULE = "lowercase letters, digits and dashes, starting with a letter or digit, at most 63"
 
 Overlap = Literal["skip", "queue", "allow", "replace"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, Expansion, block_timeout, expand_prompt
-from daycare_cli.core.task import MIB, Task
+from daycare_cli.core.task import MIB, SECRET_REF_RE, Task
 from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_cgroup
 from daycare_cli.run.identity import PROCESS_BUDGET
@@ -38,7 +38,6 @@ from daycare_cli.store.paths import Paths
 if TYPE_CHECKING:
     from daycare_cli.run.envs import Env
 
-SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 Emit = Callable[..., None]  # emit(event, **fields)
 
 
@@ -225,7 +224,7 @@ def resolve_env(task: Task, config: Config) -> tuple[dict[str, str], list[str]]:
             used.append(secret)
             return secret
 
-        env[key] = SECRET_RE.sub(sub, value)
+        env[key] = SECRET_REF_RE.sub(sub, value)
     return env, used
 
 
