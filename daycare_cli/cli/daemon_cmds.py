@@ -374,15 +374,18 @@ def print_status(cli: CliContext, status: dict[str, Any]) -> None:
 # --- webhook -----------------------------------------------------------------------------
 
 
+WebhookTriggerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
+    ),
+]
+
+
 def webhook_url(
     ctx: typer.Context,
     task_id: TaskId,
-    trigger: Annotated[
-        str | None,
-        typer.Option(
-            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
-        ),
-    ] = None,
+    trigger: WebhookTriggerOpt = None,
 ) -> None:
     """Print the webhook URL of a task (a token is made on first use)."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=False)
@@ -391,12 +394,7 @@ def webhook_url(
 def webhook_rotate(
     ctx: typer.Context,
     task_id: TaskId,
-    trigger: Annotated[
-        str | None,
-        typer.Option(
-            "--trigger", metavar="TRIGGER", help="Which webhook trigger (default: the first)."
-        ),
-    ] = None,
+    trigger: WebhookTriggerOpt = None,
 ) -> None:
     """Replace a task's webhook token; the old URL stops working at once."""
     print_webhook_url(get_context(ctx), task_id, trigger, rotate=True)
