@@ -170,6 +170,17 @@ def daemon_status(
         print_json(status)
     else:
         print_status(status)
+    # A part that is down (or restarting) makes the status a failure, for scripts too.
+    unhealthy = {n: p for n, p in status.get("parts", {}).items() if not p.get("healthy")}
+    if unhealthy:
+        if not as_json:
+            for name, part in unhealthy.items():
+                why = part.get("error") or part.get("detail") or "not up yet"
+                typer.echo(
+                    f"unhealthy: {name} since {part.get('since')} "
+                    f"({part.get('restarts', 0)} restarts): {why}"
+                )
+        raise typer.Exit(1)
 
 
 def print_status(status: dict[str, Any]) -> None:
