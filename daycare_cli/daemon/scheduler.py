@@ -251,8 +251,12 @@ class Scheduler:
         run = None
         try:
             run = await runner.run(req)
-        except Exception:
-            log.exception("run %s crashed", req.run_id)
+        except Exception as exc:
+            # An OSError is the machine's (no file descriptor left, a full disk): one line.
+            # Anything else is a bug: its traceback.
+            trace = None if isinstance(exc, OSError) else exc
+            log.error("run %s crashed: %s: %s", req.run_id, type(exc).__name__, exc, exc_info=trace)
+            self._finish_crashed(req.run_id, exc)
         finally:
             sched.active.pop(req.run_id, None)
             self.runs.pop(req.run_id, None)
@@ -267,6 +271,20 @@ class Scheduler:
         if self.stopping and run.status in ("interrupted", "cancelled"):
             return  # neither retried nor archived: the next start decides
         self.after_run(sched, req, run.status)
+
+    def _finish_crashed(self, run_id: str, exc: Exception) -> None:
+        """A run whose runner raised never stays `running`: it is recorded failed."""
+        try:
+            row = self.state.get_run(run_id)
+            if row is not None and not row.finished_at:
+                self.state.finish_run(
+                    run_id,
+                    status="failed",
+                    error=f"internal error: {type(exc).__name__}: {exc}",
+                    now=self.clock.now(),
+                )
+        except Exception as again:  # the database may be what failed
+            log.error("run %s could not be recorded as failed: %s", run_id, again)
 
     def after_run(self, sched: Scheduled, req: RunRequest, status: str) -> None:
         """Retry a failure (never past the next slot); archive a one-off task when done."""

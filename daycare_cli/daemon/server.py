@@ -47,7 +47,7 @@ TOO_LARGE = {"error": "payload larger than 1 MiB"}
 # A request's head must be complete this long after the connection opened or the last
 # response was sent (a slowloris client is closed); an idle keep-alive connection too.
 HEADER_TIMEOUT = 10.0
-BODY_TIMEOUT = 30.0  # a webhook's body must have arrived this long after its head
+BODY_TIMEOUT = 10.0  # a webhook's body must have arrived this long after its head
 BACKLOG = 128
 TASKS_SLICE = 500  # tasks per slice of `GET /tasks`, between which the loop runs others
 
