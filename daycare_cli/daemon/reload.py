@@ -43,7 +43,10 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     for name in sorted(set(old) | set(new)):
         key = f"{prefix}{name}"
         a, b = old.get(name), new.get(name)
-        if isinstance(a, dict) and isinstance(b, dict):
+        if isinstance(a, dict) or isinstance(b, dict):
+            # A table added or removed: its keys, one by one.
+            a = a if isinstance(a, dict) else {}
+            b = b if isinstance(b, dict) else {}
             keys.extend(changed_keys(a, b, key + "."))
         elif a != b:
             keys.append(key)
