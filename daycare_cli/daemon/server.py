@@ -233,9 +233,8 @@ class WebhookServer:
         holder = await asyncio.to_thread(port_holder, port)
         return PortInUse(
             f"webhooks cannot listen: {host}:{port} is in use by {holder}",
-            path=str(self.scheduler.config.path),
-            hint="set `webhook.port` to a free port (`daycare config set webhook.port 8766`; "
-            "0 takes any free port); the other tasks are scheduled meanwhile",
+            hint=f"set `webhook.port` in {self.scheduler.config.path} to a free port "
+            "(0 takes any free port) and reload; the other tasks are scheduled meanwhile",
         )
 
     async def stop(self) -> None:

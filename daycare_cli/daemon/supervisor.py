@@ -55,6 +55,14 @@ class HealthSource(Protocol):
         ...
 
 
+def describe(exc: BaseException) -> str:
+    """A failure in one line: a user error as its sentence and fix, a bug by its type."""
+    if isinstance(exc, UserError):
+        text = f"{exc.where}: {exc.message}" if exc.path else exc.message
+        return f"{text}; fix: {exc.hint}" if exc.hint else text
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Part:
     """One supervised part: its task, its health and its recent failures."""
 
@@ -258,7 +266,7 @@ class Supervisor:
         while part.failures and part.failures[0] < now - FAIL_WINDOW:
             part.failures.popleft()
         n = len(part.failures)
-        message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        message = describe(exc)
         was_healthy = part.healthy
         part.healthy = False
         part.error = message
