@@ -9,7 +9,8 @@ failure_streak = 5
 
 [webhook]
 host = "127.0.0.1"
-port = 8765
+port = 8765                       # 0: any free port
+max_connections = 512             # open connections at once; more are closed at once
 
 [retention]
 keep_runs = 100

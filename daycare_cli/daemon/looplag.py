@@ -3,12 +3,15 @@
 A timer due every `INTERVAL` seconds wakes late by as long as the loop was busy with
 something else (a blocking call, a long stretch of work between two awaits). The last
 `KEEP` samples (five minutes) give the p50 and p99 shown by `daemon status --json` as
-`loop_lag_ms`.
+`loop_lag_ms`; the control API's `GET /status?lag_window=S` gives them over the last S
+seconds only (what a benchmark reads after a phase of load).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -24,7 +27,7 @@ class LoopLag:
 
     def __init__(self, interval: float = INTERVAL, keep: int = KEEP) -> None:
         self.interval = interval
-        self.samples: deque[float] = deque(maxlen=keep)
+        self.samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when, lag) in s
 
     async def run(self, part: Part) -> None:
         """Sample until cancelled (a supervised part)."""
@@ -33,16 +36,19 @@ class LoopLag:
         while True:
             due = loop.time() + self.interval
             await asyncio.sleep(self.interval)
-            self.samples.append(max(0.0, loop.time() - due))
+            now = loop.time()
+            self.samples.append((now, max(0.0, now - due)))
 
-    def summary(self) -> dict[str, float | int]:
-        """p50, p99 and max in milliseconds over the kept samples, and how many there are."""
-        values = sorted(self.samples)
+    def summary(self, window: float | None = None) -> dict[str, float | int]:
+        """p50, p99 and max in milliseconds over the kept samples (those of the last
+        `window` seconds), and how many there are."""
+        since = time.monotonic() - window if window is not None else float("-inf")
+        values = sorted(lag for when, lag in self.samples if when >= since)
         if not values:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0, "samples": 0}
 
         def pct(p: float) -> float:
-            k = min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))
+            k = min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))  # nearest rank
             return round(values[k] * 1000, 2)
 
         return {

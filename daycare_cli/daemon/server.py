@@ -49,7 +49,7 @@ TOO_LARGE = {"error": "payload larger than 1 MiB"}
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0  # a webhook's body must have arrived this long after its head
 BACKLOG = 128
-TASKS_SLICE = 500  # tasks per slice of `GET /tasks`, between which the loop runs others
+TASKS_SLICE = 200  # tasks per slice of `GET /tasks`, between which the loop runs others
 
 
 class PortInUse(UserError):
@@ -314,7 +314,7 @@ class ControlServer:
         reload: Callable[[], None],
         started_at: datetime,
         webhooks: WebhookServer,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[float | None], dict[str, Any]] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.state = state
@@ -323,7 +323,7 @@ class ControlServer:
         self.reload_all = reload
         self.started_at = started_at
         self.webhooks = webhooks
-        self.health = health or dict
+        self.health = health or (lambda _window: {})
         self.runner: web.AppRunner | None = None
         self.site: web.UnixSite | None = None
         self.inode: int | None = None
@@ -385,7 +385,12 @@ class ControlServer:
         self.inode = None
 
     async def status(self, request: web.Request) -> web.Response:
+        """`daemon status`; `?lag_window=S`: the loop's lag over the last S seconds only."""
         s, plan = self.scheduler, self.scheduler.plan
+        try:
+            lag_window: float | None = float(request.query["lag_window"])
+        except (KeyError, ValueError):
+            lag_window = None
         running = [r.to_json() for r in self.state.running_runs()]
         stale = sorted((tid, sch) for tid, sch in plan.tasks.items() if sch.error is not None)
         errors = [{"task": tid, "error": str(err)} for tid, err in sorted(plan.broken.items())] + [
@@ -407,7 +412,7 @@ class ControlServer:
                 "home": str(self.paths.home),
                 "tasks_dir": str(self.paths.tasks_dir),
                 "next": self._next(limit=10),
-                **self.health(),
+                **self.health(lag_window),
             }
         )
 

@@ -70,6 +70,8 @@ def test_a_failed_loop_is_logged_shown_restarted_and_scheduling_goes_on(
     assert code == 0 and healthy["healthy"] is True
     assert set(healthy["parts"]) == {"scheduler", "watcher", "webhooks", "control", "state"}
     assert all(p["healthy"] and p["error"] is None for p in healthy["parts"].values())
+    lag = healthy["loop_lag_ms"]
+    assert lag["samples"] > 0 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
 
     fault.write_text("scheduler\n")
     daemon.wait_for(lambda: logged(daemon, "scheduler failed: InjectedFault"), 10, "the log")
