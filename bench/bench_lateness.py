@@ -15,7 +15,7 @@ machine load; the two daycare phases run one after the other:
   Lateness = that time − the job's `scheduled_run_time` (from EVENT_JOB_EXECUTED).
 
 20 jobs × 50 s ≈ 1,000 fires each. The daemon's own event-loop lag over each phase (a
-100 ms timer's lateness, `GET /status?lag_window=S` on the control socket) is a row too.
+1 s timer's lateness, `GET /status?lag_window=S` on the control socket) is a row too.
 Prints Markdown rows; total time about two minutes.
 
 Run: `.venv/bin/python bench/bench_lateness.py [--seconds 50] [--jobs 20]`
@@ -197,7 +197,7 @@ def phase_rows(
             queued,
             "the scheduler's wake-up and run row only",
         ),
-        f"| daycare ({label}): event-loop lag meanwhile (100 ms timer) | {lag['samples']} "
+        f"| daycare ({label}): event-loop lag meanwhile (1 s timer) | {lag['samples']} "
         f"| {lag['p50']:.1f} | | {lag['p99']:.1f} | {lag['max']:.1f} | | | the loop's own figure |",
         row(
             "APScheduler 3.11 AsyncIOScheduler beside it, `call − scheduled_run_time`",

@@ -1,43 +1,31 @@
 """Event-loop lag: how late a periodic timer fires, the figure DESIGN.md §10 holds to.
 
-A timer due every `INTERVAL` seconds wakes late by as long as the loop was busy with
-something else (a blocking call, a long stretch of work between two awaits). The last
-`KEEP` samples (five minutes) give the p50 and p99 shown by `daemon status --json` as
-`loop_lag_ms`; the control API's `GET /status?lag_window=S` gives them over the last S
-seconds only (what a benchmark reads after a phase of load).
+A timer wakes late by as long as the loop was busy with something else (a blocking
+call, a long stretch of work between two awaits). The supervisor's periodic timer (once
+a second) adds how late it woke; the last `KEEP` samples (20 minutes) give the p50 and
+p99 shown by `daemon status --json` as `loop_lag_ms`; the control API's
+`GET /status?lag_window=S` gives them over the last S seconds only (what a benchmark
+reads after a phase of load).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from daycare_cli.daemon.supervisor import Part
-
-INTERVAL = 0.1
-KEEP = 3000
+KEEP = 1200
 
 
 class LoopLag:
-    """Samples of the event loop's lateness, in seconds."""
+    """Samples of the event loop's lateness: (when, seconds late), monotonic time."""
 
-    def __init__(self, interval: float = INTERVAL, keep: int = KEEP) -> None:
-        self.interval = interval
-        self.samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when, lag) in s
+    def __init__(self, keep: int = KEEP) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=keep)
 
-    async def run(self, part: Part) -> None:
-        """Sample until cancelled (a supervised part)."""
-        loop = asyncio.get_running_loop()
-        part.up()
-        while True:
-            due = loop.time() + self.interval
-            await asyncio.sleep(self.interval)
-            now = loop.time()
-            self.samples.append((now, max(0.0, now - due)))
+    def add(self, when: float, late: float) -> None:
+        """One sample: a timer due at `when - late` ran at `when`."""
+        self.samples.append((when, late))
 
     def summary(self, window: float | None = None) -> dict[str, float | int]:
         """p50, p99 and max in milliseconds over the kept samples (those of the last

@@ -9,7 +9,6 @@ servers in `server.py`); here is only how each is started, checked and stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -21,8 +20,6 @@ from daycare_cli.daemon.server import ControlServer, WebhookServer
 from daycare_cli.daemon.supervisor import Part, Supervisor
 
 log = logging.getLogger("daycare.daemon")
-
-CHECK_INTERVAL = 2.0  # how often a server's health is checked
 
 
 async def run_scheduler(part: Part, scheduler: Scheduler) -> None:
@@ -44,16 +41,17 @@ async def run_watcher(part: Part, plan: Plan, stop: asyncio.Event) -> None:
 
 async def run_control(part: Part, control: ControlServer) -> None:
     """The control API; restarted when its socket stops listening or its file is removed."""
+
+    def check() -> str | None:
+        fault_point("control")
+        return control.problem()
+
     try:
         if not control.listening:
             await control.start()
+        part.check = check
         part.up(f"listening on {control.paths.socket}")
-        while True:
-            await asyncio.sleep(CHECK_INTERVAL)
-            fault_point("control")
-            problem = control.problem()
-            if problem is not None:
-                raise RuntimeError(problem)
+        await asyncio.Future()  # serves until cancelled; `check` watches it
     except BaseException:
         await control.stop()
         raise
@@ -67,6 +65,14 @@ async def run_webhooks(part: Part, webhooks: WebhookServer, plan: Plan) -> None:
     `PortInUse`, which the supervisor shows and retries with its backoff; the scheduler
     goes on meanwhile.
     """
+
+    def check() -> str | None:
+        fault_point("webhooks")
+        if webhooks.bound is not None and not webhooks.listening:
+            return "the webhook listener stopped listening"
+        return None
+
+    part.check = check
     try:
         while True:
             plan.webhooks_changed.clear()
@@ -81,12 +87,7 @@ async def run_webhooks(part: Part, webhooks: WebhookServer, plan: Plan) -> None:
                 part.up(f"listening on {webhooks.url}")
             else:
                 part.up("not listening: no task has a webhook trigger")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CHECK_INTERVAL):
-                    await plan.webhooks_changed.wait()
-            fault_point("webhooks")
-            if wanted and not webhooks.listening:
-                raise RuntimeError("the webhook listener stopped listening")
+            await plan.webhooks_changed.wait()
     except BaseException:
         await webhooks.stop()
         raise

@@ -127,7 +127,7 @@ class Daemon:
         self.exit_code = 0
         self.lag = LoopLag()
         self.supervisor = Supervisor(
-            on_event=self._event, on_give_up=self._give_up, on_tick=self.log.tick
+            on_event=self._event, on_give_up=self._give_up, on_tick=self.log.tick, lag=self.lag
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -213,7 +213,6 @@ class Daemon:
         plan = scheduler.plan
         sup = self.supervisor
         sup.watch("state", state_health(state))
-        sup.start("lag", self.lag.run)
         # Watch before the first scan: a file written between the scan and the watch
         # (e.g. right after the ready line) would otherwise go unseen until a rescan. The
         # watcher is up once its inotify watch is registered; the changes it queues

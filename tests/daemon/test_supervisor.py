@@ -24,6 +24,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(supervision, "BACKOFF_MAX", 0.04)
     monkeypatch.setattr(supervision, "HEARTBEAT_SLACK", 0.05)
     monkeypatch.setattr(supervision, "MONITOR_INTERVAL", 0.01)
+    monkeypatch.setattr(supervision, "CHECK_INTERVAL", 0.02)
     yield
 
 
@@ -152,6 +153,34 @@ def test_a_part_that_stops_beating_is_cancelled_and_restarted() -> None:
     assert asyncio.run(main()) == [True, False, True]
     failed = [d for k, d in rec.events if k == "part.failed"]
     assert len(failed) == 1 and "no heartbeat" in failed[0]["error"]
+
+
+def test_a_part_that_fails_its_check_is_restarted_and_the_timer_measures_lag() -> None:
+    rec = Recorder()
+    runs: list[int] = []
+    broken = [True]
+
+    async def server(part: Part) -> None:
+        runs.append(1)
+        part.check = lambda: "its socket is gone" if broken[0] else None
+        part.up()
+        if len(runs) > 1:
+            broken[0] = False
+        await asyncio.Future()
+
+    async def main() -> dict[str, float | int]:
+        sup = rec.supervisor()
+        sup.start("control", server)
+        await until(lambda: len(runs) == 2 and sup.parts["control"].healthy)
+        await asyncio.sleep(0.1)  # checked again, and fine now
+        assert len(runs) == 2
+        await sup.stop()
+        return sup.lag.summary()
+
+    lag = asyncio.run(main())
+    (failed,) = [d for k, d in rec.events if k == "part.failed"]
+    assert failed["error"] == "Unhealthy: its socket is gone"
+    assert lag["samples"] >= 5
 
 
 def test_a_user_error_is_its_sentence_and_a_retry_cuts_the_backoff_short(
