@@ -5,10 +5,10 @@ overlap policy and global cap as for scheduled fires. The servers take the parts
 (scheduler, state, paths, event bus); the daemon that runs them is not their concern
 (it starts, checks and restarts them: `parts.py`).
 
-Connections are bounded: a request's head must arrive within `HEADER_TIMEOUT` (which is
-also how long an idle keep-alive connection stays open), a webhook's body within
-`BODY_TIMEOUT`, and the webhook port holds at most `webhook.max_connections` connections
-(the ones beyond are closed at once and counted in the log).
+Connections are bounded (`connections.py`): a request's head must arrive within
+`HEADER_TIMEOUT` (which is also how long an idle keep-alive connection stays open), a
+webhook's body within `BODY_TIMEOUT`, and the webhook port holds at most
+`webhook.max_connections` connections (the ones beyond are closed at once and counted).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,14 @@ from aiohttp import web
 from daycare_cli.core.errors import UserError
 from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger
+from daycare_cli.daemon.connections import (
+    BACKLOG,
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    TOO_LARGE,
+    CappedSite,
+    read_body_in_time,
+)
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
@@ -38,95 +46,15 @@ from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.server")
 
-MAX_BODY = 1024 * 1024
 # How long a stopping server waits for handlers still running; streams end on their own
 # (the event bus closes first), so this only bounds a handler that misbehaves.
 SHUTDOWN_TIMEOUT = 2.0
 NOT_FOUND = {"error": "not found"}
-TOO_LARGE = {"error": "payload larger than 1 MiB"}
-# A request's head must be complete this long after the connection opened or the last
-# response was sent (a slowloris client is closed); an idle keep-alive connection too.
-HEADER_TIMEOUT = 10.0
-BODY_TIMEOUT = 10.0  # a webhook's body must have arrived this long after its head
-BACKLOG = 128
 TASKS_SLICE = 200  # tasks per slice of `GET /tasks`, between which the loop runs others
 
 
 class PortInUse(UserError):
     """The webhook port is taken (by another daycare daemon, or another program)."""
-
-
-class CappedSite(web.BaseSite):
-    """A TCP site holding at most `cap` connections; one beyond is closed at once.
-
-    aiohttp registers a connection when asyncio calls its `connection_made`, a turn of the
-    loop after the protocol was made, so the ones made but not yet registered are counted
-    too (`landing`): a burst of accepts cannot overshoot the cap.
-    """
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        *,
-        cap: int,
-        on_refused: Callable[[str], None],
-    ) -> None:
-        super().__init__(runner, backlog=BACKLOG)
-        self.host, self.port, self.cap = host, port, cap
-        self.on_refused = on_refused
-        self.landing = 0
-
-    @property
-    def name(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, self.host, self.port, backlog=BACKLOG, reuse_address=True
-        )
-
-    def _protocol(self) -> asyncio.BaseProtocol:
-        server = self._runner.server
-        assert server is not None
-        if len(server.connections) + self.landing >= self.cap:
-            self.on_refused(f"{self.cap} connections are open (webhook.max_connections)")
-            return _Refused()
-        self.landing += 1
-        loop = asyncio.get_running_loop()
-        # Two turns: asyncio schedules `connection_made` right after this returns.
-        loop.call_soon(loop.call_soon, self._landed)
-        return server()
-
-    def _landed(self) -> None:
-        self.landing -= 1
-
-
-class _Refused(asyncio.Protocol):
-    """A connection over the cap: closed as soon as it is made."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()  # type: ignore[attr-defined]
-
-
-@web.middleware
-async def read_body_in_time(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Read a webhook's body (up to 1 MiB) within BODY_TIMEOUT; the handler gets it cached."""
-    length = request.content_length
-    if request.body_exists and (length is None or length <= MAX_BODY):
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                await request.read()
-        except TimeoutError:
-            return web.json_response({"error": "request body not received in time"}, status=408)
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response(TOO_LARGE, status=413)
-    return await handler(request)
 
 
 def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
