@@ -44,6 +44,7 @@ class CappedSite(web.BaseSite):
         self.host, self.port, self.cap = host, port, cap
         self.on_refused = on_refused
         self.landing = 0
+        self.listener: asyncio.Server | None = None
 
     @property
     def name(self) -> str:
@@ -52,9 +53,21 @@ class CappedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self.listener = await loop.create_server(
             self._protocol, self.host, self.port, backlog=BACKLOG, reuse_address=True
         )
+        self._server = self.listener  # where aiohttp's runner looks for it
+
+    @property
+    def serving(self) -> bool:
+        """Whether the site accepts connections."""
+        return self.listener is not None and self.listener.is_serving()
+
+    @property
+    def bound_port(self) -> int:
+        """The port taken (the one asked for, or a free one for port 0)."""
+        assert self.listener is not None
+        return int(self.listener.sockets[0].getsockname()[1])
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server

@@ -102,8 +102,7 @@ class WebhookServer:
     @property
     def listening(self) -> bool:
         """Whether the listener is up and accepting connections."""
-        server = self.site._server if self.site is not None else None
-        return server is not None and server.is_serving()
+        return self.site is not None and self.site.serving
 
     def wanted(self) -> tuple[str, int, int]:
         """(host, port, connection cap) as the config says now (port 0: any free port)."""
@@ -144,9 +143,8 @@ class WebhookServer:
             if error.errno == errno.EADDRINUSE:
                 raise await self._in_use(host, port) from None
             raise error
-        assert self.site is not None and self.site._server is not None
-        sockets = self.site._server.sockets  # type: ignore[attr-defined]
-        bound_port = int(sockets[0].getsockname()[1])
+        assert self.site is not None
+        bound_port = self.site.bound_port
         if port == 0:
             self.last_port = bound_port
         self.bound = wanted
@@ -259,8 +257,7 @@ class ControlServer:
     @property
     def listening(self) -> bool:
         """Whether the control socket is up and accepting connections."""
-        server = self.site._server if self.site is not None else None
-        return server is not None and server.is_serving()
+        return self.runner is not None and bool(self.runner.addresses)
 
     def problem(self) -> str | None:
         """Why the control API is unreachable although it runs (its socket file is gone)."""
