@@ -87,7 +87,7 @@ class StateFile:
     def last_error(self) -> str | None:
         if not self.path.exists():
             return f"{self.path} was deleted; restart the daemon to make a new one"
-        if not os.access(self.path, os.W_OK):
+        if os.statvfs(self.path).f_flag & os.ST_RDONLY or not os.access(self.path, os.W_OK):
             return f"{self.path} is read-only; make it writable again"
         return None
 

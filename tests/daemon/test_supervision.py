@@ -247,3 +247,14 @@ def test_the_watchdog_ping_stops_while_the_loop_is_unhealthy(
     assert sorted(gaps)[len(gaps) // 2] < 0.2
     assert max(gaps) > 1.0
     assert sum(g > 0.5 for g in gaps) == 1
+
+
+def test_a_deleted_state_database_shows_as_an_unhealthy_state_part(daemon: DaemonHome) -> None:
+    daemon.write("tick", EVERY)
+    daemon.start()
+    assert part(daemon, "state")["healthy"] is True
+    (daemon.home / "state.db").unlink()
+    code, down = status(daemon)
+    assert code == 1
+    assert down["parts"]["state"]["healthy"] is False
+    assert "state.db was deleted" in down["parts"]["state"]["error"]
