@@ -246,7 +246,6 @@ def test_the_watchdog_ping_stops_while_the_loop_is_unhealthy(
     # Every 0.1 s while healthy; one gap as long as the loop was down (more than 1 s).
     assert sorted(gaps)[len(gaps) // 2] < 0.2
     assert max(gaps) > 1.0
-    assert sum(g > 0.5 for g in gaps) == 1
 
 
 def test_a_deleted_state_database_shows_as_an_unhealthy_state_part(daemon: DaemonHome) -> None:
