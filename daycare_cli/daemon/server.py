@@ -35,7 +35,6 @@ from daycare_cli.daemon.connections import (
     BACKLOG,
     HEADER_TIMEOUT,
     MAX_BODY,
-    TOO_LARGE,
     CappedSite,
     read_body_in_time,
 )
@@ -179,11 +178,11 @@ class WebhookServer:
             return web.json_response({"error": "daemon is stopping"}, status=503)
         length = request.content_length
         if length is not None and length > MAX_BODY:
-            return web.json_response(TOO_LARGE, status=413)
+            return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return web.json_response(TOO_LARGE, status=413)
+            return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
         state, scheduler = self.state, self.scheduler
         found = state.lookup_token(request.match_info["token"])
         if found is None:
