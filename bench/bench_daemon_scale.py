@@ -13,8 +13,12 @@ console script `.venv/bin/daycare daemon run` as a subprocess:
    the end of the write to the `task.changed` event the daemon records (its `at`, in
    ms), and to the moment the control API (`GET /tasks` on the unix socket) shows the new
    next fire; 10 edits, one file each, 1 s apart;
-4. idle CPU over 60 s: utime + stime from /proc/<pid>/stat, as % of one core;
-5. a second start on the same home (state.db now exists) to the ready line, and the stop.
+4. idle CPU over 60 s: utime + stime from /proc/<pid>/stat, as % of one core, and the
+   daemon's event-loop lag meanwhile (`GET /status?lag_window=S`: a 1 s timer's
+   lateness, p50/p99/max);
+5. `GET /tasks` (every task, 10,000) back to back for 30 s: its duration, and the
+   event-loop lag meanwhile (the list is built in slices, so it must not block the loop);
+6. a second start on the same home (state.db now exists) to the ready line, and the stop.
 
 Run: `.venv/bin/python bench/bench_daemon_scale.py [--tasks 10000] [--idle 60]`
 """
@@ -196,6 +200,40 @@ def edit_reaction(
     return to_event, seen, api
 
 
+def control(home: Path) -> httpx.Client:
+    """A client of the daemon's control API on its unix socket."""
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(home / "run" / "daycare.sock")),
+        base_url="http://daycare",
+        timeout=30,
+    )
+
+
+def loop_lag(home: Path, seconds: float) -> dict[str, float]:
+    """The daemon's event-loop lag over the last `seconds`, in ms."""
+    with control(home) as client:
+        lag: dict[str, float] = client.get("/status", params={"lag_window": seconds}).json()[
+            "loop_lag_ms"
+        ]
+    return lag
+
+
+def tasks_under_load(home: Path, seconds: float) -> tuple[list[float], dict[str, float]]:
+    """`GET /tasks` back to back for `seconds`: each call's ms, and the loop's lag meanwhile."""
+    took = []
+    with control(home) as client:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            assert client.get("/tasks").status_code == 200
+            took.append((time.perf_counter() - t) * 1000)
+    return took, loop_lag(home, seconds)
+
+
+def lag_text(lag: dict[str, float]) -> str:
+    return f"{lag['p50']:.1f} / {lag['p99']:.1f} / {lag['max']:.1f} ms ({lag['samples']:.0f})"
+
+
 def verdict(value: float, goal: float, unit: str) -> str:
     if value < goal:
         return "yes"
@@ -236,8 +274,10 @@ def main() -> None:
         time.sleep(args.idle)
         c1, w1 = d.cpu_ticks(), time.perf_counter()
         cpu_pct = (c1 - c0) / hz / (w1 - w0) * 100
+        idle_lag = loop_lag(home, args.idle)
         rss_idle = d.status_kb("VmRSS") / 1024
         threads = d.threads()
+        tasks_ms, tasks_lag = tasks_under_load(home, 30.0)
         stop_s = d.stop()
 
         db = sqlite3.connect(home / "state.db")
@@ -294,6 +334,19 @@ def main() -> None:
         print(
             f"| idle CPU over {args.idle:.0f} s (utime+stime, % of one core) "
             f"| {cpu_pct:.2f} % | < 0.5 % | {verdict(cpu_pct, GOALS['cpu'], '%')} |"
+        )
+        print(
+            f"| event-loop lag at idle, p50 / p99 / max (samples) | {lag_text(idle_lag)} "
+            "| p99 < 5 ms | " + verdict(idle_lag["p99"], 5.0, "ms") + " |"
+        )
+        print(
+            f"| `GET /tasks` ({args.tasks} tasks) back to back for 30 s: each call, "
+            f"median (max) of {len(tasks_ms)} "
+            f"| {statistics.median(tasks_ms):.0f} ms ({max(tasks_ms):.0f}) | | |"
+        )
+        print(
+            f"| event-loop lag meanwhile, p50 / p99 / max (samples) | {lag_text(tasks_lag)} "
+            "| p99 < 5 ms | " + verdict(tasks_lag["p99"], 5.0, "ms") + " |"
         )
         print(f"| threads at idle | {threads} | | |")
         print(f"| SIGTERM to exit | {stop_s:.2f} s | | |")

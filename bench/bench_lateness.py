@@ -14,7 +14,9 @@ machine load; the two daycare phases run one after the other:
   `IntervalTrigger(seconds=1)`; the job is a coroutine that records `time.time()`.
   Lateness = that time − the job's `scheduled_run_time` (from EVENT_JOB_EXECUTED).
 
-20 jobs × 50 s ≈ 1,000 fires each. Prints Markdown rows; total time about two minutes.
+20 jobs × 50 s ≈ 1,000 fires each. The daemon's own event-loop lag over each phase (a
+1 s timer's lateness, `GET /status?lag_window=S` on the control socket) is a row too.
+Prints Markdown rows; total time about two minutes.
 
 Run: `.venv/bin/python bench/bench_lateness.py [--seconds 50] [--jobs 20]`
 """
@@ -33,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from daemon_proc import start_daemon
 
 GOAL_P99_MS = 20.0
@@ -138,9 +141,10 @@ def main() -> None:
             assert aps.stdout.readline().strip() == "ready"
             aps_out = json.loads(aps.stdout.read())
             aps.wait()
+            lag = loop_lag(home, args.seconds)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-            out.append(phase_rows(label, home, lines, aps_out))
+            out.append(phase_rows(label, home, lines, aps_out, lag))
     load = os.getloadavg()
     print(
         f"Fire lateness, {args.jobs} schedules of every 1 s for {args.seconds:.0f} s, "
@@ -153,8 +157,24 @@ def main() -> None:
         print("\n".join(rows))
 
 
-def phase_rows(label: str, home: Path, lines: list[str], aps_out: dict[str, Any]) -> list[str]:
-    """Markdown rows of one phase: the daemon's two lateness measures and APScheduler's."""
+def loop_lag(home: Path, seconds: float) -> dict[str, Any]:
+    """The daemon's event-loop lag over the last `seconds` (its control API)."""
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(home / "run" / "daycare.sock")),
+        base_url="http://daycare",
+        timeout=30,
+    ) as client:
+        lag: dict[str, Any] = client.get("/status", params={"lag_window": seconds}).json()[
+            "loop_lag_ms"
+        ]
+    return lag
+
+
+def phase_rows(
+    label: str, home: Path, lines: list[str], aps_out: dict[str, Any], lag: dict[str, Any]
+) -> list[str]:
+    """Markdown rows of one phase: the daemon's two lateness measures, its event-loop lag
+    and APScheduler's lateness."""
     db = sqlite3.connect(home / "state.db")
     rows = db.execute(
         "SELECT slot, queued_at, started_at, finished_at FROM runs WHERE trigger = 'schedule'"
@@ -177,6 +197,8 @@ def phase_rows(label: str, home: Path, lines: list[str], aps_out: dict[str, Any]
             queued,
             "the scheduler's wake-up and run row only",
         ),
+        f"| daycare ({label}): event-loop lag meanwhile (1 s timer) | {lag['samples']} "
+        f"| {lag['p50']:.1f} | | {lag['p99']:.1f} | {lag['max']:.1f} | | | the loop's own figure |",
         row(
             "APScheduler 3.11 AsyncIOScheduler beside it, `call − scheduled_run_time`",
             aps_out["late_ms"],

@@ -9,7 +9,8 @@ failure_streak = 5
 
 [webhook]
 host = "127.0.0.1"
-port = 8765
+port = 8765                       # 0: any free port
+max_connections = 512             # open connections at once; more are closed at once
 
 [retention]
 keep_runs = 100
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "webhook.host": "127.0.0.1",
     "webhook.port": 8765,
     "webhook.queue_size": 16,
+    "webhook.max_connections": 512,
     "retention.keep_runs": 100,
     "retention.max_age_days": 30,
     "daemon.grace_period": 30,
@@ -238,6 +240,7 @@ SCHEMA: dict[str, Any] = {
     "webhook.host": str,
     "webhook.port": (int, 0),
     "webhook.queue_size": (int, 1),
+    "webhook.max_connections": (int, 1),
     "retention.keep_runs": (int, 0),
     "retention.max_age_days": (float, 0),
     "daemon.grace_period": (float, 0),

@@ -344,8 +344,13 @@ def print_status(cli: CliContext, status: dict[str, Any]) -> None:
         if part.get("healthy", True):
             out.print(Text.assemble(("  ✓ ", "green"), f"{name}{again}"))
         else:
-            error = visible(str(part.get("error") or "unhealthy"))
-            out.print(Text.assemble(("  ✗ ", "red"), f"{name}: {error}{again}"))
+            why = visible(str(part.get("error") or part.get("detail") or "not up yet"))
+            since = part.get("since") or "?"
+            out.print(
+                Text.assemble(
+                    ("  ✗ ", "red"), f"unhealthy: {name} since {since} ({restarts} restarts): {why}"
+                )
+            )
     out.print(Text(f"webhooks {status.get('webhook_url')}"))
     for r in status.get("active_runs", []):
         began = r.get("started_at") or r.get("queued_at")

@@ -27,9 +27,11 @@ from daycare_cli.core.task import (
     EveryTrigger,
     Task,
     Trigger,
+    WebhookTrigger,
     effective_zone,
 )
 from daycare_cli.daemon.clock import Clock
+from daycare_cli.daemon.faults import fault_point
 from daycare_cli.run.runner import RunRequest
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
@@ -94,6 +96,8 @@ class Plan:
         self.seq = itertools.count()
         self.started_at = clock.now()
         self.planned: list[tuple[str, str, datetime]] = []  # new triggers, see flush_planned
+        self.webhook_tasks: set[str] = set()  # tasks with a webhook trigger
+        self.webhooks_changed = asyncio.Event()  # set when that set changes
 
     # -- loading ----------------------------------------------------------------------
 
@@ -136,6 +140,7 @@ class Plan:
 
     def apply_entry(self, entry: TaskEntry, *, starting: bool = False, actor: str = "file") -> None:
         """Schedule a new or changed task file; an invalid edit keeps the old version."""
+        fault_point("plan")
         current = self.tasks.get(entry.id)
         if entry.task is None:
             assert entry.error is not None
@@ -166,6 +171,7 @@ class Plan:
         if current is not None:
             sched.active, sched.queued = current.active, current.queued
         self.tasks[entry.id] = sched
+        self.track_webhooks(entry.id, entry.task)
         if not starting:
             # Loading at start is not a change: one `daemon.started` event covers it, and
             # 10,000 one-row transactions would cost a second of start-up.
@@ -180,6 +186,7 @@ class Plan:
     def remove(self, task_id: str, *, actor: str = "file") -> None:
         """Unschedule a task whose file is gone; its history and running runs stay."""
         self.broken.pop(task_id, None)
+        self.track_webhooks(task_id, None)
         if self.tasks.pop(task_id, None) is not None:
             log.info("removed %s", task_id)
             self.state.add_event(actor, "task.removed", task=task_id)
@@ -200,6 +207,17 @@ class Plan:
                 detail={"path": str(target), "reason": reason},
             )
         self.tasks.pop(task_id, None)
+        self.track_webhooks(task_id, None)
+
+    def track_webhooks(self, task_id: str, task: Task | None) -> None:
+        """Keep `webhook_tasks` current (the webhook listener runs only while it has one)."""
+        has = task is not None and any(isinstance(t, WebhookTrigger) for t in task.triggers)
+        if has != (task_id in self.webhook_tasks):
+            if has:
+                self.webhook_tasks.add(task_id)
+            else:
+                self.webhook_tasks.discard(task_id)
+            self.webhooks_changed.set()
 
     # -- the heap ---------------------------------------------------------------------
 

@@ -23,9 +23,10 @@ from daycare_cli.core.policy import (
     detect_clock_jump,
     plan_retry,
 )
-from daycare_cli.core.schedule import slots_between, upcoming
-from daycare_cli.core.task import CronTrigger
+from daycare_cli.core.schedule import at_instant, slots_between, upcoming
+from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
+from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store.paths import Paths
@@ -63,14 +64,22 @@ class Scheduler:
         self.fires = 0
 
     def reconfigure(self, config: Config) -> None:
-        """Use a reloaded config: zones, the global cap and the runs started from now on."""
+        """Use a reloaded config: zones, the global cap and the runs started from now on.
+
+        A raised cap starts the runs waiting for it at once.
+        """
         self.config = self.plan.config = config
-        self.gate.resize(int(config.get("max_concurrent_runs")))
+        for run_id in self.gate.resize(int(config.get("max_concurrent_runs"))):
+            self._start(run_id)
 
     # -- the loop ---------------------------------------------------------------------
 
-    async def run_forever(self) -> None:
-        """Fire due triggers until `stopping`; sleep until the next fire or a wake."""
+    async def run_forever(self, heartbeat: Callable[[float], None] | None = None) -> None:
+        """Fire due triggers until `stopping`; sleep until the next fire or a wake.
+
+        Before each sleep the loop calls `heartbeat(seconds)`: it promises to turn again
+        within that time (its supervisor takes a missed promise for a stuck loop).
+        """
         clock = self.clock
         wall, mono = clock.now().timestamp(), clock.monotonic()
         while not self.stopping:
@@ -95,10 +104,13 @@ class Scheduler:
             if next_at is not None:
                 timeout = min(MAX_SLEEP, max(0.0, next_at - clock.now().timestamp()))
             self.wake.clear()
+            if heartbeat is not None:
+                heartbeat(timeout)
             await clock.wait(self.wake, timeout)
 
     def handle(self, fire: Fire) -> None:
         """A fire came due: check it is current, catch up if slots passed, dispatch, re-plan."""
+        fault_point("scheduler")
         plan = self.plan
         sched = plan.tasks.get(fire.task_id)
         if sched is None or sched.generation != fire.generation or not sched.task.enabled:
@@ -238,8 +250,12 @@ class Scheduler:
         run = None
         try:
             run = await runner.run(req)
-        except Exception:
-            log.exception("run %s crashed", req.run_id)
+        except Exception as exc:
+            # An OSError is the machine's (no file descriptor left, a full disk): one line.
+            # Anything else is a bug: its traceback.
+            trace = None if isinstance(exc, OSError) else exc
+            log.error("run %s crashed: %s: %s", req.run_id, type(exc).__name__, exc, exc_info=trace)
+            self._finish_crashed(req.run_id, exc)
         finally:
             sched.active.pop(req.run_id, None)
             self.runs.pop(req.run_id, None)
@@ -254,6 +270,20 @@ class Scheduler:
         if self.stopping and run.status in ("interrupted", "cancelled"):
             return  # neither retried nor archived: the next start decides
         self.after_run(sched, req, run.status)
+
+    def _finish_crashed(self, run_id: str, exc: Exception) -> None:
+        """A run whose runner raised never stays `running`: it is recorded failed."""
+        try:
+            row = self.state.get_run(run_id)
+            if row is not None and not row.finished_at:
+                self.state.finish_run(
+                    run_id,
+                    status="failed",
+                    error=f"internal error: {type(exc).__name__}: {exc}",
+                    now=self.clock.now(),
+                )
+        except Exception as again:  # the database may be what failed
+            log.error("run %s could not be recorded as failed: %s", run_id, again)
 
     def after_run(self, sched: Scheduled, req: RunRequest, status: str) -> None:
         """Retry a failure (never past the next slot); archive a one-off task when done."""
@@ -288,6 +318,54 @@ class Scheduler:
                 return
         if task.once and task.id in self.plan.tasks:
             self.plan.archive(task.id, reason="ran")
+
+    def replan_lost(self) -> list[str]:
+        """Plan again the tasks a failure of the loop left without a next fire.
+
+        A fire is taken off the heap before it is handled, so an exception while handling
+        it loses the trigger's next fire. After a restart of the loop, every task with a
+        time trigger that has no fire in the heap is planned afresh (its slots since the
+        last fire go to catch-up). Returns the ids of those tasks.
+        """
+        plan = self.plan
+        planned = {
+            (f.task_id, f.trigger_id)
+            for f in plan.heap
+            if (s := plan.tasks.get(f.task_id)) is not None and f.generation == s.generation
+        }
+        now = self.clock.now()
+        lost = []
+        for sched in list(plan.tasks.values()):
+            task = sched.task
+            if not task.enabled:
+                continue
+            for trigger in task.triggers:
+                timed = isinstance(trigger, EveryTrigger) or (
+                    isinstance(trigger, CronTrigger) and not trigger.reboot
+                )
+                if isinstance(trigger, AtTrigger):
+                    at = at_instant(trigger, plan.zone(task, trigger))
+                    timed = at.timestamp() > now.timestamp()
+                if timed and (task.id, trigger.id) not in planned:
+                    lost.append(task.id)
+                    break
+        for task_id in lost:
+            sched = plan.tasks[task_id]
+            sched.generation += 1  # fires planned before are void
+            plan.plan_task(sched, catch_up=True, starting=False)
+        plan.flush_planned()
+        if lost:
+            log.warning("re-planned %d task(s) the loop's failure left unplanned", len(lost))
+            self.wake.set()
+        return lost
+
+    def replan_all(self) -> None:
+        """Plan every task afresh (the default zone changed); no catch-up."""
+        for sched in list(self.plan.tasks.values()):
+            sched.generation += 1
+            self.plan.plan_task(sched, catch_up=False, starting=False)
+        self.plan.flush_planned()
+        self.wake.set()
 
     def submit(
         self,

@@ -2,26 +2,42 @@
 
 Neither starts runs by itself: both submit to the scheduler, which applies the same
 overlap policy and global cap as for scheduled fires. The servers take the parts they use
-(scheduler, state, paths, event bus); the daemon that runs them is not their concern.
+(scheduler, state, paths, event bus); the daemon that runs them is not their concern
+(it starts, checks and restarts them: `parts.py`).
+
+Connections are bounded (`connections.py`): a request's head must arrive within
+`HEADER_TIMEOUT` (which is also how long an idle keep-alive connection stays open), a
+webhook's body within `BODY_TIMEOUT`, and the webhook port holds at most
+`webhook.max_connections` connections (the ones beyond are closed at once and counted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import heapq
 import hmac
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from daycare_cli.core.errors import UserError
 from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger, valid_task_id
+from daycare_cli.daemon.connections import (
+    BACKLOG,
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    CappedSite,
+    read_body_in_time,
+)
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
@@ -29,11 +45,15 @@ from daycare_cli.store.state import State
 
 log = logging.getLogger("daycare.server")
 
-MAX_BODY = 1024 * 1024
 # How long a stopping server waits for handlers still running; streams end on their own
 # (the event bus closes first), so this only bounds a handler that misbehaves.
 SHUTDOWN_TIMEOUT = 2.0
 NOT_FOUND = {"error": "not found"}
+TASKS_SLICE = 200  # tasks per slice of `GET /tasks`, between which the loop runs others
+
+
+class PortInUse(UserError):
+    """The webhook port is taken (by another daycare daemon, or another program)."""
 
 
 def check_signature(kind: str, secret: str, body: bytes, headers: Any) -> bool:
@@ -98,41 +118,100 @@ class WebhookServer:
     Settings and secrets are read from the scheduler's config, which a reload replaces.
     """
 
-    def __init__(self, scheduler: Scheduler, state: State, paths: Paths) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        state: State,
+        paths: Paths,
+        *,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.state = state
         self.paths = paths
         self.stopping = False
         self.runner: web.AppRunner | None = None
+        self.site: CappedSite | None = None
         self.url = ""
+        self.bound: tuple[str, int, int] | None = None  # the settings it listens with
+        self.last_port = 0  # the port taken for `webhook.port = 0`, asked for again first
+        self.on_refused = on_refused or (lambda reason: None)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listener is up and accepting connections."""
+        return self.site is not None and self.site.serving
+
+    def wanted(self) -> tuple[str, int, int]:
+        """(host, port, connection cap) as the config says now (port 0: any free port)."""
+        config = self.scheduler.config
+        cap = int(config.get("webhook.max_connections"))
+        return config.webhook_host, config.webhook_port, cap
 
     async def start(self) -> None:
+        """Listen on the configured address; `PortInUse` names who holds a busy port."""
         withhold_http_details()
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[read_body_in_time])
         app.router.add_post("/hooks/{token}", self.handle)
         # No access log: the URL path carries the token, which must never be logged.
         self.runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            keepalive_timeout=HEADER_TIMEOUT,
         )
         await self.runner.setup()
-        config = self.scheduler.config
-        host = str(config.get("webhook.host") or "127.0.0.1")
-        # Port 0 (an ephemeral port, as tests use) is a valid setting, not "unset".
-        port = int(config.get("webhook.port"))
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        # The port actually bound (an ephemeral one for port 0): (host, port[, ...]).
-        addresses = self.runner.addresses
-        if addresses:
-            port = int(addresses[0][1])
-        self.url = f"http://{host}:{port}"
+        host, port, cap = wanted = self.wanted()
+        # Port 0 is a valid setting (any free port): the one taken before is asked for
+        # first, so a listener that stops and starts again keeps its URL when it can.
+        tries = [self.last_port, 0] if port == 0 and self.last_port else [port]
+        error: OSError | None = None
+        for attempt in tries:
+            site = CappedSite(self.runner, host, attempt, cap=cap, on_refused=self.on_refused)
+            try:
+                await site.start()
+            except OSError as exc:
+                await site.stop()
+                error = exc
+                continue
+            self.site, error = site, None
+            break
+        if error is not None:
+            await self.stop()
+            if error.errno == errno.EADDRINUSE:
+                raise await self._in_use(host, port) from None
+            raise error
+        assert self.site is not None
+        bound_port = self.site.bound_port
+        if port == 0:
+            self.last_port = bound_port
+        self.bound = wanted
+        self.url = f"http://{host}:{bound_port}"
         self.paths.runtime_dir.mkdir(parents=True, exist_ok=True)
         (self.paths.runtime_dir / "webhook.url").write_text(self.url + "\n")
 
+    async def _in_use(self, host: str, port: int) -> PortInUse:
+        from daycare_cli.daemon.ports import port_holder
+
+        # psutil walks /proc: off the loop.
+        holder = await asyncio.to_thread(port_holder, port)
+        return PortInUse(
+            f"webhooks cannot listen: {host}:{port} is in use by {holder}",
+            hint=f"set `webhook.port` in {self.scheduler.config.path} to a free port "
+            "(0 takes any free port) and reload; the other tasks are scheduled meanwhile",
+        )
+
     async def stop(self) -> None:
+        """Stop listening and close every connection; the published URL is withdrawn."""
+        self.site = None
+        self.bound = None
+        self.url = ""
+        with contextlib.suppress(FileNotFoundError):
+            (self.paths.runtime_dir / "webhook.url").unlink()
         if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.stopping:
@@ -186,8 +265,8 @@ class WebhookServer:
 class ControlServer:
     """The control API on the unix socket: status, tasks, run now, reload, follow.
 
-    `reload` re-reads config and task files; `started_at` and the webhook server's URL
-    are shown by `/status`.
+    `reload` re-reads config and task files; `started_at`, the webhook server's URL and
+    what `health()` returns (the parts' health, the loop's lag) are shown by `/status`.
     """
 
     def __init__(
@@ -197,10 +276,11 @@ class ControlServer:
         paths: Paths,
         events: EventBus,
         *,
-        reload: Callable[[], None],
+        reload: Callable[[], Awaitable[None]],
         started_at: datetime,
         webhooks: WebhookServer,
         sandbox: dict[str, Any],
+        health: Callable[[float | None], dict[str, Any]] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.state = state
@@ -209,10 +289,28 @@ class ControlServer:
         self.reload_all = reload
         self.started_at = started_at
         self.webhooks = webhooks
-        self.sandbox = (
-            sandbox  # what blocks get here (run/blocks.describe_sandbox), filled at start
-        )
+        self.sandbox = sandbox  # run/blocks.describe_sandbox, filled in at start
+        self.health = health or (lambda _window: {})
         self.runner: web.AppRunner | None = None
+        self.site: web.UnixSite | None = None
+        self.inode: int | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether the control socket is up and accepting connections."""
+        return self.runner is not None and bool(self.runner.addresses)
+
+    def problem(self) -> str | None:
+        """Why the control API is unreachable although it runs (its socket file is gone)."""
+        if not self.listening:
+            return "the control socket stopped listening"
+        try:
+            inode = self.paths.socket.stat().st_ino
+        except OSError:
+            inode = None
+        if inode != self.inode:
+            return f"the control socket {self.paths.socket} was removed or replaced"
+        return None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
@@ -222,7 +320,11 @@ class ControlServer:
         app.router.add_post("/reload", self.reload)
         app.router.add_get("/follow", self.follow)
         self.runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            keepalive_timeout=HEADER_TIMEOUT,
         )
         await self.runner.setup()
         path = self.paths.socket
@@ -231,26 +333,34 @@ class ControlServer:
             path.unlink()  # a stale socket of a dead daemon (we hold the daemon lock)
         old = os.umask(0o177)
         try:
-            site = web.UnixSite(self.runner, str(path))
-            await site.start()
+            self.site = web.UnixSite(self.runner, str(path), backlog=BACKLOG)
+            await self.site.start()
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+        self.inode = path.stat().st_ino
 
     async def stop(self) -> None:
+        self.site = None
         if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
+        with contextlib.suppress(OSError):
+            if self.inode is not None and self.paths.socket.stat().st_ino == self.inode:
+                self.paths.socket.unlink()  # ours, not a socket another daemon made since
+        self.inode = None
 
     async def status(self, request: web.Request) -> web.Response:
+        """`daemon status`; `?lag_window=S`: the loop's lag over the last S seconds only."""
         s, plan = self.scheduler, self.scheduler.plan
+        try:
+            lag_window: float | None = float(request.query["lag_window"])
+        except (KeyError, ValueError):
+            lag_window = None
         running = [r.to_json() for r in self.state.running_runs()]
+        stale = sorted((tid, sch) for tid, sch in plan.tasks.items() if sch.error is not None)
         errors = [{"task": tid, "error": str(err)} for tid, err in sorted(plan.broken.items())] + [
-            {"task": tid, "error": str(sch.error), "stale": True}
-            for tid, sch in sorted(plan.tasks.items())
-            if sch.error is not None
+            {"task": tid, "error": str(sch.error), "stale": True} for tid, sch in stale
         ]
         return web.json_response(
             {
@@ -269,44 +379,62 @@ class ControlServer:
                 "tasks_dir": str(self.paths.tasks_dir),
                 "sandbox": self.sandbox,
                 "next": self._next(limit=10),
+                **self.health(lag_window),
             }
         )
 
     def _next(self, limit: int) -> list[dict[str, Any]]:
-        rows = []
         plan = self.scheduler.plan
         now = plan.clock.now()
-        for tid, sch in plan.tasks.items():
-            for trig, when in plan.next_slots(sch, now).items():
-                rows.append({"task": tid, "trigger": trig, "at": when.isoformat()})
-        rows.sort(key=lambda r: datetime.fromisoformat(r["at"]).timestamp())
-        return rows[:limit]
+        soonest = heapq.nsmallest(
+            limit,
+            (
+                (when.timestamp(), tid, trig, when)
+                for tid, sch in plan.tasks.items()
+                for trig, when in plan.next_slots(sch, now).items()
+            ),
+        )
+        return [
+            {"task": tid, "trigger": trig, "at": when.isoformat()} for _, tid, trig, when in soonest
+        ]
 
     async def tasks(self, request: web.Request) -> web.Response:
+        """Every task's next fires, runs and error, as one JSON object.
+
+        With 10,000 tasks the whole takes some 100 ms to build and encode, so it is built
+        in slices of TASKS_SLICE tasks, each encoded on its own, and the loop runs whatever
+        else is due between two slices (a fire, a webhook): no slice blocks it for more
+        than a few milliseconds. Tasks that change meanwhile show the state of their slice.
+        """
         plan = self.scheduler.plan
         now = plan.clock.now()
-        out = {}
-        for tid, sch in plan.tasks.items():
-            out[tid] = {
-                "next_fire": {k: v.isoformat() for k, v in plan.next_slots(sch, now).items()},
-                "digest": sch.digest,  # which version of the file it runs
-                "active": list(sch.active),
-                "queued": len(sch.queued),
-                "error": str(sch.error) if sch.error else None,
-                "scheduled": True,
+        scheduled = list(plan.tasks.items())
+        broken = list(plan.broken.items())
+        parts: list[bytes] = []
+        for start in range(0, len(scheduled), TASKS_SLICE):
+            chunk = {
+                tid: {
+                    "next_fire": {k: v.isoformat() for k, v in plan.next_slots(sch, now).items()},
+                    "digest": sch.digest,  # which version of the file it runs
+                    "active": list(sch.active),
+                    "queued": len(sch.queued),
+                    "error": str(sch.error) if sch.error else None,
+                    "scheduled": True,
+                }
+                for tid, sch in scheduled[start : start + TASKS_SLICE]
             }
-        for tid, err in plan.broken.items():
-            out[tid] = {
-                "next_fire": {},
-                "active": [],
-                "queued": 0,
-                "error": str(err),
-                "scheduled": False,
-            }
-        return web.json_response(out)
+            parts.append(json.dumps(chunk).encode()[1:-1])
+            await asyncio.sleep(0)
+        chunk = {
+            tid: {"next_fire": {}, "active": [], "queued": 0, "error": str(err), "scheduled": False}
+            for tid, err in broken
+        }
+        parts.append(json.dumps(chunk).encode()[1:-1])
+        body = b"{" + b", ".join(p for p in parts if p) + b"}"
+        return web.Response(body=body, content_type="application/json")
 
     async def reload(self, request: web.Request) -> web.Response:
-        self.reload_all()
+        await self.reload_all()
         return web.json_response({"ok": True})
 
     async def run_now(self, request: web.Request) -> web.StreamResponse:

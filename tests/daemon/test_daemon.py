@@ -107,6 +107,8 @@ def steady(module_homes: Callable[[], DaemonHome]) -> DaemonHome:
     home.write("slow", every("import time\ntime.sleep(1.5)"))
     home.write("flaky", reboot('raise RuntimeError("boom")', extra="retries: 2\nretry_delay: 1s\n"))
     home.write("boot", reboot('print("booted")'))
+    # The webhook listener runs only while some task has a webhook trigger.
+    home.write("hook", "---\ntriggers:\n  - webhook: true\n---\nx\n")
     home.start()
     return home
 
