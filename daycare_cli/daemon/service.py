@@ -344,14 +344,11 @@ class Daemon:
         try:
             scheduler.plan.load_all(starting=False, actor="daemon", entries=entries)
         except PlanningFailed as exc:
+            # Each such task keeps the version it had; the other tasks are reloaded.
             for task_id, cause in exc.failures:
-                log.error(
-                    "reload: planning %s failed: %s: %s", task_id, type(cause).__name__, cause
-                )
-                self._event(
-                    "task.planning_failed",
-                    {"task": task_id, "error": f"{type(cause).__name__}: {cause}"},
-                )
+                why = f"{type(cause).__name__}: {cause}"
+                log.error("reload failed for %s, which goes on as it was: %s", task_id, why)
+                self._event("reload.failed", {"task": task_id, "error": why})
         if change.restart:
             log.warning(
                 "config keys that apply only after a restart of the daemon: %s",

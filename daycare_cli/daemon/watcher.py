@@ -149,14 +149,18 @@ def report(plan: Plan, during: str, cause: BaseException | str, task: str | None
 
 
 async def apply_changes(
-    plan: Plan, paths: Iterable[Path], worker: ParseWorker | None = None
+    plan: Plan,
+    paths: Iterable[Path],
+    worker: ParseWorker | None = None,
+    retry: Callable[[], None] | None = None,
 ) -> None:
     """Read the changed files once settled, off the loop, and update the plan.
 
     Files are read two at a time and each is applied as soon as it is read, so one big
     file does not hold back the others of a batch. A file gone is unscheduled; a file
     still being written is left for its next change event; one file whose planning
-    fails does not keep the others from being applied.
+    fails does not keep the others from being applied, and `retry()` asks for a rescan
+    (with backoff) so that it is planned once whatever failed works again.
     """
     read = worker.read if worker is not None else read_entry
     lanes = asyncio.Semaphore(READ_LANES)
@@ -181,17 +185,21 @@ async def apply_changes(
                     plan.apply_entry(entry, actor="file")
             except Exception as exc:
                 report(plan, f"planning {task_id}", exc, task=task_id)
+                if retry is not None:
+                    retry()
 
 
 async def rescan(plan: Plan) -> bool:
-    """Re-read the whole directory (parsed off the loop) and re-plan; False if it failed."""
+    """Re-read the whole directory (parsed off the loop) and re-plan; False if it failed
+    or some task could not be planned (the caller retries with backoff)."""
     try:
         entries = await asyncio.to_thread(plan.store.list)
         plan.load_all(starting=False, actor="file", entries=entries)
     except PlanningFailed as exc:
-        # The other tasks are loaded; these are retried when their files change.
+        # The other tasks are loaded; these are tried again at the next rescan.
         for task_id, cause in exc.failures:
             report(plan, f"planning {task_id}", cause, task=task_id)
+        return False
     except Exception as exc:
         report(plan, "rescan", exc)
         return False
@@ -230,6 +238,11 @@ class _Rescans:
         else:
             self.due = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, RESCAN_BACKOFF_S[1])
+
+    def retry_soon(self) -> None:
+        """A task could not be planned: rescan after the backoff (unless one is due)."""
+        if self.due is None:
+            self.due = time.monotonic() + self.backoff
 
     async def run_if_due(self) -> None:
         if self.due is not None and time.monotonic() >= self.due:
@@ -304,6 +317,6 @@ async def _watch_session(
         paths = {Path(p).resolve() for _, p in changes}
         accepted = [p for p in paths if accept(None, str(p))]
         if accepted:
-            await apply_changes(plan, accepted, worker)
+            await apply_changes(plan, accepted, worker, retry=rescans.retry_soon)
         worker.stop_if_idle()
         await rescans.run_if_due()

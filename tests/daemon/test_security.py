@@ -48,7 +48,9 @@ def test_http_parser_errors_do_not_log_the_token(daemon: Any) -> None:
         assert _raw(base, request.encode()).startswith(b"HTTP/1.")
     assert daemon.stop() == 0
     log = daemon.output()
-    assert log.count("details withheld") >= len(requests)
+    # aiohttp's own lines pass the filter (details withheld); those below WARNING are not
+    # logged at all, and repeats are folded into a count (daemon/daemonlog.py).
+    assert log.count("details withheld") >= 1
     assert token not in log
     assert token[:16] not in log
 
