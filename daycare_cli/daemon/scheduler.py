@@ -10,9 +10,11 @@ watcher, the control API and webhooks never start runs on their own: they change
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +30,12 @@ from daycare_cli.core.task import CronTrigger, EveryTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
 from daycare_cli.run.runner import Runner, RunRequest
+from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
+from daycare_cli.store.rows import Run
+from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed, describe
 
 log = logging.getLogger("daycare.daemon")
 
@@ -38,7 +44,11 @@ LATE_TOLERANCE = 60.0  # a fire this late (s) without a later slot passed is sti
 
 
 class Scheduler:
-    """Fires the plan's triggers on time, under the overlap policy and the global cap."""
+    """Fires the plan's triggers on time, under the overlap policy and the global cap.
+
+    `state` is read from; every write goes through `writer` (the daemon's writer thread;
+    by default each write is committed at once, as the CLI and virtual-time tests want).
+    """
 
     def __init__(
         self,
@@ -48,13 +58,15 @@ class Scheduler:
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         clock: Clock | None = None,
+        writer: StateWriter | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.state = state
+        self.writer: StateWriter = writer or InlineWriter(state)
         self.clock: Clock = clock or SystemClock()
         self.wake = asyncio.Event()
-        self.plan = Plan(paths, config, state, clock=self.clock, wake=self.wake)
+        self.plan = Plan(paths, config, state, clock=self.clock, wake=self.wake, writer=self.writer)
         self.stopping = False
         self.gate: ConcurrencyQueue[str] = ConcurrencyQueue(int(config.get("max_concurrent_runs")))
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
@@ -66,6 +78,7 @@ class Scheduler:
         """Use a reloaded config: zones, the global cap and the runs started from now on."""
         self.config = self.plan.config = config
         self.gate.resize(int(config.get("max_concurrent_runs")))
+        self.writer.retry_limit = config.state_retry_limit
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -81,7 +94,10 @@ class Scheduler:
                 log.warning(
                     "wall clock jumped by %+.0fs (suspend or clock change); replanning", jump
                 )
-                self.state.add_event("daemon", "clock.jump", detail={"seconds": jump})
+                self.writer.post(
+                    writes.add_event("daemon", "clock.jump", detail={"seconds": jump}),
+                    "a clock.jump event",
+                )
             wall, mono = now_ts, clock.monotonic()
             # Re-read the clock per fire: everything due by now is handled before any run
             # started here gets the loop.
@@ -101,6 +117,20 @@ class Scheduler:
         """A fire came due: check it is current, catch up if slots passed, dispatch, re-plan."""
         plan = self.plan
         sched = plan.tasks.get(fire.task_id)
+        if fire.run_id is not None:
+            # A catch-up run whose row is written already: it runs, or its row says why not.
+            self.resume(
+                Queued(
+                    fire.run_id,
+                    fire.task_id,
+                    fire.kind,
+                    fire.trigger_id,
+                    fire.slot,
+                    fire.attempt,
+                    row=fire.row,
+                )
+            )
+            return
         if sched is None or sched.generation != fire.generation or not sched.task.enabled:
             return  # the task changed or went away since this fire was planned
         trigger = sched.task.trigger(fire.trigger_id)
@@ -144,48 +174,51 @@ class Scheduler:
         attempt: int = 1,
         payload: bytes | None = None,
         remember_slot: bool = False,
-    ) -> str | None:
-        """Create the run row (unique per slot), apply overlap, and start or queue it.
+        delivery_id: str | None = None,
+    ) -> RunRequest:
+        """Write the run row (unique per slot), apply overlap, and start or queue the run.
 
         The row, its `run.fired` event, its directory and the trigger's last slot are one
-        commit; a run that can start at once is written `running` in that same commit, so
-        a burst of simultaneous fires costs one transaction each before its run starts.
+        transaction, handed to the writer; the run awaits its commit before it does
+        anything (`req.row`: the row, or None when the slot or delivery had one already).
+        A run that can start at once is written `running` in that same transaction. A
+        webhook run is always written `queued`, with its payload: a 202 promises it runs
+        even if the daemon dies the next instant, and a restarted daemon runs it.
         """
         task = sched.task
         now = self.clock.now()
-        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
-        if kind == "catch-up" and decision == "skip" and task.overlap != "replace":
-            # Slots the catch-up policy chose to run wait for each other instead of being
-            # skipped as overlaps of one another.
-            decision = "queue"
+        decision = self._decide(sched, kind)
         gate_free = len(self.gate.active) < self.gate.limit and not self.gate.pending
-        starts_now = decision in ("start", "cancel_and_start") and gate_free
+        starts_now = decision in ("start", "cancel_and_start") and gate_free and kind != "webhook"
+        skip_reason = None
+        if decision == "skip":
+            skip_reason = f"a run of this task is still active (overlap: {task.overlap})"
         fired = {
             "trigger": kind,
             "trigger_id": trigger_id,
             "slot": slot.isoformat() if slot else None,
         }
         runs_dir = self.paths.workspace(task.id) / "runs"
-        run = self.state.create_run(
-            task.id,
-            kind,
-            trigger_id,
-            slot,
-            status="running" if starts_now else "queued",
-            attempt=attempt,
-            now=now,
-            event=(self._actor(kind), "run.fired", fired),
-            run_dir=lambda run_id: runs_dir / run_id,
-            remember_slot=remember_slot,
-        )
-        if run is None:
-            log.info(
-                "%s/%s: slot %s already fired; not firing it twice",
+        run_id = new_run_id(now)
+        status = "skipped" if skip_reason else "running" if starts_now else "queued"
+        row = self.writer.submit(
+            writes.create_run(
                 task.id,
+                kind,
                 trigger_id,
-                slot.isoformat() if slot else "-",
+                slot,
+                status=status,
+                attempt=attempt,
+                now=now,
+                event=(self._actor(kind), "run.fired", fired),
+                run_dir=lambda rid: runs_dir / rid,
+                remember_slot=remember_slot,
+                run_id=run_id,
+                payload=payload if status == "queued" and kind == "webhook" else None,
+                skip_reason=skip_reason,
+                delivery_id=delivery_id,
             )
-            return None
+        )
         self.fires += 1
         req = RunRequest(
             task=task,
@@ -194,21 +227,96 @@ class Scheduler:
             slot=slot,
             attempt=attempt,
             payload=payload,
-            run_id=run.id,
+            run_id=run_id,
             started=starts_now,
+            row=row,
         )
-        if decision == "skip":
-            reason = f"a run of this task is still active (overlap: {task.overlap})"
-            self.state.finish_run(run.id, status="skipped", skip_reason=reason, now=now)
-            log.info("%s: run %s skipped: %s", task.id, run.id, reason)
-        elif decision == "queue":
-            sched.queued.append(req)
+        if skip_reason:
+            row.add_done_callback(functools.partial(_log_skipped, task.id, run_id, skip_reason))
         else:
-            if decision == "cancel_and_start":
-                for other in list(sched.active.values()):
-                    other.cancel()
-            self.admit(sched, req)
-        return run.id
+            self._route(sched, req, decision)
+        return req
+
+    def resume(self, queued: Queued) -> None:
+        """Run a run whose row is written `queued` already: a catch-up run, or one a dead
+        daemon left queued (a durable webhook, a catch-up). It runs under the same overlap
+        policy and global cap as a new fire; a task gone or disabled meanwhile cancels it.
+        """
+        sched = self.plan.tasks.get(queued.task_id)
+        trigger_gone = queued.trigger_id is not None and (
+            sched is None or sched.task.trigger(queued.trigger_id) is None
+        )
+        if sched is None or not sched.task.enabled or trigger_gone:
+            if queued.row is not None:
+                queued.row.add_done_callback(_retrieve)
+            self.writer.post(
+                writes.finish_run(
+                    queued.run_id,
+                    status="cancelled",
+                    error="its task or trigger was removed or disabled before the run started",
+                    only_active=True,
+                ),
+                f"the cancellation of run {queued.run_id}",
+            )
+            log.info("%s: queued run %s cancelled: task changed", queued.task_id, queued.run_id)
+            return
+        req = RunRequest(
+            task=sched.task,
+            trigger=queued.trigger,
+            trigger_id=queued.trigger_id,
+            slot=queued.slot,
+            attempt=queued.attempt,
+            payload=queued.payload,
+            run_id=queued.run_id,
+            row=queued.row,
+        )
+        decision = self._decide(sched, queued.trigger)
+        if decision == "skip":
+            reason = f"a run of this task is still active (overlap: {sched.task.overlap})"
+            self.writer.post(
+                writes.finish_run(
+                    queued.run_id, status="skipped", skip_reason=reason, only_active=True
+                ),
+                f"the skip of run {queued.run_id}",
+            )
+            log.info("%s: run %s skipped: %s", sched.task.id, queued.run_id, reason)
+            return
+        self._route(sched, req, decision)
+
+    def adopt(self, rows: list[Run]) -> None:
+        """Run the queued runs a dead daemon left (oldest first), each once."""
+        for run in rows:
+            self.resume(
+                Queued(
+                    run.id,
+                    run.task,
+                    run.trigger,
+                    run.trigger_id,
+                    run.slot,
+                    run.attempt,
+                    payload=run.payload,
+                )
+            )
+        if rows:
+            log.info("%d queued run(s) left by the previous daemon resumed", len(rows))
+
+    def _decide(self, sched: Scheduled, kind: str) -> str:
+        task = sched.task
+        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
+        if kind == "catch-up" and decision == "skip" and task.overlap != "replace":
+            # Slots the catch-up policy chose to run wait for each other instead of being
+            # skipped as overlaps of one another.
+            decision = "queue"
+        return decision
+
+    def _route(self, sched: Scheduled, req: RunRequest, decision: str) -> None:
+        if decision == "queue":
+            sched.queued.append(req)
+            return
+        if decision == "cancel_and_start":
+            for other in list(sched.active.values()):
+                other.cancel()
+        self.admit(sched, req)
 
     def admit(self, sched: Scheduled, req: RunRequest) -> None:
         """Start now if the global cap allows, else wait in FIFO order."""
@@ -225,6 +333,7 @@ class Scheduler:
             self.state,
             actor=self._actor(req.trigger),
             on_event=self.on_event,
+            writer=self.writer,
         )
         if sched.task.overlap == "queue":
             req.wait_for_lock = sched.task.run_timeout
@@ -239,8 +348,11 @@ class Scheduler:
         run = None
         try:
             run = await runner.run(req)
-        except Exception:
-            log.exception("run %s crashed", req.run_id)
+        except WriterClosed:
+            pass  # the daemon is stopping with its writes undone; the next start settles it
+        except Exception as exc:
+            # The runner settles its own failures; this is a failure of the settling.
+            log.error("run %s of %s: %s", req.run_id, sched.task.id, describe(exc))
         finally:
             sched.active.pop(req.run_id, None)
             self.runs.pop(req.run_id, None)
@@ -250,6 +362,13 @@ class Scheduler:
                 if sched.queued and not sched.active:
                     self.admit(sched, sched.queued.pop(0))
         if run is None:
+            if req.slot is not None and req.row is not None and req.row.done():
+                log.info(
+                    "%s/%s: slot %s already fired; not firing it twice",
+                    sched.task.id,
+                    req.trigger_id,
+                    req.slot.isoformat(),
+                )
             return
         log.info("%s: run %s %s (%s ms)", sched.task.id, run.id, run.status, run.duration_ms)
         if self.stopping and run.status in ("interrupted", "cancelled"):
@@ -298,13 +417,49 @@ class Scheduler:
         trigger_id: str | None = None,
         payload: bytes | None = None,
     ) -> str | None:
-        """Start a manual or webhook run through the same overlap and cap as scheduled ones."""
+        """Start a manual or webhook run through the same overlap and cap as scheduled ones.
+
+        Returns its run id (None for an unknown task); see `enqueue` to await its row.
+        """
+        req = self.enqueue(task_id, kind=kind, trigger_id=trigger_id, payload=payload)
+        return None if req is None else req.run_id
+
+    def enqueue(
+        self,
+        task_id: str,
+        *,
+        kind: str,
+        trigger_id: str | None = None,
+        payload: bytes | None = None,
+        delivery_id: str | None = None,
+    ) -> RunRequest | None:
+        """`submit`, returning the request: `await req.row` until its row is committed."""
         sched = self.plan.tasks.get(task_id)
         if sched is None:
             return None
-        run_id = self.dispatch(sched, trigger_id, None, kind=kind, payload=payload)
+        req = self.dispatch(
+            sched, trigger_id, None, kind=kind, payload=payload, delivery_id=delivery_id
+        )
         self.wake.set()
-        return run_id
+        return req
+
+    def settle_on_stop(self) -> None:
+        """At a stop: mark every run that will not run here `interrupted`, except queued
+        runs the next start resumes (webhook, catch-up, scheduled and retry runs).
+
+        Waiting manual runs are interrupted: the person who asked is gone with the socket.
+        """
+        error = "daemon stopped before the run started"
+        waiting = [req for _, req in self.pending.values()]
+        waiting += [req for sched in self.plan.tasks.values() for req in sched.queued]
+        for req in waiting:
+            if req.run_id and req.trigger not in RESUMED:
+                self.writer.post(
+                    writes.finish_run(
+                        req.run_id, status="interrupted", error=error, only_active=True
+                    ),
+                    f"the interruption of run {req.run_id}",
+                )
 
     def queue_depth(self, task_id: str) -> int:
         """Runs of a task waiting to start (overlap queue plus the global gate)."""
@@ -315,3 +470,37 @@ class Scheduler:
     @staticmethod
     def _actor(kind: str) -> str:
         return {"manual": "cli", "webhook": "webhook"}.get(kind, "schedule")
+
+
+# Queued runs a restarted daemon runs (once each) instead of marking them interrupted.
+RESUMED = ("webhook", "catch-up", "schedule", "retry")
+
+
+@dataclass
+class Queued:
+    """A run whose row is written `queued`: what `Scheduler.resume` needs to run it."""
+
+    run_id: str
+    task_id: str
+    trigger: str
+    trigger_id: str | None
+    slot: datetime | None
+    attempt: int = 1
+    payload: bytes | None = None
+    row: asyncio.Future[Run | None] | None = None  # the pending commit of its row, if any
+
+
+def _retrieve(row: asyncio.Future[Any]) -> None:
+    # A row nobody awaits any more: its failure was logged where it happened.
+    if not row.cancelled():
+        row.exception()
+
+
+def _log_skipped(task_id: str, run_id: str, reason: str, row: asyncio.Future[Run | None]) -> None:
+    if row.cancelled():
+        return
+    exc = row.exception()
+    if exc is not None:
+        log.error("%s: skipped run %s not recorded: %s", task_id, run_id, describe(exc))
+    elif row.result() is not None:
+        log.info("%s: run %s skipped: %s", task_id, run_id, reason)

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from daycare_cli.config import Config, load_config
 from daycare_cli.core.errors import UserError
 from daycare_cli.daemon.events import EventBus
-from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.daemon.scheduler import RESUMED, Scheduler
+from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import ThreadWriter
 
 if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
     from daycare_cli.daemon.server import ControlServer, WebhookServer
@@ -77,6 +79,8 @@ class Daemon:
         self.lock_fd: int | None = None
         self.started_at = datetime.now(UTC)
         self.signal_wake = asyncio.Event()
+        self.writer: ThreadWriter | None = None
+        self.exit_code = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,16 +121,28 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
         self.state = state = State.open(self.paths.state_db)
-        interrupted = state.mark_interrupted(pid_alive, now=datetime.now(UTC))
+        # [6] Runs a dead process left: running ones end `interrupted`, queued ones that
+        # a 202 or a catch-up promised are resumed once the plan is loaded.
+        me = os.getpid()
+        interrupted, adopted = state.settle_stale(
+            lambda pid: pid != me and pid_alive(pid), adopt=lambda run: run.trigger in RESUMED
+        )
         for run in interrupted:
             log.warning(
                 "run %s of %s was left %s by a dead process: marked interrupted",
                 run.id,
                 run.task,
-                "running",
+                "running" if run.started_at else "queued",
             )
+        # [6] Every write from here on goes through one writer thread (store/writer.py).
+        self.writer = writer = ThreadWriter(
+            self.paths.state_db,
+            retry_limit=self.config.state_retry_limit,
+            on_fatal=self._state_failed,
+        )
+        writer.start()
         self.scheduler = scheduler = Scheduler(
-            self.paths, self.config, state, on_event=self.events.publish
+            self.paths, self.config, state, on_event=self.events.publish, writer=writer
         )
         plan = scheduler.plan
         # Watch before the first scan: a file written between the scan and the watch
@@ -137,14 +153,18 @@ class Daemon:
         watcher = loop.create_task(watch(plan, watcher_stop), name="watcher")
         await asyncio.sleep(0)
         plan.load_all(starting=True)
-        state.add_event(
-            "daemon",
-            "daemon.started",
-            detail={
-                "pid": os.getpid(),
-                "tasks": len(plan.tasks),
-                "invalid": sorted(plan.broken),
-            },
+        scheduler.adopt(adopted)
+        writer.post(
+            writes.add_event(
+                "daemon",
+                "daemon.started",
+                detail={
+                    "pid": os.getpid(),
+                    "tasks": len(plan.tasks),
+                    "invalid": sorted(plan.broken),
+                },
+            ),
+            "the daemon.started event",
         )
 
         webhooks = WebhookServer(scheduler, state, self.paths)
@@ -167,6 +187,7 @@ class Daemon:
             await asyncio.gather(watcher, return_exceptions=True)
             await control.stop()
             await webhooks.stop()
+            await writer.close()
             state.close()
             return 1
 
@@ -202,7 +223,14 @@ class Daemon:
                     self.reload()
         finally:
             await self._shutdown(scheduler, webhooks, control, watcher_stop, background)
-        return 0
+        return self.exit_code
+
+    def _state_failed(self, reason: str) -> None:
+        """[6] The writer gave up on state.db: stop, and exit non-zero to be restarted."""
+        log.critical("stopping: %s", reason)
+        self.exit_code = 1
+        self.stop_event.set()
+        self.signal_wake.set()
 
     def reload(self) -> None:
         """Re-read config and every task file (SIGHUP or the control API)."""
@@ -213,8 +241,11 @@ class Daemon:
         except UserError as exc:
             # A broken config keeps the running one, like a broken task file does.
             log.error("config not reloaded, keeping the running one: %s", exc)
-            if self.state is not None:
-                self.state.add_event("daemon", "config.invalid", detail={"error": str(exc)})
+            if self.writer is not None:
+                self.writer.post(
+                    writes.add_event("daemon", "config.invalid", detail={"error": str(exc)}),
+                    "a config.invalid event",
+                )
 
         self.scheduler.reconfigure(self.config)
         self.scheduler.plan.load_all(starting=False, actor="daemon")
@@ -240,7 +271,7 @@ class Daemon:
         watcher_stop: asyncio.Event,
         background: list[asyncio.Task[Any]],
     ) -> None:
-        assert self.state is not None
+        assert self.state is not None and self.writer is not None
         log.info("stopping: no new runs; waiting for %d active run(s)", len(scheduler.runs))
         sd_notify("STOPPING=1")
         scheduler.stopping = True
@@ -257,29 +288,17 @@ class Daemon:
                 await asyncio.wait(still, timeout=5)
             for run_id, t in active:
                 if t in still:
-                    self.state.finish_run(
-                        run_id,
-                        status="interrupted",
-                        error="daemon stopped before the run finished",
-                        now=datetime.now(UTC),
+                    self.writer.post(
+                        writes.finish_run(
+                            run_id,
+                            status="interrupted",
+                            error="daemon stopped before the run finished",
+                        ),
+                        f"the interruption of run {run_id}",
                     )
                     log.warning("run %s interrupted by shutdown", run_id)
-        for run_id in list(scheduler.pending):
-            self.state.finish_run(
-                run_id,
-                status="interrupted",
-                error="daemon stopped before the run started",
-                now=datetime.now(UTC),
-            )
-        for sched in scheduler.plan.tasks.values():
-            for req in sched.queued:
-                if req.run_id:
-                    self.state.finish_run(
-                        req.run_id,
-                        status="interrupted",
-                        error="daemon stopped before the run started",
-                        now=datetime.now(UTC),
-                    )
+        # [6] Queued webhook, catch-up and scheduled runs stay queued: the next start runs them.
+        scheduler.settle_on_stop()
         for t in background:
             t.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -287,7 +306,18 @@ class Daemon:
         self.events.close()
         await webhooks.stop()
         await control.stop()
-        self.state.add_event("daemon", "daemon.stopped", detail={"pid": os.getpid()})
+        self.writer.post(
+            writes.add_event("daemon", "daemon.stopped", detail={"pid": os.getpid()}),
+            "the daemon.stopped event",
+        )
+        left = await self.writer.close(timeout=10.0)
+        if left:
+            log.error(
+                "%d change(s) could not be written to state.db; the next start settles "
+                "the runs they were about",
+                left,
+            )
+            self.exit_code = 1
         self.state.close()
         with contextlib.suppress(OSError):
             self.paths.pid_file.unlink()

@@ -31,9 +31,11 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
+from daycare_cli.store import writes
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
 from daycare_cli.store.rows import Run
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed, describe
 
 log = logging.getLogger("daycare.runner")
 
@@ -54,6 +56,9 @@ class RunRequest:
     run_id: str | None = None  # set when the row already exists (daemon, webhook)
     wait_for_lock: float | None = None  # None: per the task's overlap policy
     started: bool = False  # the row was written `running` already (the daemon's fast path)
+    # The pending commit of the row the daemon wrote for this run: the row, or None when
+    # its slot (or webhook delivery) had one already. None: the row is committed.
+    row: asyncio.Future[Run | None] | None = None
 
 
 @dataclass
@@ -84,7 +89,11 @@ async def acquire_lock(lock: TaskLock, wait: float) -> None:
 
 
 class Runner:
-    """Runs tasks against one home: its paths, config and state database."""
+    """Runs tasks against one home: its paths, config and state database.
+
+    Writes go through `writer`: the daemon's writer thread, or (by default) a commit at
+    once through `state`, as the CLI does.
+    """
 
     def __init__(
         self,
@@ -94,61 +103,98 @@ class Runner:
         *,
         actor: str = "cli",
         on_event: EventSink | None = None,
+        writer: StateWriter | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.state = state
         self.actor = actor
         self.on_event = on_event
+        self.writer: StateWriter = writer or InlineWriter(state)
 
     # -- public -----------------------------------------------------------------------
 
     async def run(self, req: RunRequest) -> Run | None:
-        """Run a task once; returns the finished run row, or None for a slot already taken."""
+        """Run a task once; returns the finished run row, or None for a slot already taken.
+
+        Once its row exists, a run always ends with a status: whatever fails in daycare
+        itself (a full disk, no file descriptors left, a bug) ends it `failed` with the
+        error, and only a cancellation goes on to the caller (recorded `cancelled`).
+        """
         task = req.task
-        now = datetime.now(UTC)
         if req.run_id is None:
-            created = self.state.create_run(
-                task.id,
-                req.trigger,
-                req.trigger_id,
-                req.slot,
-                status="queued",
-                attempt=req.attempt,
-                now=now,
+            created = await self.writer.commit(
+                writes.create_run(
+                    task.id,
+                    req.trigger,
+                    req.trigger_id,
+                    req.slot,
+                    status="queued",
+                    attempt=req.attempt,
+                    now=datetime.now(UTC),
+                )
             )
             if created is None:
                 return None
             run_id = created.id
         else:
             run_id = req.run_id
-
-        lock = TaskLock(self.paths.workspace(task.id) / ".lock")
-        if task.overlap != "allow":
-            wait = req.wait_for_lock
-            if wait is None:
-                wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
-            try:
-                await acquire_lock(lock, wait)
-            except asyncio.CancelledError:
-                self._record_cancelled(run_id, "cancelled while waiting for the previous run")
-                raise
-            except LockBusy as busy:
-                reason = (
-                    f"another run of this task is active (pid {busy.holder_pid}); "
-                    f"overlap: {task.overlap}"
-                )
-                self.state.finish_run(
-                    run_id, status="skipped", skip_reason=reason, now=datetime.now(UTC)
-                )
-                self.state.add_event(
-                    self.actor, "run.skipped", task=task.id, run=run_id, detail={"reason": reason}
-                )
-                return self.state.get_run(run_id)
+            if req.row is not None and await req.row is None:
+                return None  # its slot or delivery had a row already
         try:
+            return await self._run_row(req, run_id)
+        except (asyncio.CancelledError, WriterClosed):
+            raise
+        except Exception as exc:
+            return await self._settle_crash(task, run_id, exc)
+
+    async def _run_row(self, req: RunRequest, run_id: str) -> Run | None:
+        task = req.task
+        lock = TaskLock(self.paths.workspace(task.id) / ".lock")
+        try:
+            if task.overlap != "allow":
+                wait = req.wait_for_lock
+                if wait is None:
+                    wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
+                try:
+                    await acquire_lock(lock, wait)
+                except asyncio.CancelledError:
+                    self._record_cancelled(run_id, "cancelled while waiting for the previous run")
+                    raise
+                except LockBusy as busy:
+                    reason = (
+                        f"another run of this task is active (pid {busy.holder_pid}); "
+                        f"overlap: {task.overlap}"
+                    )
+                    return await self.writer.commit(
+                        writes.finish_run(
+                            run_id,
+                            status="skipped",
+                            skip_reason=reason,
+                            event=(self.actor, "run.skipped", {"reason": reason}),
+                        )
+                    )
             return await self._run_locked(req, run_id)
         finally:
             lock.release()
+
+    async def _settle_crash(self, task: Task, run_id: str, exc: Exception) -> Run:
+        """End a run that daycare itself failed (not its blocks or model): `failed`."""
+        if isinstance(exc, OSError):
+            # Expected faults (disk full, no fds left): one line, no traceback.
+            log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
+        else:
+            log.error("run %s of %s crashed", run_id, task.id, exc_info=exc)
+        error = f"internal error: {type(exc).__name__}: {describe(exc)}"
+        return await self.writer.commit(
+            writes.finish_run(
+                run_id,
+                status="failed",
+                error=error,
+                only_active=True,
+                event=(self.actor, "run.finished", {"status": "failed", "error": error}),
+            )
+        )
 
     # -- steps ------------------------------------------------------------------------
 
@@ -157,23 +203,29 @@ class Runner:
         started = time.monotonic()
         # The start is recorded first: lateness is measured up to here, not after set-up.
         if not req.started:
-            self.state.start_run(
-                run_id,
-                pid=os.getpid(),
-                now=datetime.now(UTC),
-                task=task.id,
-                run_dir=self.paths.workspace(task.id) / "runs" / run_id,
-                event=(
-                    self.actor,
-                    "run.started",
-                    {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
-                ),
+            await self.writer.commit(
+                writes.start_run(
+                    run_id,
+                    pid=os.getpid(),
+                    now=datetime.now(UTC),
+                    task=task.id,
+                    run_dir=self.paths.workspace(task.id) / "runs" / run_id,
+                    event=(
+                        self.actor,
+                        "run.started",
+                        {
+                            "trigger": req.trigger,
+                            "trigger_id": req.trigger_id,
+                            "attempt": req.attempt,
+                        },
+                    ),
+                )
             )
-        ctx = self._prepare(task, run_id, req.payload)
-        self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
-
+        ctx = self._context(task, run_id)
         outcome: dict[str, Any] = {}
         try:
+            self._prepare(ctx, req.payload)
+            self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
             async with asyncio.timeout(max(task.run_timeout, 1.0)):
@@ -186,8 +238,11 @@ class Runner:
         except asyncio.CancelledError:
             self._record_cancelled(run_id, "run cancelled", ctx)
             raise
-        except Exception as exc:  # a bug in a step must still leave a finished row
-            log.exception("run %s crashed", run_id)
+        except Exception as exc:  # a bug in a step, a full disk: the row still ends
+            if isinstance(exc, OSError):
+                log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
+            else:
+                log.exception("run %s crashed", run_id)
             outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
 
         for key in ("skip_reason", "error", "output", "response"):
@@ -195,19 +250,21 @@ class Runner:
                 outcome[key] = self._redact(str(outcome[key]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
-        run = self.state.finish_run(
-            run_id,
-            status=status,
-            now=datetime.now(UTC),
-            error=outcome.get("error"),
-            skip_reason=outcome.get("skip_reason"),
-            output=outcome.get("output"),
-            response=outcome.get("response"),
-            model=outcome.get("model"),
-            input_tokens=outcome.get("input_tokens"),
-            output_tokens=outcome.get("output_tokens"),
-            isolation=outcome.get("isolation"),
-            event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
+        run = await self.writer.commit(
+            writes.finish_run(
+                run_id,
+                status=status,
+                now=datetime.now(UTC),
+                error=outcome.get("error"),
+                skip_reason=outcome.get("skip_reason"),
+                output=outcome.get("output"),
+                response=outcome.get("response"),
+                model=outcome.get("model"),
+                input_tokens=outcome.get("input_tokens"),
+                output_tokens=outcome.get("output_tokens"),
+                isolation=outcome.get("isolation"),
+                event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
+            )
         )
         self._emit(
             ctx,
@@ -218,31 +275,32 @@ class Runner:
             skip_reason=outcome.get("skip_reason"),
         )
         await self._deliver(task, run, outcome, ctx)
-        self._prune(task.id)
+        await self._prune(task.id)
         return run
 
-    def _prepare(self, task: Task, run_id: str, payload: bytes | None) -> RunContext:
+    def _context(self, task: Task, run_id: str) -> RunContext:
+        """The paths of a run (nothing is created yet)."""
         workspace = self.paths.workspace(task.id)
         run_dir = workspace / "runs" / run_id
-        files_dir = workspace / "files"
-        artifacts = run_dir / "artifacts"
-        for d in (files_dir, artifacts):
-            d.mkdir(parents=True, exist_ok=True)
-        memory = workspace / "memory.md"
-        if not memory.exists():
-            memory.touch()
-        ctx = RunContext(
+        return RunContext(
             run_id=run_id,
             workspace=workspace,
             run_dir=run_dir,
-            files_dir=files_dir,
-            artifacts_dir=artifacts,
+            files_dir=workspace / "files",
+            artifacts_dir=run_dir / "artifacts",
             log_path=run_dir / "log.jsonl",
             secrets=[],
         )
+
+    def _prepare(self, ctx: RunContext, payload: bytes | None) -> None:
+        """Make the run's directories and its memory file; write the webhook payload."""
+        for d in (ctx.files_dir, ctx.artifacts_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        memory = ctx.workspace / "memory.md"
+        if not memory.exists():
+            memory.touch()
         if payload is not None:
-            (run_dir / "payload.json").write_bytes(payload)
-        return ctx
+            (ctx.run_dir / "payload.json").write_bytes(payload)
 
     def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:
         """The task's env with `${secret:NAME}` taken from config; unknown secrets are errors."""
@@ -421,9 +479,12 @@ class Runner:
     # -- recording --------------------------------------------------------------------
 
     def _record_cancelled(self, run_id: str, error: str, ctx: RunContext | None = None) -> None:
-        """Record a cancelled run; never raises, so the cancellation itself goes on."""
+        """Record a cancelled run; never raises or waits, so the cancellation itself goes on."""
         try:
-            self.state.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC))
+            self.writer.post(
+                writes.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC)),
+                f"the cancellation of run {run_id}",
+            )
             if ctx is not None:
                 self._emit(ctx, "run.end", status="cancelled")
         except Exception:
@@ -461,10 +522,19 @@ class Runner:
         if run is None:
             return
         threshold = self.config.failure_streak
-        change = self.state.record_outcome(task.id, run.status, run.id, threshold=threshold)
+        change = await self.writer.commit(
+            writes.record_outcome(task.id, run.status, run.id, threshold=threshold)
+        )
         if change.event == "failure-streak":
-            self.state.add_event(
-                self.actor, "task.flagged", task=task.id, run=run.id, detail={"streak": threshold}
+            self.writer.post(
+                writes.add_event(
+                    self.actor,
+                    "task.flagged",
+                    task=task.id,
+                    run=run.id,
+                    detail={"streak": threshold},
+                ),
+                "a task.flagged event",
             )
         if not task.notify:
             return
@@ -484,13 +554,18 @@ class Runner:
         urls = resolve_targets(task.notify, lookup)
         errors = await send(urls, Notification(title, body), self._secrets(ctx))
         for err in errors:
-            self.state.add_event(
-                self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}
+            self.writer.post(
+                writes.add_event(
+                    self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}
+                ),
+                "a notify.failed event",
             )
 
-    def _prune(self, task_id: str) -> None:
+    async def _prune(self, task_id: str) -> None:
         keep = self.config.keep_runs
         days = int(self.config.max_age_days)  # retention counts whole days
-        for run_dir in self.state.prune(task_id, keep=keep, max_age_days=days):
+        for run_dir in await self.writer.commit(
+            writes.prune(task_id, keep=keep, max_age_days=days)
+        ):
             if run_dir:
                 shutil.rmtree(run_dir, ignore_errors=True)

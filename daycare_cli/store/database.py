@@ -65,15 +65,24 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def opening(db_path: Path) -> Iterator[sqlite3.Connection]:
+def opening(db_path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
     """Open (creating if needed) the database at `db_path`, set up, for the caller to prepare.
 
     The connection is closed if the caller's block fails; a file that is not a SQLite
-    database becomes a StateError saying so.
+    database becomes a StateError saying so. With `create` False the file must exist, and
+    it is never opened outside SQLite: closing any descriptor of the file drops every
+    POSIX lock this process holds on it, so a second connection of a process that has one
+    open already must not (another process would then delete the WAL under it).
     """
-    _create_private(db_path)
+    if create:
+        _create_private(db_path)
+    uri = f"{db_path.resolve().as_uri()}?mode=rw"
     db = sqlite3.connect(
-        db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        db_path if create else uri,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        uri=not create,
     )
     try:
         db.row_factory = sqlite3.Row

@@ -103,7 +103,12 @@ def m001_initial(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+def m002_run_payload(db: sqlite3.Connection) -> None:
+    """A queued webhook run keeps its payload in its row until it starts (durable 202)."""
+    db.execute("ALTER TABLE runs ADD COLUMN payload BLOB")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_run_payload)
 
 
 # --- applying them --------------------------------------------------------------------
