@@ -70,6 +70,7 @@ class Scheduler:
         self.stopping = False
         self.gate: ConcurrencyQueue[str] = ConcurrencyQueue(int(config.get("max_concurrent_runs")))
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
+        self.waiting: dict[str, int] = {}  # task id -> its runs in `pending`
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.on_event = on_event
         self.fires = 0
@@ -322,11 +323,15 @@ class Scheduler:
         """Start now if the global cap allows, else wait in FIFO order."""
         assert req.run_id is not None
         self.pending[req.run_id] = (sched, req)
+        self.waiting[sched.task.id] = self.waiting.get(sched.task.id, 0) + 1
         if self.gate.offer(req.run_id):
             self._start(req.run_id)
 
     def _start(self, run_id: str) -> None:
         sched, req = self.pending.pop(run_id)
+        left = self.waiting.pop(sched.task.id, 1) - 1
+        if left:
+            self.waiting[sched.task.id] = left
         runner = Runner(
             self.paths,
             self.config,
@@ -464,7 +469,7 @@ class Scheduler:
     def queue_depth(self, task_id: str) -> int:
         """Runs of a task waiting to start (overlap queue plus the global gate)."""
         sched = self.plan.tasks.get(task_id)
-        waiting = sum(1 for s, _ in self.pending.values() if s.task.id == task_id)
+        waiting = self.waiting.get(task_id, 0)  # O(1): asked on every webhook request
         return waiting + (len(sched.queued) if sched else 0)
 
     @staticmethod

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
@@ -72,6 +72,20 @@ class RunContext:
     artifacts_dir: Path
     log_path: Path
     secrets: list[str] = field(default_factory=list)
+    log: TextIO | None = None  # log.jsonl, open while the run runs
+
+    def close(self) -> None:
+        """Close the run's log (idempotent)."""
+        if self.log is not None:
+            with contextlib.suppress(OSError):
+                self.log.close()
+            self.log = None
+
+
+def _remove_dirs(paths: list[str]) -> None:
+    for path in paths:
+        if path:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def acquire_lock(lock: TaskLock, wait: float) -> None:
@@ -222,9 +236,17 @@ class Runner:
                 )
             )
         ctx = self._context(task, run_id)
+        try:
+            return await self._run_steps(req, ctx, started)
+        finally:
+            ctx.close()
+
+    async def _run_steps(self, req: RunRequest, ctx: RunContext, started: float) -> Run | None:
+        task, run_id = req.task, ctx.run_id
         outcome: dict[str, Any] = {}
         try:
-            self._prepare(ctx, req.payload)
+            # Directories and files off the loop: on a busy disk each takes milliseconds.
+            await asyncio.to_thread(self._prepare, ctx, req.payload)
             self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
@@ -293,7 +315,8 @@ class Runner:
         )
 
     def _prepare(self, ctx: RunContext, payload: bytes | None) -> None:
-        """Make the run's directories and its memory file; write the webhook payload."""
+        """Make the run's directories and its memory file, write the webhook payload, and
+        open the run's log (kept open for the run: one open, not one per event)."""
         for d in (ctx.files_dir, ctx.artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)
         memory = ctx.workspace / "memory.md"
@@ -301,6 +324,7 @@ class Runner:
             memory.touch()
         if payload is not None:
             (ctx.run_dir / "payload.json").write_bytes(payload)
+        ctx.log = ctx.log_path.open("a", encoding="utf-8")
 
     def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:
         """The task's env with `${secret:NAME}` taken from config; unknown secrets are errors."""
@@ -508,8 +532,14 @@ class Runner:
             "run": ctx.run_id,
             **redact_values(fields, self._secrets(ctx)),
         }
-        with contextlib.suppress(OSError), ctx.log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with contextlib.suppress(OSError):
+            if ctx.log is not None:
+                ctx.log.write(line)
+                ctx.log.flush()  # a reader of the file sees each event as it happens
+            else:
+                with ctx.log_path.open("a", encoding="utf-8") as f:
+                    f.write(line)
         if self.on_event is not None:
             try:
                 self.on_event(record)
@@ -564,8 +594,7 @@ class Runner:
     async def _prune(self, task_id: str) -> None:
         keep = self.config.keep_runs
         days = int(self.config.max_age_days)  # retention counts whole days
-        for run_dir in await self.writer.commit(
-            writes.prune(task_id, keep=keep, max_age_days=days)
-        ):
-            if run_dir:
-                shutil.rmtree(run_dir, ignore_errors=True)
+        doomed = await self.writer.commit(writes.prune(task_id, keep=keep, max_age_days=days))
+        if doomed:
+            # Off the loop: removing a directory tree can take milliseconds on a busy disk.
+            await asyncio.to_thread(_remove_dirs, doomed)

@@ -9,16 +9,16 @@ from __future__ import annotations
 import sqlite3
 
 from daycare_cli.core.streak import FAILURE_STATUSES
-from daycare_cli.store.rows import FINISHED_STATUSES
 
-_FINISHED = ",".join("?" * len(FINISHED_STATUSES))
+# Spelled as the partial index `runs_finished` is (m003), so SQLite reads only that index.
+_FINISHED = "status NOT IN ('queued', 'running')"
 
 
 def needs_pruning(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> bool:
     """Whether the task has more than `keep` finished runs, or one queued before `cutoff`."""
     count, oldest = db.execute(
-        f"SELECT count(*), min(queued_at) FROM runs WHERE task = ? AND status IN ({_FINISHED})",
-        (task, *FINISHED_STATUSES),
+        f"SELECT count(*), min(queued_at) FROM runs WHERE task = ? AND {_FINISHED}",
+        (task,),
     ).fetchone()
     return not (count <= keep and (oldest is None or oldest >= cutoff))
 
@@ -31,8 +31,8 @@ def prune(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> list[str
     """
     rows = db.execute(
         f"SELECT id, status, queued_at, run_dir FROM runs "
-        f"WHERE task = ? AND status IN ({_FINISHED}) ORDER BY queued_at DESC, id DESC",
-        (task, *FINISHED_STATUSES),
+        f"WHERE task = ? AND {_FINISHED} ORDER BY queued_at DESC, id DESC",
+        (task,),
     ).fetchall()
     protected: set[str] = set()
     for want in (("succeeded",), tuple(FAILURE_STATUSES)):

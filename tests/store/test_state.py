@@ -79,10 +79,11 @@ def test_a_new_migration_runs_once_on_an_existing_database(db_path: Path) -> Non
         assert [n for n, _ in st.migrations()] == [
             "m001_initial",
             "m002_run_payload",
+            "m003_finished_runs_index",
             "m099_add_note",
         ]
     with State.open(db_path, migrations=(*MIGRATIONS, m099_add_note)) as st:
-        assert len(st.migrations()) == 3
+        assert len(st.migrations()) == 4
     db = sqlite3.connect(db_path)
     columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
     db.close()
@@ -98,7 +99,7 @@ def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     db.close()
     assert "half_done" not in tables
-    assert applied == {"m001_initial", "m002_run_payload"}
+    assert applied == {"m001_initial", "m002_run_payload", "m003_finished_runs_index"}
 
 
 def test_database_file_is_private_and_wal_is_on(db_path: Path) -> None:
@@ -215,7 +216,11 @@ def test_processes_racing_for_the_same_slots_create_each_once(tmp_path: Path) ->
         runs = st.list_runs(limit=None)
         assert len(runs) == 50
         assert len({r.slot for r in runs}) == 50
-        assert [n for n, _ in st.migrations()] == ["m001_initial", "m002_run_payload"]
+        assert [n for n, _ in st.migrations()] == [
+            "m001_initial",
+            "m002_run_payload",
+            "m003_finished_runs_index",
+        ]
 
 
 # --- runs -------------------------------------------------------------------------------
