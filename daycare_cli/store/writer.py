@@ -50,6 +50,7 @@ MAX_BATCH = 512  # transactions in one commit
 MAX_PENDING = 100_000  # transactions waiting before the writer gives up (memory bound)
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
+STALL_AFTER = 2.0  # a commit taking longer than this (a lock held elsewhere) is unhealthy
 CHECK_EVERY = 2.0  # an idle writer still looks whether state.db was deleted this often
 LOG_EVERY = 60.0  # while writes fail, one log line a minute
 
@@ -127,11 +128,11 @@ class InlineWriter:
     def __init__(self, state: State) -> None:
         self.state = state
 
-    healthy = True
+    healthy = True  # a failure raises at once instead
     last_error: str | None = None
     failing_since: datetime | None = None
     fatal: str | None = None
-    retry_limit = 0.0  # a failure raises at once
+    retry_limit = 0.0
 
     def health(self) -> dict[str, Any]:
         return {"healthy": True, "error": None}
@@ -169,17 +170,19 @@ class ThreadWriter:
         max_batch: int = MAX_BATCH,
         max_pending: int = MAX_PENDING,
         on_fatal: Callable[[str], None] | None = None,
+        busy_timeout: float | None = None,
     ) -> None:
         self.path = Path(db_path)
         self.retry_limit = retry_limit
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.on_fatal = on_fatal
+        self.busy_timeout = busy_timeout  # None: the store's (5 s)
         # Health, written by the thread and read from the loop (single attribute reads).
-        self.healthy = True
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why the last attempt failed, while failing
         self.failing_since: datetime | None = None
         self.fatal: str | None = None
+        self._committing_since: float | None = None  # monotonic start of the commit in hand
         self.commits = 0  # write transactions committed (each holding one or more writes)
         self._queue: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
@@ -205,16 +208,40 @@ class ThreadWriter:
         """Transactions queued and not yet committed."""
         return len(self._queue)
 
+    @property
+    def stalled(self) -> float | None:
+        """Seconds the commit in hand has taken, once over STALL_AFTER (a lock held
+        elsewhere, a hung disk); else None."""
+        since = self._committing_since
+        if since is None:
+            return None
+        seconds = time.monotonic() - since
+        return seconds if seconds > STALL_AFTER else None
+
+    @property
+    def healthy(self) -> bool:
+        """Writes work: none failing or stuck, and the writer has not given up."""
+        return self.fatal is None and self.failing_since is None and self.stalled is None
+
     def health(self) -> dict[str, Any]:
         """`{"healthy": bool, "error": str | None}`: the `state` part of the daemon's status."""
-        error = self.fatal or self.last_error
-        if error is not None and self.failing_since is not None and not self.fatal:
+        if self.fatal is not None:
+            return {"healthy": False, "error": self.fatal}
+        if self.failing_since is not None:
             seconds = (datetime.now(UTC) - self.failing_since).total_seconds()
             error = (
-                f"state.db writes failing for {seconds:.0f}s ({error}); "
+                f"state.db writes failing for {seconds:.0f}s ({self.last_error}); "
                 f"{self.pending} write(s) waiting, retried until {self.retry_limit:g}s"
             )
-        return {"healthy": self.healthy and self.fatal is None, "error": error}
+            return {"healthy": False, "error": error}
+        stalled = self.stalled
+        if stalled is not None:
+            error = (
+                f"a write to state.db has been waiting {stalled:.0f}s "
+                f"(another process may hold its lock); {self.pending} more waiting"
+            )
+            return {"healthy": False, "error": error}
+        return {"healthy": True, "error": None}
 
     def submit(self, transaction: Transaction[T]) -> asyncio.Future[T]:
         assert self._loop is not None, "ThreadWriter.start() first"
@@ -229,8 +256,8 @@ class ThreadWriter:
         return await self.submit(transaction)
 
     def _put(self, item: _Item) -> None:
-        if self._closing and self._thread is None:
-            self._fail_item(item, WriterClosed("the state writer is closed"))
+        if self._lost or (self._closing and self._thread is None):
+            self._fail_item(item, WriterClosed(self.fatal or "the state writer is closed"))
             return
         with self._cond:
             self._queue.append(item)
@@ -250,6 +277,7 @@ class ThreadWriter:
         """
         with self._cond:
             self._closing = True
+            self._abandon = self._lost  # nothing can be written any more: do not wait
             self._cond.notify()
         thread = self._thread
         if thread is not None:
@@ -263,20 +291,33 @@ class ThreadWriter:
         self._thread = None
         left = list(self._queue)
         self._queue.clear()
-        for item in left:
-            self._fail_item(item, WriterClosed("the daemon stopped before this was recorded"))
+        self._fail_all(left, WriterClosed("the daemon stopped before they were written"))
         if self._db is not None and (thread is None or not thread.is_alive()):
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
         return len(left)
 
-    def _fail_item(self, item: _Item, exc: BaseException) -> None:
+    def _drop_waiting(self) -> None:
+        """Fail everything queued (state.db is lost: none of it can ever be written)."""
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
+        self._fail_all(left, WriterClosed(self.fatal or "state.db was lost"))
+
+    def _fail_all(self, items: list[_Item], exc: BaseException) -> None:
+        """Fail items that will never be committed; one log line says how many."""
+        for item in items:
+            self._fail_item(item, exc, quiet=True)
+        if items:
+            log.error("%d change(s) to state.db were not recorded: %s", len(items), exc)
+
+    def _fail_item(self, item: _Item, exc: BaseException, *, quiet: bool = False) -> None:
         if item.future is not None:
             if not item.future.done():
                 item.future.set_exception(exc)
                 item.future.exception()  # retrieved: nobody may be waiting any more
-        elif item.what:
+        elif item.what and not quiet:
             log.error("not recorded: %s (%s)", item.what, exc)
 
     def _resolve(self, batch: list[_Item], outcomes: list[tuple[bool, Any]]) -> None:
@@ -295,11 +336,9 @@ class ThreadWriter:
         if self.fatal is not None:
             return
         self.fatal = reason
-        self.healthy = False
         log.critical("giving up on state.db: %s", reason)
-        if self.on_fatal is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self.on_fatal, reason)
+        if self.on_fatal is not None:
+            self._call_soon(self.on_fatal, reason)
 
     # -- the thread's side --------------------------------------------------------------
 
@@ -307,7 +346,8 @@ class ThreadWriter:
         # Never create the file anew here: a missing state.db is a lost one.
         self._check_file()
         with opening(self.path, create=False) as db:
-            pass
+            if self.busy_timeout is not None:
+                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         st = os.stat(self.path)
         if self._identity is None:
             self._identity = (st.st_dev, st.st_ino)
@@ -333,9 +373,8 @@ class ThreadWriter:
                     return
                 size = min(self.max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(size)]
+            attempt_started = datetime.now(UTC)
             try:
-                if self._lost:
-                    raise StateLost(self.last_error or "state.db was lost")
                 self._check_file()
                 outcomes = self._commit(batch) if batch else []
             except Exception as exc:
@@ -345,9 +384,9 @@ class ThreadWriter:
                     self._lost = True  # never write to an orphan: stop for good
                     self.last_error = describe(exc)
                     self._give_up(f"{describe(exc)}; restart the daemon to use the new file")
-                    self._wait(CHECK_EVERY)
-                    continue
-                last_log = self._failed(exc, last_log)
+                    self._call_soon(self._drop_waiting)
+                    return
+                last_log = self._failed(exc, last_log, attempt_started)
                 self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
@@ -356,10 +395,13 @@ class ThreadWriter:
                 self._recovered(len(batch))
             if batch:
                 self.commits += 1
-                loop = self._loop
-                if loop is not None and not loop.is_closed():
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(self._resolve, batch, outcomes)
+                self._call_soon(self._resolve, batch, outcomes)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(callback, *args)
 
     def _wait(self, seconds: float) -> None:
         with self._cond:
@@ -376,6 +418,7 @@ class ThreadWriter:
             self._db = self._connect()
         db = self._db
         outcomes: list[tuple[bool, Any]] = []
+        self._committing_since = time.monotonic()
         try:
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -406,16 +449,21 @@ class ThreadWriter:
                     db.close()
                 self._db = None
             raise
+        finally:
+            self._committing_since = None
         return outcomes
 
-    def _failed(self, exc: Exception, last_log: float) -> float:
-        """Record a failed attempt; log the first and then one line a minute."""
+    def _failed(self, exc: Exception, last_log: float, attempt_started: datetime) -> float:
+        """Record a failed attempt; log the first and then one line a minute.
+
+        Writes have failed since the first failing attempt began (a locked database
+        fails only after the busy timeout).
+        """
         message = describe(exc)
         now = time.monotonic()
         first = self.failing_since is None
         if first:
-            self.failing_since = datetime.now(UTC)
-        self.healthy = False
+            self.failing_since = attempt_started
         self.last_error = message
         if first or now - last_log >= LOG_EVERY:
             assert self.failing_since is not None
@@ -448,5 +496,3 @@ class ThreadWriter:
         )
         self.failing_since = None
         self.last_error = None
-        if self.fatal is None:
-            self.healthy = True
