@@ -10,11 +10,11 @@ watcher, the control API and webhooks never start runs on their own: they change
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,17 +29,23 @@ from daycare_cli.core.schedule import next_fires, slots_between
 from daycare_cli.core.task import CronTrigger, EveryTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
+from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store import writes
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed, describe
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
 
 log = logging.getLogger("daycare.daemon")
 
 MAX_SLEEP = 30.0  # wake at least this often to notice wall-clock jumps
+# While webhook requests arrive (one within BURST_QUIET s), their runs start at most
+# BURST_RATE a second: the loop answers the burst first, the queue drains after it.
+BURST_QUIET = 0.05
+BURST_RATE = 200.0
 LATE_TOLERANCE = 60.0  # a fire this late (s) without a later slot passed is still "on time"
 
 
@@ -71,6 +77,11 @@ class Scheduler:
         self.gate: ConcurrencyQueue[str] = ConcurrencyQueue(int(config.get("max_concurrent_runs")))
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
         self.waiting: dict[str, int] = {}  # task id -> its runs in `pending`
+        # Webhook runs the gate let through, launched paced while a burst arrives.
+        self.paced: collections.deque[str] = collections.deque()
+        self.webhook_seen = -BURST_QUIET  # monotonic time of the last webhook request
+        self.next_paced = 0.0
+        self._pace_timer: asyncio.TimerHandle | None = None
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.on_event = on_event
         self.fires = 0
@@ -180,11 +191,10 @@ class Scheduler:
         """Write the run row (unique per slot), apply overlap, and start or queue the run.
 
         The row, its `run.fired` event, its directory and the trigger's last slot are one
-        transaction, handed to the writer; the run awaits its commit before it does
-        anything (`req.row`: the row, or None when the slot or delivery had one already).
-        A run that can start at once is written `running` in that same transaction. A
-        webhook run is always written `queued`, with its payload: a 202 promises it runs
-        even if the daemon dies the next instant, and a restarted daemon runs it.
+        transaction, handed to the writer; the run awaits its commit (`req.row`: the row,
+        or None when the slot or delivery had one) before anything, and is written
+        `running` in it when it can start at once. A webhook run is always written
+        `queued`, with its payload: a 202 promises it runs even if the daemon dies.
         """
         task = sched.task
         now = self.clock.now()
@@ -233,7 +243,7 @@ class Scheduler:
             row=row,
         )
         if skip_reason:
-            row.add_done_callback(functools.partial(_log_skipped, task.id, run_id, skip_reason))
+            row.add_done_callback(functools.partial(log_skipped, task.id, run_id, skip_reason))
         else:
             self._route(sched, req, decision)
         return req
@@ -249,7 +259,7 @@ class Scheduler:
         )
         if sched is None or not sched.task.enabled or trigger_gone:
             if queued.row is not None:
-                queued.row.add_done_callback(_retrieve)
+                queued.row.add_done_callback(retrieve)
             self.writer.post(
                 writes.finish_run(
                     queued.run_id,
@@ -287,17 +297,7 @@ class Scheduler:
     def adopt(self, rows: list[Run]) -> None:
         """Run the queued runs a dead daemon left (oldest first), each once."""
         for run in rows:
-            self.resume(
-                Queued(
-                    run.id,
-                    run.task,
-                    run.trigger,
-                    run.trigger_id,
-                    run.slot,
-                    run.attempt,
-                    payload=run.payload,
-                )
-            )
+            self.resume(Queued.of(run))
         if rows:
             log.info("%d queued run(s) left by the previous daemon resumed", len(rows))
 
@@ -328,6 +328,28 @@ class Scheduler:
             self._start(req.run_id)
 
     def _start(self, run_id: str) -> None:
+        """Launch a run the gate let through; a webhook run during a burst is paced."""
+        if self.pending[run_id][1].trigger == "webhook":
+            self.paced.append(run_id)
+            self._launch_paced()
+        else:
+            self._launch(run_id)
+
+    def _launch_paced(self) -> None:
+        """Launch the paced webhook runs: at once when no burst is arriving, else one each
+        1/BURST_RATE s, so answering a burst of webhooks keeps most of the loop and its
+        runs drain mostly after it (within the global cap either way)."""
+        self._pace_timer = None
+        while self.paced and not self.stopping:
+            now = self.clock.monotonic()
+            if now - self.webhook_seen < BURST_QUIET and now < self.next_paced:
+                delay = self.next_paced - now
+                self._pace_timer = asyncio.get_running_loop().call_later(delay, self._launch_paced)
+                return
+            self.next_paced = now + 1 / BURST_RATE
+            self._launch(self.paced.popleft())
+
+    def _launch(self, run_id: str) -> None:
         sched, req = self.pending.pop(run_id)
         left = self.waiting.pop(sched.task.id, 1) - 1
         if left:
@@ -442,6 +464,8 @@ class Scheduler:
         sched = self.plan.tasks.get(task_id)
         if sched is None:
             return None
+        if kind == "webhook":
+            self.webhook_seen = self.clock.monotonic()
         req = self.dispatch(
             sched, trigger_id, None, kind=kind, payload=payload, delivery_id=delivery_id
         )
@@ -475,37 +499,3 @@ class Scheduler:
     @staticmethod
     def _actor(kind: str) -> str:
         return {"manual": "cli", "webhook": "webhook"}.get(kind, "schedule")
-
-
-# Queued runs a restarted daemon runs (once each) instead of marking them interrupted.
-RESUMED = ("webhook", "catch-up", "schedule", "retry")
-
-
-@dataclass
-class Queued:
-    """A run whose row is written `queued`: what `Scheduler.resume` needs to run it."""
-
-    run_id: str
-    task_id: str
-    trigger: str
-    trigger_id: str | None
-    slot: datetime | None
-    attempt: int = 1
-    payload: bytes | None = None
-    row: asyncio.Future[Run | None] | None = None  # the pending commit of its row, if any
-
-
-def _retrieve(row: asyncio.Future[Any]) -> None:
-    # A row nobody awaits any more: its failure was logged where it happened.
-    if not row.cancelled():
-        row.exception()
-
-
-def _log_skipped(task_id: str, run_id: str, reason: str, row: asyncio.Future[Run | None]) -> None:
-    if row.cancelled():
-        return
-    exc = row.exception()
-    if exc is not None:
-        log.error("%s: skipped run %s not recorded: %s", task_id, run_id, describe(exc))
-    elif row.result() is not None:
-        log.info("%s: run %s skipped: %s", task_id, run_id, reason)

@@ -24,9 +24,9 @@ from daycare_cli.core.policy import queue_full
 from daycare_cli.core.task import WebhookTrigger
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import describe
 
 log = logging.getLogger("daycare.server")
 

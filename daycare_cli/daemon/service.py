@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from daycare_cli.config import Config, load_config
 from daycare_cli.core.errors import UserError
 from daycare_cli.daemon.events import EventBus
-from daycare_cli.daemon.scheduler import RESUMED, Scheduler
+from daycare_cli.daemon.queued import RESUMED
+from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State

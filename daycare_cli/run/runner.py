@@ -8,21 +8,20 @@ spinner and the daemon's streaming control API show the same thing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from daycare_cli.config import Config
 from daycare_cli.core.prompt import Block, BlockResult, block_timeout, expand_prompt
+from daycare_cli.core.streak import StreakChange
 from daycare_cli.core.task import Task, effective_zone
 from daycare_cli.run.notify import (
     Notification,
@@ -31,14 +30,22 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
+from daycare_cli.run.rundir import RunContext, remove_dirs, write_file
 from daycare_cli.store import writes
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
 from daycare_cli.store.rows import Run
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed, describe
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
 
 log = logging.getLogger("daycare.runner")
 
+# log.jsonl is written out after these (and when the run ends): what a block or the model
+# did is on disk before the next step; one write, not one a line, for a run without blocks.
+FLUSH_AFTER = frozenset({"block.end", "model.end"})
+# What an outcome of `_execute` may hold, recorded in the run's row.
+RECORDED: tuple[str, ...] = ("error", "skip_reason", "output", "response", "model")
+RECORDED += ("input_tokens", "output_tokens", "isolation")
 SECRET_RE = re.compile(r"\$\{secret:([A-Za-z0-9_.-]+)\}")
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -59,33 +66,6 @@ class RunRequest:
     # The pending commit of the row the daemon wrote for this run: the row, or None when
     # its slot (or webhook delivery) had one already. None: the row is committed.
     row: asyncio.Future[Run | None] | None = None
-
-
-@dataclass
-class RunContext:
-    """Paths of one run's directory and its log."""
-
-    run_id: str
-    workspace: Path
-    run_dir: Path
-    files_dir: Path
-    artifacts_dir: Path
-    log_path: Path
-    secrets: list[str] = field(default_factory=list)
-    log: TextIO | None = None  # log.jsonl, open while the run runs
-
-    def close(self) -> None:
-        """Close the run's log (idempotent)."""
-        if self.log is not None:
-            with contextlib.suppress(OSError):
-                self.log.close()
-            self.log = None
-
-
-def _remove_dirs(paths: list[str]) -> None:
-    for path in paths:
-        if path:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 async def acquire_lock(lock: TaskLock, wait: float) -> None:
@@ -192,14 +172,22 @@ class Runner:
         finally:
             lock.release()
 
-    async def _settle_crash(self, task: Task, run_id: str, exc: Exception) -> Run:
-        """End a run that daycare itself failed (not its blocks or model): `failed`."""
+    @staticmethod
+    def _crashed(task: Task, run_id: str, exc: Exception) -> str:
+        """Log a failure of daycare itself (not of a block or the model); its error text.
+
+        An expected fault (a full disk, no file descriptors left) is one line; anything
+        else, a bug, gets its traceback.
+        """
         if isinstance(exc, OSError):
-            # Expected faults (disk full, no fds left): one line, no traceback.
             log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
         else:
             log.error("run %s of %s crashed", run_id, task.id, exc_info=exc)
-        error = f"internal error: {type(exc).__name__}: {describe(exc)}"
+        return f"internal error: {type(exc).__name__}: {describe(exc)}"
+
+    async def _settle_crash(self, task: Task, run_id: str, exc: Exception) -> Run:
+        """End a run whose bookkeeping failed before it could record an outcome."""
+        error = self._crashed(task, run_id, exc)
         return await self.writer.commit(
             writes.finish_run(
                 run_id,
@@ -217,6 +205,9 @@ class Runner:
         started = time.monotonic()
         # The start is recorded first: lateness is measured up to here, not after set-up.
         if not req.started:
+            started_detail = dict(
+                trigger=req.trigger, trigger_id=req.trigger_id, attempt=req.attempt
+            )
             await self.writer.commit(
                 writes.start_run(
                     run_id,
@@ -224,18 +215,10 @@ class Runner:
                     now=datetime.now(UTC),
                     task=task.id,
                     run_dir=self.paths.workspace(task.id) / "runs" / run_id,
-                    event=(
-                        self.actor,
-                        "run.started",
-                        {
-                            "trigger": req.trigger,
-                            "trigger_id": req.trigger_id,
-                            "attempt": req.attempt,
-                        },
-                    ),
+                    event=(self.actor, "run.started", started_detail),
                 )
             )
-        ctx = self._context(task, run_id)
+        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
         try:
             return await self._run_steps(req, ctx, started)
         finally:
@@ -246,7 +229,7 @@ class Runner:
         outcome: dict[str, Any] = {}
         try:
             # Directories and files off the loop: on a busy disk each takes milliseconds.
-            await asyncio.to_thread(self._prepare, ctx, req.payload)
+            await asyncio.to_thread(ctx.prepare, req.payload)
             self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
@@ -261,31 +244,25 @@ class Runner:
             self._record_cancelled(run_id, "run cancelled", ctx)
             raise
         except Exception as exc:  # a bug in a step, a full disk: the row still ends
-            if isinstance(exc, OSError):
-                log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
-            else:
-                log.exception("run %s crashed", run_id)
-            outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
+            outcome = {"status": "failed", "error": self._crashed(task, run_id, exc)}
 
         for key in ("skip_reason", "error", "output", "response"):
             if outcome.get(key):
                 outcome[key] = self._redact(str(outcome[key]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
-        run = await self.writer.commit(
-            writes.finish_run(
+        # The row, the failure streak and retention in one commit.
+        ended = await self.writer.commit(
+            writes.end_run(
                 run_id,
                 status=status,
+                actor=self.actor,
+                threshold=self.config.failure_streak,
+                keep=self.config.keep_runs,
+                max_age_days=int(self.config.max_age_days),  # retention counts whole days
                 now=datetime.now(UTC),
-                error=outcome.get("error"),
-                skip_reason=outcome.get("skip_reason"),
-                output=outcome.get("output"),
-                response=outcome.get("response"),
-                model=outcome.get("model"),
-                input_tokens=outcome.get("input_tokens"),
-                output_tokens=outcome.get("output_tokens"),
-                isolation=outcome.get("isolation"),
                 event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
+                **{key: outcome.get(key) for key in RECORDED},
             )
         )
         self._emit(
@@ -296,35 +273,13 @@ class Runner:
             error=outcome.get("error"),
             skip_reason=outcome.get("skip_reason"),
         )
-        await self._deliver(task, run, outcome, ctx)
-        await self._prune(task.id)
-        return run
-
-    def _context(self, task: Task, run_id: str) -> RunContext:
-        """The paths of a run (nothing is created yet)."""
-        workspace = self.paths.workspace(task.id)
-        run_dir = workspace / "runs" / run_id
-        return RunContext(
-            run_id=run_id,
-            workspace=workspace,
-            run_dir=run_dir,
-            files_dir=workspace / "files",
-            artifacts_dir=run_dir / "artifacts",
-            log_path=run_dir / "log.jsonl",
-            secrets=[],
-        )
-
-    def _prepare(self, ctx: RunContext, payload: bytes | None) -> None:
-        """Make the run's directories and its memory file, write the webhook payload, and
-        open the run's log (kept open for the run: one open, not one per event)."""
-        for d in (ctx.files_dir, ctx.artifacts_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        memory = ctx.workspace / "memory.md"
-        if not memory.exists():
-            memory.touch()
-        if payload is not None:
-            (ctx.run_dir / "payload.json").write_bytes(payload)
-        ctx.log = ctx.log_path.open("a", encoding="utf-8")
+        # Off the loop: on a busy disk, writing out the log or removing a directory tree
+        # takes milliseconds.
+        await asyncio.to_thread(ctx.close)
+        if ended.doomed:
+            await asyncio.to_thread(remove_dirs, ended.doomed)
+        await self._deliver(task, ended.run, ended.change, ctx)
+        return ended.run
 
     def _resolve_env(self, task: Task, ctx: RunContext) -> dict[str, str]:
         """The task's env with `${secret:NAME}` taken from config; unknown secrets are errors."""
@@ -413,7 +368,7 @@ class Runner:
             outcome["isolation"] = isolation
             text = expansion.text
             if expansion.skipped:
-                (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
+                await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
                 return {
                     **outcome,
                     "status": "skipped",
@@ -423,7 +378,7 @@ class Runner:
         else:
             text = task.body
         # What is recorded never holds a secret; the model gets `text` (see redact_input).
-        (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
+        await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
         outcome["output"] = text
         if block_errors:
             outcome["error"] = "; ".join(block_errors)
@@ -473,7 +428,7 @@ class Runner:
         # is not a response (as with a block's skip, its output is discarded).
         response = result.response if result.status != "skipped" else ""
         if response:
-            (ctx.run_dir / "response.md").write_text(self._redact(response, ctx), "utf-8")
+            await write_file(ctx.run_dir / "response.md", self._redact(response, ctx))
         outcome.update(
             model=model,
             response=response or None,
@@ -532,40 +487,16 @@ class Runner:
             "run": ctx.run_id,
             **redact_values(fields, self._secrets(ctx)),
         }
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with contextlib.suppress(OSError):
-            if ctx.log is not None:
-                ctx.log.write(line)
-                ctx.log.flush()  # a reader of the file sees each event as it happens
-            else:
-                with ctx.log_path.open("a", encoding="utf-8") as f:
-                    f.write(line)
+        ctx.log_line(
+            json.dumps(record, ensure_ascii=False, default=str), flush=event in FLUSH_AFTER
+        )
         if self.on_event is not None:
             try:
                 self.on_event(record)
             except Exception:  # a broken listener must not break the run
                 log.exception("event listener failed")
 
-    async def _deliver(
-        self, task: Task, run: Run | None, outcome: dict[str, Any], ctx: RunContext
-    ) -> None:
-        if run is None:
-            return
-        threshold = self.config.failure_streak
-        change = await self.writer.commit(
-            writes.record_outcome(task.id, run.status, run.id, threshold=threshold)
-        )
-        if change.event == "failure-streak":
-            self.writer.post(
-                writes.add_event(
-                    self.actor,
-                    "task.flagged",
-                    task=task.id,
-                    run=run.id,
-                    detail={"streak": threshold},
-                ),
-                "a task.flagged event",
-            )
+    async def _deliver(self, task: Task, run: Run, change: StreakChange, ctx: RunContext) -> None:
         if not task.notify:
             return
         body_text = run.response or run.output or ""
@@ -590,11 +521,3 @@ class Runner:
                 ),
                 "a notify.failed event",
             )
-
-    async def _prune(self, task_id: str) -> None:
-        keep = self.config.keep_runs
-        days = int(self.config.max_age_days)  # retention counts whole days
-        doomed = await self.writer.commit(writes.prune(task_id, keep=keep, max_age_days=days))
-        if doomed:
-            # Off the loop: removing a directory tree can take milliseconds on a busy disk.
-            await asyncio.to_thread(_remove_dirs, doomed)

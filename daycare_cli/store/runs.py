@@ -12,7 +12,6 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from daycare_cli.store.rows import (
     Run,
     aware_now,
     duration_ms,
+    parse_time,
     slot_text,
     stamp,
 )
@@ -120,11 +120,12 @@ def insert_run(
     skip_reason: str | None = None,
     run_id: str | None = None,
     payload: bytes | None = None,
+    run_dir: Callable[[str], str | Path] | None = None,
 ) -> Run | None:
     """Insert a run row; None when its slot exists.
 
     `run_id` is used as given (the daemon draws ids ahead; one process never repeats
-    one); otherwise an id is drawn here.
+    one); otherwise an id is drawn here. `run_dir(run_id)` is where its files go.
     """
     if slot is not None:
         taken = db.execute(
@@ -138,10 +139,13 @@ def insert_run(
         if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
             run_id = None
     at = stamp(now)
+    directory = None if run_dir is None else str(run_dir(run_id))
+    started = at if status == "running" else None
+    finished = None if status in ACTIVE_STATUSES else at
     db.execute(
         """INSERT INTO runs (id, task, trigger, trigger_id, slot, attempt, status,
-               queued_at, started_at, finished_at, skip_reason, pid, payload)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               queued_at, started_at, finished_at, skip_reason, pid, payload, run_dir)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             run_id,
             task,
@@ -151,14 +155,40 @@ def insert_run(
             attempt,
             status,
             at,
-            at if status == "running" else None,
-            None if status in ACTIVE_STATUSES else at,
+            started,
+            finished,
             skip_reason,
             pid,
             payload,
+            directory,
         ),
     )
-    return _select(db, run_id)
+    # The row as it now reads, without reading it back (a webhook burst writes thousands).
+    queued_at = datetime.fromisoformat(at)
+    return Run(
+        id=run_id,
+        task=task,
+        trigger=trigger,
+        trigger_id=trigger_id,
+        slot=parse_time(slot),
+        attempt=attempt,
+        status=status,
+        queued_at=queued_at,
+        started_at=queued_at if started else None,
+        finished_at=queued_at if finished else None,
+        duration_ms=None,
+        skip_reason=skip_reason,
+        error=None,
+        model=None,
+        input_tokens=None,
+        output_tokens=None,
+        output=None,
+        response=None,
+        run_dir=directory,
+        pid=pid,
+        isolation=None,
+        payload=payload,
+    )
 
 
 def create_run(
@@ -199,6 +229,7 @@ def create_run(
         skip_reason=skip_reason,
         run_id=run_id,
         payload=payload,
+        run_dir=run_dir,
     )
     if run is None:
         return None
@@ -206,10 +237,6 @@ def create_run(
         webhooks.insert_delivery(db, task, delivery_id, run.id, now)
     if event is not None:
         insert_event(db, event, task=task, run=run.id, now=now)
-    if run_dir is not None:
-        directory = str(run_dir(run.id))
-        db.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (directory, run.id))
-        run = replace(run, run_dir=directory)
     if remember_slot and slot is not None and trigger_id is not None:
         taskstate.remember_slot(db, task, trigger_id, slot)
     return run

@@ -2,9 +2,9 @@
 
 The daemon builds its writes as transactions (`writes.py`) and hands them here. One
 thread owns a connection of its own and commits whatever has queued up in one write
-transaction (group commit), each transaction in a savepoint so a bad one fails alone,
-and hands the results back to the event loop. The loop never waits on the disk: it
-awaits a future, or does not wait at all (`post`).
+transaction (group commit; a transaction that raises fails alone, the others are
+committed without it), and hands the results back to the event loop. The loop never
+waits on the disk: it awaits a future, or does not wait at all (`post`).
 
 When a commit fails for a reason outside the transaction (disk full, read-only file,
 the database locked past the busy timeout, an I/O error), nothing is lost: the batch
@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from daycare_cli.store.database import StateError, opening
+from daycare_cli.store.database import StateLost, describe, is_fault, opening
 from daycare_cli.store.state import State
 from daycare_cli.store.writes import Transaction
 
@@ -46,7 +46,7 @@ log = logging.getLogger("daycare.state")
 T = TypeVar("T")
 
 RETRY_LIMIT = 300.0  # seconds of failing writes before the daemon gives up (config)
-MAX_BATCH = 512  # transactions in one commit
+MAX_BATCH = 64  # transactions in one commit (a bound on the wait for a commit)
 MAX_PENDING = 100_000  # transactions waiting before the writer gives up (memory bound)
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
@@ -54,36 +54,9 @@ STALL_AFTER = 2.0  # a commit taking longer than this (a lock held elsewhere) is
 CHECK_EVERY = 2.0  # an idle writer still looks whether state.db was deleted this often
 LOG_EVERY = 60.0  # while writes fail, one log line a minute
 
-# SQLite's primary result codes that mean "the disk or the file failed, try again later",
-# not "this transaction is wrong": BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN,
-# PROTOCOL.
-FAULT_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
-_FAULT_WORDS = ("locked", "busy", "readonly", "disk", "full", "unable to open", "i/o")
-
 
 class WriterClosed(RuntimeError):
     """The writer stopped before this transaction was committed."""
-
-
-class StateLost(RuntimeError):
-    """state.db was deleted or replaced while the daemon had it open."""
-
-
-def is_fault(exc: BaseException) -> bool:
-    """True for a failure of the disk or the file (retry later), not of a transaction."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None:
-            return (code & 0xFF) in FAULT_CODES
-        return any(word in str(exc).lower() for word in _FAULT_WORDS)
-    return isinstance(exc, OSError | StateError | MemoryError)
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a log or a status: what failed, without a traceback."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 class StateWriter(Protocol):
@@ -409,32 +382,34 @@ class ThreadWriter:
                 self._cond.wait(seconds)
 
     def _commit(self, batch: list[_Item]) -> list[tuple[bool, Any]]:
-        """Run the batch in one write transaction, each item in a savepoint.
+        """Run the batch in one write transaction; the outcome of each item, in order.
 
-        An item that raises for its own reasons is rolled back alone and fails alone;
-        a fault of the disk or file raises (the whole batch is rolled back and retried).
+        An item that raises for its own reasons fails alone: the transaction is rolled
+        back and the batch run again without it (rare, so no savepoint per item). A
+        fault of the disk or the file raises: the whole batch is rolled back, to be
+        tried again.
         """
         if self._db is None:
             self._db = self._connect()
         db = self._db
-        outcomes: list[tuple[bool, Any]] = []
+        failed: dict[int, Exception] = {}
         self._committing_since = time.monotonic()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                db.execute("SAVEPOINT item")
+            while True:
+                values: dict[int, Any] = {}
+                db.execute("BEGIN IMMEDIATE")
                 try:
-                    value = item.transaction(db)
+                    for index, item in enumerate(batch):
+                        if index not in failed:
+                            values[index] = item.transaction(db)
                 except Exception as exc:
                     if is_fault(exc):
                         raise
-                    db.execute("ROLLBACK TO item")
-                    db.execute("RELEASE item")
-                    outcomes.append((False, exc))
-                else:
-                    db.execute("RELEASE item")
-                    outcomes.append((True, value))
-            db.execute("COMMIT")
+                    failed[index] = exc
+                    db.execute("ROLLBACK")
+                    continue
+                db.execute("COMMIT")
+                break
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 if db.in_transaction:
@@ -451,7 +426,10 @@ class ThreadWriter:
             raise
         finally:
             self._committing_since = None
-        return outcomes
+        return [
+            (False, failed[index]) if index in failed else (True, values[index])
+            for index in range(len(batch))
+        ]
 
     def _failed(self, exc: Exception, last_log: float, attempt_started: datetime) -> float:
         """Record a failed attempt; log the first and then one line a minute.

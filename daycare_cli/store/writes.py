@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -164,6 +165,49 @@ def finish_run(
         event=event,
         only_active=only_active,
     )
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What ending a run wrote: the finished row, the streak change, the directories that
+    retention freed (for the caller to delete)."""
+
+    run: Run
+    change: StreakChange
+    doomed: list[str]
+
+
+def end_run(
+    run_id: str,
+    *,
+    status: str,
+    actor: str,
+    threshold: int = DEFAULT_THRESHOLD,
+    keep: int = 100,
+    max_age_days: float = 30,
+    now: datetime | None = None,
+    event: Ledger | None = None,
+    **fields: Any,
+) -> Transaction[RunEnd]:
+    """A run's whole ending in one commit: `finish_run` (with `fields`), then
+    `record_outcome` (a `task.flagged` event by `actor` when the streak reaches
+    `threshold`), then `prune` of its task."""
+    at = aware_now(now)
+    finish = finish_run(run_id, status=status, now=at, event=event, **fields)
+    cutoff = stamp(at - timedelta(days=max_age_days))
+
+    def tx(db: sqlite3.Connection) -> RunEnd:
+        run = finish(db)
+        change = taskstate.record_outcome(db, run.task, run.status, run.id, threshold)
+        if change.event == "failure-streak":
+            flagged = (actor, "task.flagged", {"streak": threshold})
+            ledger.insert_event(db, flagged, task=run.task, run=run.id, now=at)
+        doomed: list[str] = []
+        if retention.needs_pruning(db, run.task, keep, cutoff):
+            doomed = retention.prune(db, run.task, keep, cutoff)
+        return RunEnd(run, change, doomed)
+
+    return tx
 
 
 def set_run_dir(run_id: str, run_dir: str | Path) -> Transaction[None]:

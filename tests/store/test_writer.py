@@ -21,8 +21,9 @@ import pytest
 
 from daycare_cli.core.errors import NotFoundError
 from daycare_cli.store import writes
+from daycare_cli.store.database import is_fault
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import ThreadWriter, WriterClosed, is_fault
+from daycare_cli.store.writer import ThreadWriter, WriterClosed
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

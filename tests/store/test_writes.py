@@ -31,10 +31,12 @@ def at(seconds: float) -> datetime:
 def test_settle_interrupts_running_runs_and_resumes_the_queued_ones_it_may(
     state: State,
 ) -> None:
-    running = state.create_run("t", "schedule", "cron", at(0), status="running", pid=DEAD)
-    hook = state.create_run("t", "webhook", "hook", status="queued", pid=DEAD, payload=b"{}")
-    manual = state.create_run("t", "manual", status="queued", pid=DEAD)
-    other = state.create_run("t", "webhook", "hook", status="queued", pid=ALIVE)
+    running = state.create_run(
+        "t", "schedule", "cron", at(0), status="running", pid=DEAD, now=at(0)
+    )
+    hook = state.create_run("t", "webhook", "hook", pid=DEAD, payload=b"{}", now=at(1))
+    manual = state.create_run("t", "manual", status="queued", pid=DEAD, now=at(2))
+    other = state.create_run("t", "webhook", "hook", status="queued", pid=ALIVE, now=at(3))
     assert running and hook and manual and other
 
     interrupted, adopted = state.settle_stale(
