@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from daycare_cli.store import writes
 from daycare_cli.store.database import describe
 from daycare_cli.store.rows import Run
+from daycare_cli.store.writes import Transaction
 
 log = logging.getLogger("daycare.daemon")
 
@@ -60,3 +62,18 @@ def log_skipped(task_id: str, run_id: str, reason: str, row: asyncio.Future[Run 
         log.error("%s: skipped run %s not recorded: %s", task_id, run_id, describe(exc))
     elif row.result() is not None:
         log.info("%s: run %s skipped: %s", task_id, run_id, reason)
+
+
+def unrun(run_id: str, status: str, why: str) -> Transaction[Run]:
+    """End a queued run that will not run here (`cancelled`, `skipped`, `interrupted`),
+    saying why, with its `run.finished` event; a run that ended meanwhile keeps its end."""
+    key = "skip_reason" if status == "skipped" else "error"
+    event = ("daemon", "run.finished", {"status": status, key: why})
+    return writes.finish_run(
+        run_id,
+        status=status,
+        only_active=True,
+        event=event,
+        error=why if key == "error" else None,
+        skip_reason=why if key == "skip_reason" else None,
+    )

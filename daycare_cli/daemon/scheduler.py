@@ -29,7 +29,7 @@ from daycare_cli.core.schedule import next_fires, slots_between
 from daycare_cli.core.task import CronTrigger, EveryTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
-from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve
+from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
@@ -260,15 +260,8 @@ class Scheduler:
         if sched is None or not sched.task.enabled or trigger_gone:
             if queued.row is not None:
                 queued.row.add_done_callback(retrieve)
-            self.writer.post(
-                writes.finish_run(
-                    queued.run_id,
-                    status="cancelled",
-                    error="its task or trigger was removed or disabled before the run started",
-                    only_active=True,
-                ),
-                f"the cancellation of run {queued.run_id}",
-            )
+            error = "its task or trigger was removed or disabled before the run started"
+            self.writer.post(unrun(queued.run_id, "cancelled", error), f"run {queued.run_id}")
             log.info("%s: queued run %s cancelled: task changed", queued.task_id, queued.run_id)
             return
         req = RunRequest(
@@ -284,12 +277,7 @@ class Scheduler:
         decision = self._decide(sched, queued.trigger)
         if decision == "skip":
             reason = f"a run of this task is still active (overlap: {sched.task.overlap})"
-            self.writer.post(
-                writes.finish_run(
-                    queued.run_id, status="skipped", skip_reason=reason, only_active=True
-                ),
-                f"the skip of run {queued.run_id}",
-            )
+            self.writer.post(unrun(queued.run_id, "skipped", reason), f"run {queued.run_id}")
             log.info("%s: run %s skipped: %s", sched.task.id, queued.run_id, reason)
             return
         self._route(sched, req, decision)
@@ -483,12 +471,7 @@ class Scheduler:
         waiting += [req for sched in self.plan.tasks.values() for req in sched.queued]
         for req in waiting:
             if req.run_id and req.trigger not in RESUMED:
-                self.writer.post(
-                    writes.finish_run(
-                        req.run_id, status="interrupted", error=error, only_active=True
-                    ),
-                    f"the interruption of run {req.run_id}",
-                )
+                self.writer.post(unrun(req.run_id, "interrupted", error), f"run {req.run_id}")
 
     def queue_depth(self, task_id: str) -> int:
         """Runs of a task waiting to start (overlap queue plus the global gate)."""

@@ -289,11 +289,13 @@ class Daemon:
                 await asyncio.wait(still, timeout=5)
             for run_id, t in active:
                 if t in still:
+                    error = "daemon stopped before the run finished"
                     self.writer.post(
                         writes.finish_run(
                             run_id,
                             status="interrupted",
-                            error="daemon stopped before the run finished",
+                            error=error,
+                            event=("daemon", "run.finished", {"status": "interrupted"}),
                         ),
                         f"the interruption of run {run_id}",
                     )

@@ -370,8 +370,9 @@ def settle_stale(
     pid: int,
     now: datetime,
 ) -> tuple[list[Run], list[Run]]:
-    """Interrupt stale running runs and the stale queued ones `adopt` refuses; the queued
-    ones it accepts become `pid`'s. Returns (interrupted, adopted)."""
+    """Interrupt stale running runs and the stale queued ones `adopt` refuses (each with a
+    `run.finished` event); the queued ones it accepts become `pid`'s. Returns
+    (interrupted, adopted)."""
     interrupted: list[Run] = []
     adopted: list[Run] = []
     for row in _stale_rows(db, alive):
@@ -379,7 +380,10 @@ def settle_stale(
             db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row["id"]))
             adopted.append(_select(db, row["id"]))
         else:
-            interrupted.append(_interrupt(db, row, now))
+            run = _interrupt(db, row, now)
+            detail = {"status": run.status, "error": run.error}
+            insert_event(db, ("daemon", "run.finished", detail), task=run.task, run=run.id, now=now)
+            interrupted.append(run)
     return interrupted, adopted
 
 

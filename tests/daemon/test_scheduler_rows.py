@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daycare_cli.config import load_config
 from daycare_cli.daemon.plan import Fire
-from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.daemon.scheduler import BURST_RATE, Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
 
@@ -71,3 +72,34 @@ def test_queued_runs_of_a_dead_daemon_run_once_or_end_with_a_reason(tmp_path: Pa
     assert runs["hook"].status == "succeeded" and "n=7" in (runs["hook"].output or "")
     assert runs["removed"].status == "cancelled"
     assert "removed or disabled" in (runs["removed"].error or "")
+
+
+def test_webhook_runs_start_paced_while_a_burst_arrives(tmp_path: Path) -> None:
+    hook = "---\ntriggers:\n  - webhook: true\noverlap: allow\nexecute: false\nmodel: none\n"
+    paths = make_home(tmp_path, {"hook": hook + "---\nhi\n"})
+    (tmp_path / "config.toml").write_text("max_concurrent_runs = 40\n")
+
+    async def main() -> tuple[State, float]:
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.plan.load_all(starting=True)
+        start = time.monotonic()
+        for _ in range(10):  # a burst: 40 requests over ~90 ms, room for all in the cap
+            for _ in range(4):
+                scheduler.enqueue("hook", kind="webhook", trigger_id="webhook", payload=b"{}")
+            await asyncio.sleep(0.01)
+        burst = time.monotonic() - start
+        while scheduler.runs or scheduler.pending:
+            await asyncio.gather(*scheduler.runs.values())
+            await asyncio.sleep(0.01)
+        return state, burst
+
+    state, burst = asyncio.run(main())
+    runs = state.list_runs(limit=None)
+    assert len(runs) == 40 and {r.status for r in runs} == {"succeeded"}
+    starts = sorted(r.started_at for r in runs if r.started_at)
+    first = starts[0]
+    # While requests arrived, runs started at most BURST_RATE a second (plus the first).
+    during = [s for s in starts if (s - first).total_seconds() < burst]
+    assert len(during) <= burst * BURST_RATE + 2, (len(during), burst)
+    assert len(during) < 40  # without pacing all 40 would have started at once
