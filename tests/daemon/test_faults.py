@@ -17,6 +17,8 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,9 +90,11 @@ def test_state_locked_for_a_while_is_reported_then_every_slot_of_it_is_recorded(
     daemon: DaemonHome,
 ) -> None:
     daemon.write("tick", EVERY.format(extra=""))
+    daemon.write("hook", "---\ntriggers:\n  - webhook: true\nexecute: false\n---\npush\n")
     daemon.start()
     daemon.wait_for(lambda: len(daemon.runs("tick", status="succeeded")) >= 2, 10, "two runs")
     assert state_health(daemon) == {"healthy": True, "error": None}
+    url = daemon.cli("webhook", "url", "hook").stdout.strip()
 
     other = hold_write_lock(daemon.home / "state.db")
     start = time.monotonic()
@@ -98,6 +102,8 @@ def test_state_locked_for_a_while_is_reported_then_every_slot_of_it_is_recorded(
     while time.monotonic() - start < 9:
         seen.append((time.monotonic() - start, state_health(daemon)))
         time.sleep(0.25)
+    # A webhook is not promised while nothing can be written: 503, try again later.
+    refused = post(url)
     other.execute("ROLLBACK")
     other.close()
     released = datetime.now(UTC)
@@ -123,6 +129,19 @@ def test_state_locked_for_a_while_is_reported_then_every_slot_of_it_is_recorded(
     log = daemon.output()
     assert "cannot write state.db" in log and "work again" in log
     assert "Traceback" not in log
+    assert refused[0] == 503 and refused[1].get("Retry-After")
+    assert daemon.runs("hook") == []
+    assert post(url)[0] == 202  # and accepted again once writes work
+
+
+def post(url: str) -> tuple[int, dict[str, str]]:
+    """POST an empty JSON body; the status and headers of the answer."""
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
 
 
 def test_writes_failing_past_the_limit_exit_non_zero_and_the_restart_catches_up(
