@@ -228,17 +228,15 @@ BLOCK = (
 
 
 @pytest.fixture
-def disk_home(tmp_path: Path) -> Iterator[DaemonHome]:
-    """A daemon home on its own 32 MiB tmpfs."""
-    from conftest import DaemonHome, _teardown
-
-    with tmpfs(tmp_path / "home", "32m") as mount:
-        home = DaemonHome(tmp_path)  # tasks/ and config.toml on the tmpfs
-        home.disk = mount  # type: ignore[attr-defined]
+def disk_home(daemon: DaemonHome) -> Iterator[DaemonHome]:
+    """The daemon's home on its own 32 MiB tmpfs."""
+    with tmpfs(daemon.home, "32m"):
+        daemon.tasks.mkdir()  # the mount hides what the fixture made
+        daemon.config.write_text(daemon.CONFIG)
         try:
-            yield home
+            yield daemon
         finally:
-            _teardown(home)
+            daemon.stop()
 
 
 def test_a_full_disk_is_reported_and_every_slot_of_it_is_recorded_after(
