@@ -1,6 +1,6 @@
 """Chaos: 50 kill -9s of the daemon mid-run (DESIGN.md §10, reliability).
 
-A temporary home with three tasks:
+A temporary home (retention off, so every row stays to be checked) with three tasks:
 - `every-1s`: `every: 1s`, `catch_up: all` (window 1 h), a block that sleeps 0.3 s, so a
   kill often lands while a run's process runs;
 - `every-2s`: `every: 2s`, `catch_up: all` (window 1 h), no block (bookkeeping only);
@@ -103,7 +103,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="daycare-chaos-") as tmp:
         home = Path(tmp) / "home"
         (home / "tasks").mkdir(parents=True)
-        (home / "config.toml").write_text("[webhook]\nport = 0\n")
+        # Retention off (it keeps the newest 100 rows by queue time, and a catch-up run is
+        # queued after the slots it follows): every row stays for the checks.
+        (home / "config.toml").write_text("[webhook]\nport = 0\n[retention]\nkeep_runs = 100000\n")
         for name, text in TASKS.items():
             (home / "tasks" / f"{name}.md").write_text(text)
         for _ in range(args.kills):
