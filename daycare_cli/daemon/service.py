@@ -280,6 +280,8 @@ class Daemon:
         scheduler.wake.set()
         watcher_stop.set()
         grace = float(self.config.get("daemon.grace_period"))
+        if self.writer.fatal is not None:
+            grace = 0.0  # [6] runs cannot record anything any more: no use waiting for them
         active = list(scheduler.runs.items())
         if active:
             _done, still = await asyncio.wait([t for _, t in active], timeout=grace)

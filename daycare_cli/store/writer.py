@@ -250,20 +250,22 @@ class ThreadWriter:
         """
         with self._cond:
             self._closing = True
-            self._abandon = self._lost  # nothing can be written any more: do not wait
+            # Given up (or the file is gone): nothing more will be written, do not wait.
+            self._abandon = self._lost or self.fatal is not None
             self._cond.notify()
         thread = self._thread
         if thread is not None:
-            await asyncio.to_thread(thread.join, timeout)
-            if thread.is_alive():
+            await asyncio.to_thread(thread.join, 0.5 if self._abandon else timeout)
+            if thread.is_alive() and not self._abandon:
                 with self._cond:
                     self._abandon = True
                     self._cond.notify()
                 # A commit in progress ends within the busy timeout.
                 await asyncio.to_thread(thread.join, 10.0)
         self._thread = None
-        left = list(self._queue)
-        self._queue.clear()
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
         self._fail_all(left, WriterClosed("the daemon stopped before they were written"))
         if self._db is not None and (thread is None or not thread.is_alive()):
             with contextlib.suppress(sqlite3.Error):
