@@ -19,6 +19,7 @@ from daycare_cli.daemon.events import EventBus
 from daycare_cli.daemon.queued import RESUMED
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store import writes
+from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
 from daycare_cli.store.writer import ThreadWriter
@@ -125,9 +126,17 @@ class Daemon:
         # [6] Runs a dead process left: running ones end `interrupted`, queued ones that
         # a 202 or a catch-up promised are resumed once the plan is loaded.
         me = os.getpid()
-        interrupted, adopted = state.settle_stale(
-            lambda pid: pid != me and pid_alive(pid), adopt=lambda run: run.trigger in RESUMED
-        )
+        try:
+            interrupted, adopted = state.settle_stale(
+                lambda pid: pid != me and pid_alive(pid), adopt=lambda run: run.trigger in RESUMED
+            )
+        except Exception as exc:
+            if not is_fault(exc):
+                raise
+            # A full disk, a locked file: exit 1, and systemd starts the daemon again.
+            log.error("cannot write state.db at start: %s", describe(exc))
+            state.close()
+            return 1
         for run in interrupted:
             log.warning(
                 "run %s of %s was left %s by a dead process: marked interrupted",

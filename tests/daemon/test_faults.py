@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -344,3 +345,27 @@ def test_fd_exhaustion_ends_runs_with_an_error_and_a_bounded_log(daemon: DaemonH
     fault_log = daemon.lines[first_line:]
     assert "Traceback" not in "\n".join(fault_log)
     assert len(fault_log) < 4 * len(rows) + 20
+
+
+def test_a_daemon_that_cannot_write_at_start_exits_1_with_the_reason(daemon: DaemonHome) -> None:
+    daemon.write("tick", EVERY.format(extra=""))
+    daemon.start()
+    daemon.wait_for(lambda: daemon.runs("tick", status="succeeded"), 10, "a run")
+    assert daemon.stop() == 0
+    other = hold_write_lock(daemon.home / "state.db")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "daycare_cli", "daemon", "run"],
+            env=daemon.env,
+            cwd=daemon.home,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert res.returncode == 1
+    assert "cannot write state.db at start: database is locked" in res.stderr
+    assert "Traceback" not in res.stderr
+    daemon.start()  # and starts once it can
