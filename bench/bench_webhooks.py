@@ -13,8 +13,8 @@ each phase against a fresh daemon:
 2. **saturation** (`wrk`, when installed): 1 thread, 32 connections, 4 s, as fast as the
    daemon answers; a Lua script counts statuses and saves the run id of each 202.
 3. **burst, every answer read** (an aiohttp client): 10,000 requests, 32 at a time.
-4. **kill -9 during the drain**: as 3, then `kill -9` once 1,000 runs have finished,
-   a restart, and the wait until the queue is empty.
+4. **kill -9 during the drain**: as 3, then `kill -9` once 1,000 runs have finished and
+   while a run is `running`, a restart, and the wait until the queue is empty.
 
 After each phase the benchmark waits until no run is queued or running, then matches the
 answers to the ledger (retention keeps only the newest 100 rows of a task; the ledger is
@@ -362,8 +362,12 @@ def main() -> None:
         out.mkdir()
         res = run_aiohttp(d.url(), args.requests, out)
         t0 = time.perf_counter()
-        while d.finished() < 1000 and time.perf_counter() - t0 < 300:
-            time.sleep(0.01)
+        running = "SELECT count(*) FROM runs WHERE status = 'running'"
+        # Past 1,000 finished runs, and at an instant when some run is running.
+        while time.perf_counter() - t0 < 300 and not (
+            d.finished() >= 1000 and d.query(running)[0][0]
+        ):
+            time.sleep(0.002)
         done_at_kill, waiting = d.finished(), d.active()
         d.kill()
         d.start()
