@@ -312,14 +312,16 @@ class ControlServer:
         if req is None or req.run_id is None:
             return web.json_response({"error": "could not start the run", "code": 1}, status=409)
         run_id = req.run_id
-        if req.row is not None:
-            await asyncio.shield(req.row)  # the row is committed before its id is given out
         if request.query.get("stream") != "1":
+            if req.row is not None:
+                await asyncio.shield(req.row)  # the row is committed before its id is given
             return web.json_response({"run": run_id}, status=202)
         # Subscribe before yielding to the loop, so no event of the run is missed.
         sub = self.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         try:
+            if req.row is not None:
+                await asyncio.shield(req.row)
             await resp.prepare(request)
             await resp.write(json.dumps({"event": "run.queued", "run": run_id}).encode() + b"\n")
             await self._pump(request, sub, resp, run_id)
