@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -27,6 +28,8 @@ class RunContext:
     log_path: Path
     secrets: list[str] = field(default_factory=list)
     log: TextIO | None = None
+    # `close` runs in a worker thread: a line logged meanwhile must not meet a half-closed file.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def of(cls, workspace: Path, run_id: str) -> RunContext:
@@ -55,21 +58,22 @@ class RunContext:
 
     def log_line(self, line: str, *, flush: bool = False) -> None:
         """Append one line to the run's log; a full disk loses the line, not the run."""
-        with contextlib.suppress(OSError):
+        with self._lock, contextlib.suppress(OSError):
             if self.log is not None:
                 self.log.write(line + "\n")
                 if flush:
                     self.log.flush()
-            else:  # before `prepare` opened it (or after a failure to)
+            else:  # before `prepare` opened it, or after `close`
                 with self.log_path.open("a", encoding="utf-8") as f:
                     f.write(line + "\n")
 
     def close(self) -> None:
         """Write out and close the run's log (idempotent)."""
-        if self.log is not None:
-            with contextlib.suppress(OSError):
-                self.log.close()
-            self.log = None
+        with self._lock:
+            if self.log is not None:
+                with contextlib.suppress(OSError):
+                    self.log.close()
+                self.log = None
 
 
 async def write_file(path: Path, text: str) -> None:
