@@ -1,34 +1,37 @@
-"""Webhook throughput: accepted requests/s and latency under load on loopback (DESIGN.md §10).
+"""Webhooks with the default config: accepted requests/s, latency, a burst of 10,000, and
+every 202 matched by exactly one run that ran, also across a kill -9 during the drain
+(DESIGN.md §10).
 
 A temporary home with one task (`triggers: [{webhook: true}]`, `overlap: allow`,
-`execute: false`, `model: none`, so a run is only its bookkeeping), `daycare daemon run`
-as a subprocess, and a load generator in a second process on loopback:
+`execute: false`, `model: none`, so a run is only its bookkeeping), the default config
+(`webhook.queue_size` 10,000, `max_concurrent_runs` 4; only the port is ephemeral),
+`daycare daemon run` as a subprocess, and the load from a second process on loopback,
+each phase against a fresh daemon:
 
-- `wrk` (when installed): one thread, 32 connections, for a fixed time (10 s); a Lua
-  script posts a small JSON body, counts statuses and collects the run id of every 202.
-  wrk stops at its deadline with up to 32 requests in flight, whose runs exist but whose
-  202s it never reads.
-- an aiohttp client: 32 concurrent requests, 5,000 in all, every response read, so the
-  match of 202s to runs is exact.
+1. **burst at 2,000/s** (`hey`, when installed): 10,000 requests offered at 2,000 a
+   second (32 workers at 63/s each); per-request times and statuses from its CSV.
+2. **saturation** (`wrk`, when installed): 1 thread, 32 connections, 4 s, as fast as the
+   daemon answers; a Lua script counts statuses and saves the run id of each 202.
+3. **burst, every answer read** (an aiohttp client): 10,000 requests, 32 at a time.
+4. **kill -9 during the drain**: as 3, then `kill -9` once 1,000 runs have finished and
+   while a run is `running`, a restart, and the wait until the queue is empty.
 
-Each against two daemon configurations:
-- default: `webhook.queue_size` 16, `max_concurrent_runs` 4: a flood is answered with
-  429 once 16 runs of the task wait, so the 202 rate is the rate the daemon runs them;
-- `webhook.queue_size` 1,000,000: every request is accepted and the runs drain later.
+After each phase the benchmark waits until no run is queued or running, then matches the
+answers to the ledger (retention keeps only the newest 100 rows of a task; the ledger is
+never pruned): every 202's run id has exactly one `run.fired` event, exactly one
+`run.started` event and a final status (`run.finished`; or, after a kill -9, a row marked
+`interrupted` at the restart), and no run exists without its 202 (wrk stops at its
+deadline with requests in flight: their runs exist, their 202s were never read).
 
-After the load, the benchmark waits until no run is queued or running, then checks that
-every run id answered with 202 has its run: retention keeps only the newest 100 rows of
-a task (older rows of the flood are pruned as it goes), so the check uses the ledger,
-which is never pruned: the `run.fired` event written with each run row, and the
-`run.finished` event with the run's final status.
-
-Run: `.venv/bin/python bench/bench_webhooks.py [--seconds 10] [--requests 5000]
-[--connections 32]`; prints Markdown.
+Run: `.venv/bin/python bench/bench_webhooks.py [--requests 10000] [--seconds 4]`; prints
+Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import shutil
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,8 @@ model: none
 Push received.
 """
 
+CONFIG = "[webhook]\nport = 0\n"  # the defaults otherwise; an ephemeral port
+
 WRK_LUA = r"""
 wrk.method = "POST"
 wrk.body = BODY_HERE
@@ -67,7 +73,6 @@ function setup(thread)
 end
 function init(args)
   counts = {}
-  ids = {}
   out = io.open(OUT_DIR .. "/ids-" .. id .. ".txt", "w")
 end
 function response(status, headers, body)
@@ -85,34 +90,37 @@ function done(summary, latency, requests)
   local parts = {}
   for k, v in pairs(agg) do table.insert(parts, string.format('"%s": %d', k, v)) end
   io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d, '
-    .. '"write_errors": %d, "timeouts": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
+    'RESULT {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d, '
     .. '"max_us": %d, "statuses": {%s}}\n',
-    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
-    summary.errors.write, summary.errors.timeout, latency:percentile(50),
-    latency:percentile(90), latency:percentile(99), latency.max, table.concat(parts, ", ")))
+    summary.requests, summary.duration, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout, latency:percentile(50),
+    latency:percentile(99), latency.max, table.concat(parts, ", ")))
 end
 """
 
-# A count-bounded load generator (also the fallback without wrk): a separate Python
-# process with aiohttp, `conns` workers sharing `total` requests. Every response is read,
-# so every 202's run id is known; wrk stops at its deadline with requests in flight.
+# The count-bounded client that reads every answer: a separate Python process with
+# aiohttp, `conns` workers sharing `total` requests; it saves the run id of every 202.
 AIOHTTP_CHILD = r"""
 import asyncio, json, sys, time
 import aiohttp
 
 url, total, conns, body, out_dir = sys.argv[1:6]
 total, conns = int(total), int(conns)
-lat, statuses, ids = [], {}, []
+lat, statuses, ids, errors = [], {}, [], 0
 left = total
 
 async def worker(session):
-    global left
+    global left, errors
     while left > 0:
         left -= 1
         t = time.perf_counter()
-        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-            data = await r.read()
+        try:
+            async with session.post(url, data=body,
+                                    headers={"Content-Type": "application/json"}) as r:
+                data = await r.read()
+        except aiohttp.ClientError:
+            errors += 1
+            continue
         lat.append(time.perf_counter() - t)
         statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
         if r.status == 202:
@@ -127,182 +135,260 @@ async def main():
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e6
     open(out_dir + "/ids-0.txt", "w").write("\n".join(ids) + "\n")
-    print("RESULT " + json.dumps({"requests": len(lat), "duration_us": int(dur * 1e6),
-        "connect_errors": 0, "read_errors": 0, "write_errors": 0, "timeouts": 0,
-        "p50_us": q(50), "p90_us": q(90), "p99_us": q(99), "max_us": lat[-1] * 1e6,
+    print("RESULT " + json.dumps({"requests": len(lat) + errors, "duration_us": int(dur * 1e6),
+        "errors": errors, "p50_us": q(50), "p99_us": q(99), "max_us": lat[-1] * 1e6,
         "statuses": statuses}))
 
 asyncio.run(main())
 """
 
 
-def load(
-    url: str, args: argparse.Namespace, out_dir: Path, count: int | None
-) -> tuple[str, dict[str, Any]]:
-    """Run a load generator in its own process; returns its name and its result.
+@dataclass
+class Daemon:
+    """A fresh home with the bench task and a running daemon."""
 
-    `count` None: wrk for `args.seconds`; a number: the aiohttp client for that many
-    requests (also used when wrk is missing, then for `args.requests`).
-    """
-    conns = args.connections
-    if count is None and shutil.which("wrk"):
-        script = out_dir / "post.lua"
-        script.write_text(
-            WRK_LUA.replace("BODY_HERE", json.dumps(BODY)).replace(
-                "OUT_DIR", json.dumps(str(out_dir))
-            )
+    home: Path
+    proc: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc, self.lines, ready = start_daemon(self.home)
+        if not ready.wait(60) or self.proc.poll() is not None:
+            sys.exit("daemon did not start:\n" + "\n".join(self.lines[-20:]))
+
+    def url(self) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+        env["DAYCARE_HOME"] = str(self.home)
+        res = subprocess.run(
+            [str(DAYCARE), "webhook", "url", "hook"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{args.seconds:g}s", "-s", str(script), url]
-        name = f"wrk 4.1, 1 thread, {conns} connections, {args.seconds:g} s"
-    else:
-        total = count or args.requests
-        cmd = [sys.executable, "-c", AIOHTTP_CHILD, url, str(total), str(conns), BODY]
-        cmd.append(str(out_dir))
-        name = f"aiohttp client, {conns} concurrent, {total} requests"
+        return res.stdout.strip()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.home / "state.db", timeout=30)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+    def active(self) -> int:
+        return int(
+            self.query("SELECT count(*) FROM runs WHERE status IN ('queued','running')")[0][0]
+        )
+
+    def finished(self) -> int:
+        rows = self.query("SELECT count(*) FROM events WHERE kind = 'run.finished'")
+        return int(rows[0][0])
+
+    def drain(self, timeout: float = 900) -> float:
+        """Wait until no run is queued or running; seconds it took."""
+        t0 = time.perf_counter()
+        while self.active() and time.perf_counter() - t0 < timeout:
+            time.sleep(0.1)
+        return time.perf_counter() - t0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+def fresh(tmp: Path, name: str) -> Daemon:
+    home = tmp / name
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text(CONFIG)
+    (home / "tasks" / "hook.md").write_text(TASK)
+    daemon = Daemon(home)
+    daemon.start()
+    return daemon
+
+
+def run_hey(url: str, total: int, out_dir: Path) -> dict[str, Any]:
+    """10,000 requests offered at 2,000/s (32 workers x 63/s); times from hey's CSV."""
+    cmd = ["hey", "-n", str(total), "-c", "32", "-q", "63", "-m", "POST"]
+    cmd += ["-T", "application/json", "-d", BODY, "-o", "csv", url]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    dur = time.perf_counter() - t0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    lat = sorted(float(r["response-time"]) for r in rows)
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status-code"]] = statuses.get(r["status-code"], 0) + 1
+    offsets = [float(r["offset"]) for r in rows]
+    span = max(offsets) - min(offsets) if offsets else dur
+    return {
+        "generator": "hey, 32 workers at 63 req/s each (2,016/s offered)",
+        "requests": len(rows),
+        "seconds": span,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
+        "max_ms": lat[-1] * 1e3,
+        "statuses": statuses,
+        "errors": total // 32 * 32 - len(rows),
+        "ids": None,  # hey does not keep bodies: matched by count
+    }
+
+
+def run_child(cmd: list[str], name: str, out_dir: Path) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return name, json.loads(line[len("RESULT ") :])
-
-
-def one_config(
-    label: str, config: str, args: argparse.Namespace, tmp: Path, count: int | None
-) -> str:
-    """Start a daemon with `config`, load it, wait for the runs, check them; a Markdown row."""
-    home = tmp / "home"
-    (home / "tasks").mkdir(parents=True)
-    (home / "config.toml").write_text(config)
-    (home / "tasks" / "hook.md").write_text(TASK)
-    proc, lines, ready = start_daemon(home)
-    if not ready.wait(60) or proc.poll() is not None:
-        sys.exit("daemon did not start:\n" + "\n".join(lines[-20:]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-    env["DAYCARE_HOME"] = str(home)
-    url = subprocess.run(
-        [str(DAYCARE), "webhook", "url", "hook"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    out_dir = home / "load"
-    out_dir.mkdir()
-    t0 = time.perf_counter()
-    gen, res = load(url, args, out_dir, count)
-    load_s = time.perf_counter() - t0
-    # Wait until every accepted run has finished (queued and running rows are never pruned).
-    db = sqlite3.connect(home / "state.db", timeout=30)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        active = db.execute(
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')"
-        ).fetchone()[0]
-        if active == 0:
-            break
-        time.sleep(0.1)
-    drained = time.perf_counter() - t0
-    answered: list[str] = []  # run ids of the 202s, in no particular order
+    res = json.loads(line[len("RESULT ") :])
+    ids: list[str] = []
     for f in out_dir.glob("ids-*.txt"):
-        answered += [ln for ln in f.read_text().split() if ln]
-    ids = set(answered)
-    # Retention keeps the newest 100 runs of a task, so older rows of this flood are
-    # pruned while it runs; the ledger (never pruned) has a `run.fired` event for every
-    # run row created and a `run.finished` event with its final status.
-    fired_events = [
-        r[0]
-        for r in db.execute(
-            "SELECT run FROM events WHERE kind = 'run.fired' AND actor = 'webhook'"
-        ).fetchall()
-    ]
-    fired = set(fired_events)
-    finished: dict[str, int] = {}
-    for (detail,) in db.execute(
-        "SELECT detail FROM events WHERE kind = 'run.finished' AND actor = 'webhook'"
-    ).fetchall():
-        st = json.loads(detail)["status"]
-        finished[st] = finished.get(st, 0) + 1
-    rows_left = db.execute("SELECT count(*) FROM runs WHERE trigger = 'webhook'").fetchone()[0]
-    db.close()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+        ids += [ln for ln in f.read_text().split() if ln]
+    return {
+        "generator": name,
+        "requests": int(res["requests"]),
+        "seconds": int(res["duration_us"]) / 1e6,
+        "p50_ms": float(res["p50_us"]) / 1e3,
+        "p99_ms": float(res["p99_us"]) / 1e3,
+        "max_ms": float(res["max_us"]) / 1e3,
+        "statuses": {str(k): int(v) for k, v in res["statuses"].items()},
+        "errors": int(res["errors"]),
+        "ids": ids,
+    }
 
-    statuses = {str(k): int(v) for k, v in res["statuses"].items()}
-    accepted = statuses.get("202", 0)
-    seconds = int(res["duration_us"]) / 1e6
-    missing = ids - fired
-    extra = fired - ids
-    reused = len(fired_events) - len(fired)  # one run id given to two runs
-    ok = (
-        not missing
-        and not reused
-        and len(answered) == accepted
-        and len(ids) == accepted
-        and (count is not None or len(extra) <= args.connections)
+
+def run_wrk(url: str, seconds: float, out_dir: Path) -> dict[str, Any]:
+    script = out_dir / "post.lua"
+    script.write_text(
+        WRK_LUA.replace("BODY_HERE", json.dumps(BODY)).replace("OUT_DIR", json.dumps(str(out_dir)))
     )
-    if count is not None:
-        ok = ok and not extra
-    match = ("yes" if ok else "**no**") + (
-        f": {accepted} × 202, {len(ids)} distinct run ids, {len(fired_events)} runs created "
-        f"({len(missing)} ids without a run"
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "-s", str(script), url]
+    return run_child(cmd, f"wrk, 1 thread, 32 connections, {seconds:g} s", out_dir)
+
+
+def run_aiohttp(url: str, total: int, out_dir: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", AIOHTTP_CHILD, url, str(total), "32", BODY, str(out_dir)]
+    return run_child(cmd, f"aiohttp client, 32 at a time, {total} requests", out_dir)
+
+
+def match(daemon: Daemon, res: dict[str, Any], in_flight: int = 0) -> tuple[bool, str]:
+    """Every 202 matched by exactly one run that ran: the ledger against the answers."""
+
+    def per_run(kind: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for (run,) in daemon.query(f"SELECT run FROM events WHERE kind = '{kind}'"):
+            counts[run] = counts.get(run, 0) + 1
+        return counts
+
+    fired, started, ended = per_run("run.fired"), per_run("run.started"), per_run("run.finished")
+    interrupted = {r[0] for r in daemon.query("SELECT id FROM runs WHERE status = 'interrupted'")}
+    accepted = res["statuses"].get("202", 0)
+    twice = sum(1 for n in started.values() if n > 1) + sum(1 for n in fired.values() if n > 1)
+    unfinished = [r for r in fired if r not in ended]
+    never_started = [r for r in fired if r not in started]
+    ids = res["ids"]
+    if ids is None:  # counted: hey keeps no bodies
+        ok = len(fired) == accepted and not twice and not unfinished and not never_started
+        text = f"{accepted} × 202, {len(fired)} runs"
+    else:
+        answered = set(ids)
+        missing = answered - set(fired)
+        extra = set(fired) - answered
+        ok = (
+            len(ids) == accepted == len(answered)
+            and not missing
+            and len(extra) <= in_flight
+            and not twice
+            and not unfinished
+            and not never_started
+        )
+        text = f"{accepted} × 202, {len(answered)} distinct ids, {len(fired)} runs"
+        text += f", {len(missing)} ids without a run"
+        if extra:
+            text += f", {len(extra)} runs whose 202 was in flight at the generator's stop"
+    text += f"; started twice {twice}, never started {len(never_started)}"
+    text += f", unfinished {len(unfinished)}, interrupted by the kill {len(interrupted)}"
+    return ok, ("yes" if ok else "**no**") + ": " + text
+
+
+def row(phase: str, res: dict[str, Any], matched: str, drained: float, extra: str = "") -> str:
+    accepted = res["statuses"].get("202", 0)
+    refused = res["requests"] - accepted
+    st = ", ".join(f"{k}: {v}" for k, v in sorted(res["statuses"].items()))
+    return (
+        f"| {phase} | {res['generator']} | {res['requests']} in {res['seconds']:.2f} s "
+        f"| {accepted / res['seconds']:.0f} | {res['p50_ms']:.1f} | {res['p99_ms']:.1f} "
+        f"| {res['max_ms']:.0f} | {st}; refused {refused}, errors {res['errors']} "
+        f"| {matched}; queue empty {drained:.1f} s after the load{extra} |"
     )
-    if extra:
-        match += f"; {len(extra)} runs whose 202 the generator did not read: in flight at its stop"
-    if reused:
-        match += f"; **{reused} run id(s) given to two runs**"
-    match += ")"
-    errors = sum(int(res[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    st_text = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
-    fin_text = ", ".join(f"{k} {v}" for k, v in sorted(finished.items()))
-    daemon_errors = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln]
-    row = (
-        f"| {label} | {gen} | {res['requests']} in {seconds:.1f} s "
-        f"| {int(res['requests']) / seconds:.0f} | {accepted / seconds:.0f} "
-        f"| {float(res['p50_us']) / 1000:.1f} | {float(res['p99_us']) / 1000:.1f} "
-        f"| {float(res['max_us']) / 1000:.0f} | {st_text}; socket errors {errors} "
-        f"| {match}; finished: {fin_text}; the last {drained - load_s:.1f} s after the load; "
-        f"{rows_left} rows left after retention |"
-    )
-    if daemon_errors:
-        row += "\n\ndaemon errors:\n" + "\n".join(daemon_errors[:10]) + "\n"
-    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration")
-    parser.add_argument("--requests", type=int, default=5000, help="aiohttp client count")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=10000, help="requests of a burst")
+    parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration")
     args = parser.parse_args()
-    base = "[webhook]\nport = 0\n"  # an ephemeral port
-    unbounded = base + "queue_size = 1000000\n"
-    have_wrk = shutil.which("wrk") is not None
-    configs: list[tuple[str, str, int | None]] = []
-    if have_wrk:
-        configs += [
-            ("default (queue_size 16, max_concurrent_runs 4)", base, None),
-            ("queue_size 1,000,000", unbounded, None),
-        ]
-    configs += [
-        ("default (queue_size 16, max_concurrent_runs 4)", base, args.requests),
-        ("queue_size 1,000,000", unbounded, args.requests),
-    ]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="daycare-bench-hooks-") as tmp:
-        for n, (label, config, count) in enumerate(configs):
-            sub = Path(tmp) / str(n)
-            sub.mkdir()
-            rows.append(one_config(label, config, args, sub, count))
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="daycare-bench-hooks-") as tmpdir:
+        tmp = Path(tmpdir)
+        if shutil.which("hey"):
+            d = fresh(tmp, "hey")
+            out = d.home / "load"
+            out.mkdir()
+            res = run_hey(d.url(), args.requests, out)
+            drained = d.drain()
+            rows.append(row("burst at 2,000/s", res, match(d, res)[1], drained))
+            d.stop()
+        if shutil.which("wrk"):
+            d = fresh(tmp, "wrk")
+            out = d.home / "load"
+            out.mkdir()
+            res = run_wrk(d.url(), args.seconds, out)
+            drained = d.drain()
+            rows.append(row("saturation", res, match(d, res, in_flight=32)[1], drained))
+            d.stop()
+        d = fresh(tmp, "aiohttp")
+        out = d.home / "load"
+        out.mkdir()
+        res = run_aiohttp(d.url(), args.requests, out)
+        drained = d.drain()
+        rows.append(row("burst, every answer read", res, match(d, res)[1], drained))
+        d.stop()
+
+        d = fresh(tmp, "kill")
+        out = d.home / "load"
+        out.mkdir()
+        res = run_aiohttp(d.url(), args.requests, out)
+        t0 = time.perf_counter()
+        running = "SELECT count(*) FROM runs WHERE status = 'running'"
+        # Past 1,000 finished runs, and at an instant when some run is running.
+        while time.perf_counter() - t0 < 300 and not (
+            d.finished() >= 1000 and d.query(running)[0][0]
+        ):
+            time.sleep(0.002)
+        done_at_kill, waiting = d.finished(), d.active()
+        d.kill()
+        d.start()
+        drained = d.drain()
+        text = match(d, res)[1]
+        extra = f"; killed with {done_at_kill} runs finished and {waiting} queued or running"
+        rows.append(row("kill -9 during the drain", res, text, drained, extra))
+        d.stop()
     la = os.getloadavg()
     print(
-        f"Webhooks: POST /hooks/<token> with a {len(BODY)}-byte JSON body, one task with "
-        f"`overlap: allow` (load average after: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f})\n"
+        f"Webhooks, default config: POST /hooks/<token> with a {len(BODY)}-byte JSON body, "
+        f"one task with `overlap: allow` (load average after: {la[0]:.2f} {la[1]:.2f} "
+        f"{la[2]:.2f})\n"
     )
     print(
-        "| daemon config | load generator | requests | req/s | accepted (202)/s | p50 ms "
-        "| p99 ms | max ms | statuses | every 202 has its run |"
+        "| phase | load generator | requests | accepted (202)/s | p50 ms | p99 ms | max ms "
+        "| statuses | every 202 matched by exactly one run that ran |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-    for row in rows:
-        print(row)
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for line in rows:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,12 @@ DEFAULTS: dict[str, Any] = {
     "failure_streak": 5,
     "webhook.host": "127.0.0.1",
     "webhook.port": 8765,
-    "webhook.queue_size": 16,
+    "webhook.queue_size": 10000,
     "webhook.max_connections": 512,
     "retention.keep_runs": 100,
     "retention.max_age_days": 30,
     "daemon.grace_period": 30,
+    "daemon.state_retry_limit": 300,
     "socket": None,
     "sandbox.isolation": "bubblewrap",
     "sandbox.bwrap": None,
@@ -179,6 +180,11 @@ class Config:
         )
 
     @property
+    def state_retry_limit(self) -> float:
+        """Seconds the daemon retries failing writes to state.db before it exits non-zero."""
+        return float(self.get("daemon.state_retry_limit"))
+
+    @property
     def timezone(self) -> str:
         """The default zone of tasks: config, else the system's IANA zone."""
         return self.get("timezone") or system_zone()
@@ -252,6 +258,7 @@ SCHEMA: dict[str, Any] = {
     "deps.find_links": list,
     "deps.offline": bool,
     "deps.python_downloads": bool,
+    "daemon.state_retry_limit": (float, 0),
 }
 FREE_TABLES = ("secrets", "notify")
 

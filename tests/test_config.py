@@ -79,6 +79,7 @@ TYPED = (
     "keep_runs",
     "max_age_days",
     "grace_period",
+    "state_retry_limit",
 )
 
 
@@ -87,7 +88,17 @@ def test_every_declared_setting_has_a_default_that_get_returns(tmp_path: Path) -
     assert set(DEFAULTS) == set(SCHEMA)  # a setting without a default would make callers guess
     for key, default in DEFAULTS.items():
         assert config.get(key) == default, key
-    assert [getattr(config, name) for name in TYPED] == [4, 5, "127.0.0.1", 8765, 16, 100, 30, 30]
+    assert [getattr(config, name) for name in TYPED] == [
+        4,
+        5,
+        "127.0.0.1",
+        8765,
+        10000,
+        100,
+        30,
+        30,
+        300,
+    ]
 
 
 def test_typed_settings_read_the_file_with_their_types(tmp_path: Path) -> None:
@@ -96,10 +107,11 @@ def test_typed_settings_read_the_file_with_their_types(tmp_path: Path) -> None:
         "max_concurrent_runs = 2\nfailure_streak = 3\n"
         "[webhook]\nhost = '0.0.0.0'\nport = 0\nqueue_size = 1\n"
         "[retention]\nkeep_runs = 0\nmax_age_days = 1.5\n[daemon]\ngrace_period = 2\n"
+        "state_retry_limit = 60\n"
     )
     config = load_config(path)
     values = [getattr(config, name) for name in TYPED]
-    assert values == [2, 3, "0.0.0.0", 0, 1, 0, 1.5, 2.0]
+    assert values == [2, 3, "0.0.0.0", 0, 1, 0, 1.5, 2.0, 60.0]
     assert isinstance(config.grace_period, float) and isinstance(config.max_age_days, float)
 
 

@@ -33,9 +33,13 @@ from daycare_cli.core.task import (
 from daycare_cli.daemon.clock import Clock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.run.runner import RunRequest
+from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
+from daycare_cli.store.rows import Run
+from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
 from daycare_cli.store.tasks import TaskEntry, TaskStore
+from daycare_cli.store.writer import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.daemon")
 
@@ -55,6 +59,10 @@ class Fire:
     kind: str = field(compare=False, default="schedule")  # schedule | catch-up | retry
     attempt: int = field(compare=False, default=1)
     generation: int = field(compare=False, default=0)
+    # A catch-up run's row is written (queued) when the catch-up is decided: its id, and
+    # the pending commit of its row (None once it is known to be committed).
+    run_id: str | None = field(compare=False, default=None)
+    row: asyncio.Future[Run | None] | None = field(compare=False, default=None)
 
 
 class PlanningFailed(Exception):
@@ -79,14 +87,25 @@ class Scheduled:
 
 
 class Plan:
-    """Every valid task's triggers, and their next fires in a heap ordered by start time."""
+    """Every valid task's triggers, and their next fires in a heap ordered by start time.
+
+    `state` is read from (trigger state); writes go through `writer`.
+    """
 
     def __init__(
-        self, paths: Paths, config: Config, state: State, *, clock: Clock, wake: asyncio.Event
+        self,
+        paths: Paths,
+        config: Config,
+        state: State,
+        *,
+        clock: Clock,
+        wake: asyncio.Event,
+        writer: StateWriter | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.state = state
+        self.writer: StateWriter = writer or InlineWriter(state)
         self.clock = clock
         self.wake = wake
         self.store = TaskStore(paths)
@@ -135,7 +154,7 @@ class Plan:
     def flush_planned(self) -> None:
         """Write where new triggers were planned from (one commit for a whole load)."""
         if self.planned:
-            self.state.plan_from(self.planned)
+            self.writer.post(writes.plan_from(self.planned), "where new triggers start from")
             self.planned = []
 
     def apply_entry(self, entry: TaskEntry, *, starting: bool = False, actor: str = "file") -> None:
@@ -152,15 +171,11 @@ class Plan:
                         entry.id,
                         entry.error,
                     )
-                    self.state.add_event(
-                        actor, "task.invalid", task=entry.id, detail={"error": str(entry.error)}
-                    )
+                    self._event(actor, "task.invalid", entry.id, {"error": str(entry.error)})
             elif str(self.broken.get(entry.id)) != str(entry.error):
                 self.broken[entry.id] = entry.error
                 log.warning("task file %s is invalid: %s", entry.id, entry.error)
-                self.state.add_event(
-                    actor, "task.invalid", task=entry.id, detail={"error": str(entry.error)}
-                )
+                self._event(actor, "task.invalid", entry.id, {"error": str(entry.error)})
             return
         self.broken.pop(entry.id, None)
         if current is not None and current.digest == entry.digest:
@@ -177,7 +192,7 @@ class Plan:
             # 10,000 one-row transactions would cost a second of start-up.
             kind = "task.changed" if current else "task.added"
             log.info("%s %s", kind.split(".")[1], entry.id)
-            self.state.add_event(actor, kind, task=entry.id, detail={"generation": generation})
+            self._event(actor, kind, entry.id, {"generation": generation})
         self.plan_task(sched, catch_up=starting or current is None, starting=starting)
         if not starting:
             self.flush_planned()  # a load flushes once at its end
@@ -189,7 +204,7 @@ class Plan:
         self.track_webhooks(task_id, None)
         if self.tasks.pop(task_id, None) is not None:
             log.info("removed %s", task_id)
-            self.state.add_event(actor, "task.removed", task=task_id)
+            self._event(actor, "task.removed", task_id, None)
             self.wake.set()
 
     def archive(self, task_id: str, *, reason: str) -> None:
@@ -200,12 +215,7 @@ class Plan:
             log.warning("could not archive %s: %s", task_id, exc)
         else:
             log.info("%s: one-off task archived to %s (%s)", task_id, target, reason)
-            self.state.add_event(
-                "daemon",
-                "task.archived",
-                task=task_id,
-                detail={"path": str(target), "reason": reason},
-            )
+            self._event("daemon", "task.archived", task_id, {"path": str(target), "reason": reason})
         self.tasks.pop(task_id, None)
         self.track_webhooks(task_id, None)
 
@@ -218,6 +228,11 @@ class Plan:
             else:
                 self.webhook_tasks.discard(task_id)
             self.webhooks_changed.set()
+
+    def _event(self, actor: str, kind: str, task_id: str, detail: dict[str, Any] | None) -> None:
+        self.writer.post(
+            writes.add_event(actor, kind, task=task_id, detail=detail), f"a {kind} event"
+        )
 
     # -- the heap ---------------------------------------------------------------------
 
@@ -234,6 +249,8 @@ class Plan:
         *,
         attempt: int = 1,
         generation: int | None = None,
+        run_id: str | None = None,
+        row: asyncio.Future[Run | None] | None = None,
     ) -> None:
         """Plan a fire of `sched`'s trigger at `start` for `slot` (in the task's generation)."""
         gen = sched.generation if generation is None else generation
@@ -247,6 +264,8 @@ class Plan:
                 kind,
                 attempt=attempt,
                 generation=gen,
+                run_id=run_id,
+                row=row,
             )
         )
 
@@ -286,6 +305,7 @@ class Plan:
                 first = self.started_at if starting else now
             if catch_up:
                 missed: list[datetime] = []
+                dropped: tuple[int, datetime | None] = (0, None)
                 if isinstance(trigger, AtTrigger):
                     at = at_instant(trigger, tz)
                     if at.timestamp() <= now.timestamp() and (
@@ -293,9 +313,9 @@ class Plan:
                     ):
                         missed = [at]
                 elif last is not None:
-                    missed = self.missed_since(sched, trigger, last, now)
+                    missed, dropped = self.missed_since(sched, trigger, last, now)
                 if missed:
-                    self.catch_up(sched, trigger, missed, now)
+                    self.catch_up(sched, trigger, missed, now, dropped=dropped)
             if last is None:
                 self.planned.append((task.id, trigger.id, first))
             # The one answer to "when next" (DESIGN.md §4), from the state just read or
@@ -321,11 +341,12 @@ class Plan:
 
     def missed_since(
         self, sched: Scheduled, trigger: Trigger, last: datetime, now: datetime
-    ) -> list[datetime]:
-        """Slots after `last` up to now, newest CATCH_UP_SCAN at most, within the window.
+    ) -> tuple[list[datetime], tuple[int, datetime | None]]:
+        """Slots after `last` up to now, newest CATCH_UP_SCAN at most, within the window;
+        and (how many, before when) older slots there were.
 
-        Older slots (a week of `every: 1s` after a long sleep) are only counted in an
-        event, not recorded one row each.
+        Older slots (a week of `every: 1s` after a long sleep) are only counted, in a
+        `catch_up.dropped` event written with the catch-up, not recorded one row each.
         """
         tz = self.zone(sched.task, trigger)
         window = self.window(sched.task, trigger, now)
@@ -338,39 +359,57 @@ class Plan:
             start = last + timedelta(seconds=k * trigger.seconds)
         slots = slots_between(trigger, start, now, tz=tz, limit=CATCH_UP_SCAN)
         older = slots_between(trigger, last, start, tz=tz, limit=CATCH_UP_SCAN)
-        if older:
-            self.state.add_event(
-                "daemon",
-                "catch_up.dropped",
-                task=sched.task.id,
-                detail={"trigger": trigger.id, "slots": len(older), "before": start.isoformat()},
-            )
-        return slots[-CATCH_UP_SCAN:]
+        return slots[-CATCH_UP_SCAN:], (len(older), start if older else None)
 
     def catch_up(
-        self, sched: Scheduled, trigger: Trigger, missed: list[datetime], now: datetime
+        self,
+        sched: Scheduled,
+        trigger: Trigger,
+        missed: list[datetime],
+        now: datetime,
+        *,
+        dropped: tuple[int, datetime | None] = (0, None),
     ) -> None:
-        """Apply the task's `catch_up` policy to slots that passed while nothing ran."""
+        """Apply the task's `catch_up` policy to slots that passed while nothing ran.
+
+        One transaction writes the outcome of every slot, then moves the trigger's last
+        slot past them: a `queued` catch-up run for each slot to run (a daemon killed
+        before it runs them runs them at its next start), a `missed` row for each other
+        slot, and the count of `dropped` older slots. A slot is never left without one.
+        """
         task = sched.task
         window = self.window(task, trigger, now)
         plan = plan_catch_up(
             task.catch_up, missed[-CATCH_UP_LIMIT:], now=now, window=window, limit=CATCH_UP_LIMIT
         )
-        dropped = missed[:-CATCH_UP_LIMIT] if len(missed) > CATCH_UP_LIMIT else []
-        skipped = dropped + plan.missed
-        if skipped:
-            self.state.record_missed(task.id, trigger.id, skipped, now=now)
+        overflow = missed[:-CATCH_UP_LIMIT] if len(missed) > CATCH_UP_LIMIT else []
+        skipped = overflow + plan.missed
+        to_run = [(slot, new_run_id(now), start_at) for slot, start_at in plan.run]
+        latest = max(missed, key=lambda d: d.timestamp())
+        created = self.writer.submit(
+            writes.record_catch_up(
+                task.id,
+                trigger.id,
+                run=[(slot, run_id) for slot, run_id, _ in to_run],
+                missed=skipped,
+                last_slot=latest,
+                dropped=dropped[0],
+                dropped_before=dropped[1],
+                now=now,
+            )
+        )
+        if skipped or dropped[0]:
             log.info(
-                "%s/%s: %d missed slot(s) recorded (catch_up: %s)",
+                "%s/%s: %d missed slot(s) recorded, %d older ones counted (catch_up: %s)",
                 task.id,
                 trigger.id,
                 len(skipped),
+                dropped[0],
                 task.catch_up,
             )
-        for slot, start_at in plan.run:
-            self.add_fire(start_at, sched, trigger.id, slot, "catch-up")
-        latest = max(missed, key=lambda d: d.timestamp())
-        self.state.set_trigger_state(task.id, trigger.id, last_slot=latest.isoformat())
+        rows = _rows_of(created, [run_id for _, run_id, _ in to_run])
+        for (slot, run_id, start_at), row in zip(to_run, rows, strict=True):
+            self.add_fire(start_at, sched, trigger.id, slot, "catch-up", run_id=run_id, row=row)
         if not plan.run and self.spent(task, now):
             # A one-off whose only time passed unrun: recorded missed, nothing left to fire.
             self.archive(task.id, reason="missed")
@@ -410,6 +449,42 @@ class Plan:
             if later:
                 slots[trigger_id] = later[0].at
         return slots
+
+
+def _rows_of(
+    created: asyncio.Future[list[Run]], run_ids: list[str]
+) -> list[asyncio.Future[Run | None]]:
+    """One future per run id out of a commit that creates several runs: the run, or None
+    when its slot had a row already. A failed commit fails them all."""
+    loop = asyncio.get_running_loop()
+    rows: list[asyncio.Future[Run | None]] = [loop.create_future() for _ in run_ids]
+
+    def split(done: asyncio.Future[list[Run]]) -> None:
+        if done.cancelled():
+            for row in rows:
+                row.cancel()
+            return
+        exc = done.exception()
+        made = {} if exc is not None else {run.id: run for run in done.result()}
+        for run_id, row in zip(run_ids, rows, strict=True):
+            if row.done():
+                continue
+            if exc is not None:
+                row.set_exception(exc)
+            else:
+                row.set_result(made.get(run_id))
+
+    if not rows:
+        # Nobody awaits the rows: a failure is still logged, not left unretrieved.
+        created.add_done_callback(_log_failure)
+    else:
+        created.add_done_callback(split)
+    return rows
+
+
+def _log_failure(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("a catch-up was not recorded: %s", done.exception())
 
 
 def _parse_time(value: datetime | str | None) -> datetime | None:

@@ -10,6 +10,8 @@ watcher, the control API and webhooks never start runs on their own: they change
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -28,18 +30,32 @@ from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
+from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
 from daycare_cli.run.runner import Runner, RunRequest
+from daycare_cli.store import writes
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
+from daycare_cli.store.rows import Run
+from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
 
 log = logging.getLogger("daycare.daemon")
 
 MAX_SLEEP = 30.0  # wake at least this often to notice wall-clock jumps
+# While webhook requests arrive (one within BURST_QUIET s), their runs start at most
+# BURST_RATE a second: the loop answers the burst first, the queue drains after it.
+BURST_QUIET = 0.05
+BURST_RATE = 200.0
 LATE_TOLERANCE = 60.0  # a fire this late (s) without a later slot passed is still "on time"
 
 
 class Scheduler:
-    """Fires the plan's triggers on time, under the overlap policy and the global cap."""
+    """Fires the plan's triggers on time, under the overlap policy and the global cap.
+
+    `state` is read from; every write goes through `writer` (the daemon's writer thread;
+    by default each write is committed at once, as the CLI and virtual-time tests want).
+    """
 
     def __init__(
         self,
@@ -49,16 +65,24 @@ class Scheduler:
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         clock: Clock | None = None,
+        writer: StateWriter | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.state = state
+        self.writer: StateWriter = writer or InlineWriter(state)
         self.clock: Clock = clock or SystemClock()
         self.wake = asyncio.Event()
-        self.plan = Plan(paths, config, state, clock=self.clock, wake=self.wake)
+        self.plan = Plan(paths, config, state, clock=self.clock, wake=self.wake, writer=self.writer)
         self.stopping = False
         self.gate: ConcurrencyQueue[str] = ConcurrencyQueue(int(config.get("max_concurrent_runs")))
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
+        self.waiting: dict[str, int] = {}  # task id -> its runs in `pending`
+        # Webhook runs the gate let through, launched paced while a burst arrives.
+        self.paced: collections.deque[str] = collections.deque()
+        self.webhook_seen = -BURST_QUIET  # monotonic time of the last webhook request
+        self.next_paced = 0.0
+        self._pace_timer: asyncio.TimerHandle | None = None
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.on_event = on_event
         self.fires = 0
@@ -71,6 +95,7 @@ class Scheduler:
         self.config = self.plan.config = config
         for run_id in self.gate.resize(int(config.get("max_concurrent_runs"))):
             self._start(run_id)
+        self.writer.retry_limit = config.state_retry_limit
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -90,7 +115,10 @@ class Scheduler:
                 log.warning(
                     "wall clock jumped by %+.0fs (suspend or clock change); replanning", jump
                 )
-                self.state.add_event("daemon", "clock.jump", detail={"seconds": jump})
+                self.writer.post(
+                    writes.add_event("daemon", "clock.jump", detail={"seconds": jump}),
+                    "a clock.jump event",
+                )
             wall, mono = now_ts, clock.monotonic()
             # Re-read the clock per fire: everything due by now is handled before any run
             # started here gets the loop.
@@ -113,6 +141,20 @@ class Scheduler:
         fault_point("scheduler")
         plan = self.plan
         sched = plan.tasks.get(fire.task_id)
+        if fire.run_id is not None:
+            # A catch-up run whose row is written already: it runs, or its row says why not.
+            self.resume(
+                Queued(
+                    fire.run_id,
+                    fire.task_id,
+                    fire.kind,
+                    fire.trigger_id,
+                    fire.slot,
+                    fire.attempt,
+                    row=fire.row,
+                )
+            )
+            return
         if sched is None or sched.generation != fire.generation or not sched.task.enabled:
             return  # the task changed or went away since this fire was planned
         trigger = sched.task.trigger(fire.trigger_id)
@@ -155,48 +197,50 @@ class Scheduler:
         attempt: int = 1,
         payload: bytes | None = None,
         remember_slot: bool = False,
-    ) -> str | None:
-        """Create the run row (unique per slot), apply overlap, and start or queue it.
+        delivery_id: str | None = None,
+    ) -> RunRequest:
+        """Write the run row (unique per slot), apply overlap, and start or queue the run.
 
         The row, its `run.fired` event, its directory and the trigger's last slot are one
-        commit; a run that can start at once is written `running` in that same commit, so
-        a burst of simultaneous fires costs one transaction each before its run starts.
+        transaction, handed to the writer; the run awaits its commit (`req.row`: the row,
+        or None when the slot or delivery had one) before anything, and is written
+        `running` in it when it can start at once. A webhook run is always written
+        `queued`, with its payload: a 202 promises it runs even if the daemon dies.
         """
         task = sched.task
         now = self.clock.now()
-        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
-        if kind == "catch-up" and decision == "skip" and task.overlap != "replace":
-            # Slots the catch-up policy chose to run wait for each other instead of being
-            # skipped as overlaps of one another.
-            decision = "queue"
+        decision = self._decide(sched, kind)
         gate_free = len(self.gate.active) < self.gate.limit and not self.gate.pending
-        starts_now = decision in ("start", "cancel_and_start") and gate_free
+        starts_now = decision in ("start", "cancel_and_start") and gate_free and kind != "webhook"
+        skip_reason = None
+        if decision == "skip":
+            skip_reason = f"a run of this task is still active (overlap: {task.overlap})"
         fired = {
             "trigger": kind,
             "trigger_id": trigger_id,
             "slot": slot.isoformat() if slot else None,
         }
         runs_dir = self.paths.workspace(task.id) / "runs"
-        run = self.state.create_run(
-            task.id,
-            kind,
-            trigger_id,
-            slot,
-            status="running" if starts_now else "queued",
-            attempt=attempt,
-            now=now,
-            event=(self._actor(kind), "run.fired", fired),
-            run_dir=lambda run_id: runs_dir / run_id,
-            remember_slot=remember_slot,
-        )
-        if run is None:
-            log.info(
-                "%s/%s: slot %s already fired; not firing it twice",
+        run_id = new_run_id(now)
+        status = "skipped" if skip_reason else "running" if starts_now else "queued"
+        row = self.writer.submit(
+            writes.create_run(
                 task.id,
+                kind,
                 trigger_id,
-                slot.isoformat() if slot else "-",
+                slot,
+                status=status,
+                attempt=attempt,
+                now=now,
+                event=(self._actor(kind), "run.fired", fired),
+                run_dir=lambda rid: runs_dir / rid,
+                remember_slot=remember_slot,
+                run_id=run_id,
+                payload=payload if status == "queued" and kind == "webhook" else None,
+                skip_reason=skip_reason,
+                delivery_id=delivery_id,
             )
-            return None
+        )
         self.fires += 1
         req = RunRequest(
             task=task,
@@ -205,37 +249,117 @@ class Scheduler:
             slot=slot,
             attempt=attempt,
             payload=payload,
-            run_id=run.id,
+            run_id=run_id,
             started=starts_now,
+            row=row,
         )
-        if decision == "skip":
-            reason = f"a run of this task is still active (overlap: {task.overlap})"
-            self.state.finish_run(run.id, status="skipped", skip_reason=reason, now=now)
-            log.info("%s: run %s skipped: %s", task.id, run.id, reason)
-        elif decision == "queue":
-            sched.queued.append(req)
+        if skip_reason:
+            row.add_done_callback(functools.partial(log_skipped, task.id, run_id, skip_reason))
         else:
-            if decision == "cancel_and_start":
-                for other in list(sched.active.values()):
-                    other.cancel()
-            self.admit(sched, req)
-        return run.id
+            self._route(sched, req, decision)
+        return req
+
+    def resume(self, queued: Queued) -> None:
+        """Run a run whose row is written `queued` already: a catch-up run, or one a dead
+        daemon left queued (a durable webhook, a catch-up). It runs under the same overlap
+        policy and global cap as a new fire; a task gone or disabled meanwhile cancels it.
+        """
+        sched = self.plan.tasks.get(queued.task_id)
+        trigger_gone = queued.trigger_id is not None and (
+            sched is None or sched.task.trigger(queued.trigger_id) is None
+        )
+        if sched is None or not sched.task.enabled or trigger_gone:
+            if queued.row is not None:
+                queued.row.add_done_callback(retrieve)
+            error = "its task or trigger was removed or disabled before the run started"
+            self.writer.post(unrun(queued.run_id, "cancelled", error), f"run {queued.run_id}")
+            log.info("%s: queued run %s cancelled: task changed", queued.task_id, queued.run_id)
+            return
+        req = RunRequest(
+            task=sched.task,
+            trigger=queued.trigger,
+            trigger_id=queued.trigger_id,
+            slot=queued.slot,
+            attempt=queued.attempt,
+            payload=queued.payload,
+            run_id=queued.run_id,
+            row=queued.row,
+        )
+        decision = self._decide(sched, queued.trigger)
+        if decision == "skip":
+            reason = f"a run of this task is still active (overlap: {sched.task.overlap})"
+            self.writer.post(unrun(queued.run_id, "skipped", reason), f"run {queued.run_id}")
+            log.info("%s: run %s skipped: %s", sched.task.id, queued.run_id, reason)
+            return
+        self._route(sched, req, decision)
+
+    def adopt(self, rows: list[Run]) -> None:
+        """Run the queued runs a dead daemon left (oldest first), each once."""
+        for run in rows:
+            self.resume(Queued.of(run))
+        if rows:
+            log.info("%d queued run(s) left by the previous daemon resumed", len(rows))
+
+    def _decide(self, sched: Scheduled, kind: str) -> str:
+        task = sched.task
+        decision = decide_overlap(task.overlap, len(sched.active), len(sched.queued))
+        if kind == "catch-up" and decision == "skip" and task.overlap != "replace":
+            # Slots the catch-up policy chose to run wait for each other instead of being
+            # skipped as overlaps of one another.
+            decision = "queue"
+        return decision
+
+    def _route(self, sched: Scheduled, req: RunRequest, decision: str) -> None:
+        if decision == "queue":
+            sched.queued.append(req)
+            return
+        if decision == "cancel_and_start":
+            for other in list(sched.active.values()):
+                other.cancel()
+        self.admit(sched, req)
 
     def admit(self, sched: Scheduled, req: RunRequest) -> None:
         """Start now if the global cap allows, else wait in FIFO order."""
         assert req.run_id is not None
         self.pending[req.run_id] = (sched, req)
+        self.waiting[sched.task.id] = self.waiting.get(sched.task.id, 0) + 1
         if self.gate.offer(req.run_id):
             self._start(req.run_id)
 
     def _start(self, run_id: str) -> None:
+        """Launch a run the gate let through; a webhook run during a burst is paced."""
+        if self.pending[run_id][1].trigger == "webhook":
+            self.paced.append(run_id)
+            self._launch_paced()
+        else:
+            self._launch(run_id)
+
+    def _launch_paced(self) -> None:
+        """Launch the paced webhook runs: at once when no burst is arriving, else one each
+        1/BURST_RATE s, so answering a burst of webhooks keeps most of the loop and its
+        runs drain mostly after it (within the global cap either way)."""
+        self._pace_timer = None
+        while self.paced and not self.stopping:
+            now = self.clock.monotonic()
+            if now - self.webhook_seen < BURST_QUIET and now < self.next_paced:
+                delay = self.next_paced - now
+                self._pace_timer = asyncio.get_running_loop().call_later(delay, self._launch_paced)
+                return
+            self.next_paced = now + 1 / BURST_RATE
+            self._launch(self.paced.popleft())
+
+    def _launch(self, run_id: str) -> None:
         sched, req = self.pending.pop(run_id)
+        left = self.waiting.pop(sched.task.id, 1) - 1
+        if left:
+            self.waiting[sched.task.id] = left
         runner = Runner(
             self.paths,
             self.config,
             self.state,
             actor=self._actor(req.trigger),
             on_event=self.on_event,
+            writer=self.writer,
         )
         if sched.task.overlap == "queue":
             req.wait_for_lock = sched.task.run_timeout
@@ -250,11 +374,14 @@ class Scheduler:
         run = None
         try:
             run = await runner.run(req)
+        except WriterClosed:
+            pass  # the daemon is stopping with its writes undone; the next start settles it
         except Exception as exc:
-            # An OSError is the machine's (no file descriptor left, a full disk): one line.
-            # Anything else is a bug: its traceback.
+            # The runner settles its own failures; this is a failure of the settling. An
+            # OSError is the machine's (no file descriptor left, a full disk): one line;
+            # anything else is a bug: its traceback.
             trace = None if isinstance(exc, OSError) else exc
-            log.error("run %s crashed: %s: %s", req.run_id, type(exc).__name__, exc, exc_info=trace)
+            log.error("run %s of %s: %s", req.run_id, sched.task.id, describe(exc), exc_info=trace)
             self._finish_crashed(req.run_id, exc)
         finally:
             sched.active.pop(req.run_id, None)
@@ -265,6 +392,13 @@ class Scheduler:
                 if sched.queued and not sched.active:
                     self.admit(sched, sched.queued.pop(0))
         if run is None:
+            if req.slot is not None and req.row is not None and req.row.done():
+                log.info(
+                    "%s/%s: slot %s already fired; not firing it twice",
+                    sched.task.id,
+                    req.trigger_id,
+                    req.slot.isoformat(),
+                )
             return
         log.info("%s: run %s %s (%s ms)", sched.task.id, run.id, run.status, run.duration_ms)
         if self.stopping and run.status in ("interrupted", "cancelled"):
@@ -272,18 +406,10 @@ class Scheduler:
         self.after_run(sched, req, run.status)
 
     def _finish_crashed(self, run_id: str, exc: Exception) -> None:
-        """A run whose runner raised never stays `running`: it is recorded failed."""
-        try:
-            row = self.state.get_run(run_id)
-            if row is not None and not row.finished_at:
-                self.state.finish_run(
-                    run_id,
-                    status="failed",
-                    error=f"internal error: {type(exc).__name__}: {exc}",
-                    now=self.clock.now(),
-                )
-        except Exception as again:  # the database may be what failed
-            log.error("run %s could not be recorded as failed: %s", run_id, again)
+        """A run whose runner raised never stays `running`: it is recorded failed (a run
+        that the runner did end keeps its end)."""
+        error = f"internal error: {describe(exc)}"
+        self.writer.post(unrun(run_id, "failed", error), f"run {run_id}")
 
     def after_run(self, sched: Scheduled, req: RunRequest, status: str) -> None:
         """Retry a failure (never past the next slot); archive a one-off task when done."""
@@ -375,18 +501,51 @@ class Scheduler:
         trigger_id: str | None = None,
         payload: bytes | None = None,
     ) -> str | None:
-        """Start a manual or webhook run through the same overlap and cap as scheduled ones."""
+        """Start a manual or webhook run through the same overlap and cap as scheduled ones.
+
+        Returns its run id (None for an unknown task); see `enqueue` to await its row.
+        """
+        req = self.enqueue(task_id, kind=kind, trigger_id=trigger_id, payload=payload)
+        return None if req is None else req.run_id
+
+    def enqueue(
+        self,
+        task_id: str,
+        *,
+        kind: str,
+        trigger_id: str | None = None,
+        payload: bytes | None = None,
+        delivery_id: str | None = None,
+    ) -> RunRequest | None:
+        """`submit`, returning the request: `await req.row` until its row is committed."""
         sched = self.plan.tasks.get(task_id)
         if sched is None:
             return None
-        run_id = self.dispatch(sched, trigger_id, None, kind=kind, payload=payload)
+        if kind == "webhook":
+            self.webhook_seen = self.clock.monotonic()
+        req = self.dispatch(
+            sched, trigger_id, None, kind=kind, payload=payload, delivery_id=delivery_id
+        )
         self.wake.set()
-        return run_id
+        return req
+
+    def settle_on_stop(self) -> None:
+        """At a stop: mark every run that will not run here `interrupted`, except queued
+        runs the next start resumes (webhook, catch-up, scheduled and retry runs).
+
+        Waiting manual runs are interrupted: the person who asked is gone with the socket.
+        """
+        error = "daemon stopped before the run started"
+        waiting = [req for _, req in self.pending.values()]
+        waiting += [req for sched in self.plan.tasks.values() for req in sched.queued]
+        for req in waiting:
+            if req.run_id and req.trigger not in RESUMED:
+                self.writer.post(unrun(req.run_id, "interrupted", error), f"run {req.run_id}")
 
     def queue_depth(self, task_id: str) -> int:
         """Runs of a task waiting to start (overlap queue plus the global gate)."""
         sched = self.plan.tasks.get(task_id)
-        waiting = sum(1 for s, _ in self.pending.values() if s.task.id == task_id)
+        waiting = self.waiting.get(task_id, 0)  # O(1): asked on every webhook request
         return waiting + (len(sched.queued) if sched else 0)
 
     @staticmethod

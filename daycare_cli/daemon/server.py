@@ -40,6 +40,7 @@ from daycare_cli.daemon.connections import (
 )
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
 
@@ -249,17 +250,46 @@ class WebhookServer:
             seen = state.delivery_run(task_id, delivery)
             if seen is not None:
                 return web.json_response({"run": seen, "duplicate": True}, status=202)
+        return await self._queue(task_id, trigger_id, body, delivery)
+
+    async def _queue(
+        self, task_id: str, trigger_id: str, body: bytes, delivery: str | None
+    ) -> web.Response:
+        """Queue the run durably and answer 202 once its row is committed (DESIGN.md §6).
+
+        The row (status `queued`, with the payload) is one transaction on the daemon's
+        writer thread, committed together with whatever else is queued (group commit), so
+        a burst costs one commit per batch, not one per request. While state.db cannot be
+        written, nothing is promised: 503, and the sender tries again later.
+        """
+        scheduler = self.scheduler
+        if not scheduler.writer.healthy:
+            return web.json_response(
+                {"error": "the daemon cannot record runs right now; try again later"},
+                status=503,
+                headers={"Retry-After": "10"},
+            )
         limit = int(scheduler.config.get("webhook.queue_size"))
         if queue_full(scheduler.queue_depth(task_id), limit):
             return web.json_response({"error": "queue full, try again later"}, status=429)
-        run_id = scheduler.submit(task_id, kind="webhook", trigger_id=trigger_id, payload=body)
-        if run_id is None:
+        req = scheduler.enqueue(
+            task_id, kind="webhook", trigger_id=trigger_id, payload=body, delivery_id=delivery
+        )
+        if req is None or req.row is None:
             return web.json_response(NOT_FOUND, status=404)
-        if delivery:
-            earlier = state.remember_delivery(task_id, delivery, run_id)
-            if earlier is not None and earlier != run_id:
-                return web.json_response({"run": earlier, "duplicate": True}, status=202)
-        return web.json_response({"run": run_id}, status=202)
+        try:
+            # Shielded: a sender that hangs up does not undo a row on its way to disk.
+            created = await asyncio.shield(req.row)
+        except Exception as exc:
+            log.error("%s: webhook run not recorded: %s", task_id, describe(exc))
+            return web.json_response(
+                {"error": "the daemon could not record the run; try again later"}, status=503
+            )
+        if created is None and delivery:
+            # The same delivery came twice at once: the first one's run answers both.
+            earlier = self.state.delivery_run(task_id, delivery)
+            return web.json_response({"run": earlier, "duplicate": True}, status=202)
+        return web.json_response({"run": req.run_id}, status=202)
 
 
 class ControlServer:
@@ -457,15 +487,20 @@ class ControlServer:
             if err is not None:
                 return web.json_response({"error": str(err), "code": 4}, status=422)
             return web.json_response({"error": f"no task {task_id!r}", "code": 3}, status=404)
-        run_id = scheduler.submit(task_id, kind="manual", payload=payload)
-        if run_id is None:
+        req = scheduler.enqueue(task_id, kind="manual", payload=payload)
+        if req is None or req.run_id is None:
             return web.json_response({"error": "could not start the run", "code": 1}, status=409)
+        run_id = req.run_id
         if request.query.get("stream") != "1":
+            if req.row is not None:
+                await asyncio.shield(req.row)  # the row is committed before its id is given
             return web.json_response({"run": run_id}, status=202)
         # Subscribe before yielding to the loop, so no event of the run is missed.
         sub = self.events.subscribe(run_id)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         try:
+            if req.row is not None:
+                await asyncio.shield(req.row)
             await resp.prepare(request)
             await resp.write(json.dumps({"event": "run.queued", "run": run_id}).encode() + b"\n")
             await self._pump(request, sub, resp, run_id)

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config, load_config
@@ -28,11 +27,15 @@ from daycare_cli.daemon.daemonlog import DaemonLog, setup_logging
 from daycare_cli.daemon.events import EventBus
 from daycare_cli.daemon.looplag import LoopLag
 from daycare_cli.daemon.plan import PlanningFailed
+from daycare_cli.daemon.queued import RESUMED
 from daycare_cli.daemon.reload import config_change
 from daycare_cli.daemon.scheduler import Scheduler
-from daycare_cli.daemon.supervisor import HealthSource, Supervisor
+from daycare_cli.daemon.supervisor import Supervisor
+from daycare_cli.store import writes
+from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import ThreadWriter
 
 if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
     from daycare_cli.daemon.server import ControlServer, WebhookServer
@@ -78,33 +81,6 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-class StateFile:
-    """The `state` part until State reports its own health: can state.db still be written?"""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @property
-    def last_error(self) -> str | None:
-        if not self.path.exists():
-            return f"{self.path} was deleted; restart the daemon to make a new one"
-        if os.statvfs(self.path).f_flag & os.ST_RDONLY or not os.access(self.path, os.W_OK):
-            return f"{self.path} is read-only; make it writable again"
-        return None
-
-    @property
-    def healthy(self) -> bool:
-        return self.last_error is None
-
-
-def state_health(state: State) -> HealthSource:
-    """The state part: the state writer's own health when there is one, else `StateFile`."""
-    for candidate in (getattr(state, "writer", None), state):
-        if candidate is not None and isinstance(candidate, HealthSource):
-            return candidate
-    return StateFile(state.path)
-
-
 class AlreadyRunning(UserError):
     """Another daemon holds this home's daemon lock."""
 
@@ -126,6 +102,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.signal_wake = asyncio.Event()
         self.sandbox: dict[str, Any] = {}
+        self.writer: ThreadWriter | None = None
         self.exit_code = 0
         self.lag = LoopLag()
         self.supervisor = Supervisor(
@@ -167,8 +144,16 @@ class Daemon:
         self.signal_wake.set()
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
-        if self.state is not None:
-            self.state.add_event("daemon", kind, detail=detail)
+        # Through the writer, so the loop never waits on disk (store/writer.py).
+        if self.writer is not None:
+            self.writer.post(writes.add_event("daemon", kind, detail=detail), f"a {kind} event")
+
+    def _state_failed(self, reason: str) -> None:
+        """The writer gave up on state.db: stop, and exit non-zero to be restarted."""
+        log.critical("stopping: %s", reason)
+        self.exit_code = 1
+        self.stop_event.set()
+        self.signal_wake.set()
 
     def health(self, lag_window: float | None = None) -> dict[str, Any]:
         """The health fields of `daemon status --json`: parts and event-loop lag (over the
@@ -201,20 +186,41 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
         self.state = state = State.open(self.paths.state_db)
-        interrupted = state.mark_interrupted(pid_alive, now=datetime.now(UTC))
+        # Runs a dead process left: running ones end `interrupted`, queued ones that a 202
+        # or a catch-up promised are resumed once the plan is loaded.
+        me = os.getpid()
+        try:
+            interrupted, adopted = state.settle_stale(
+                lambda pid: pid != me and pid_alive(pid), adopt=lambda run: run.trigger in RESUMED
+            )
+        except Exception as exc:
+            if not is_fault(exc):
+                raise
+            # A full disk, a locked file: exit 1, and systemd starts the daemon again.
+            log.error("cannot write state.db at start: %s", describe(exc))
+            state.close()
+            return 1
         for run in interrupted:
             log.warning(
                 "run %s of %s was left %s by a dead process: marked interrupted",
                 run.id,
                 run.task,
-                "running",
+                "running" if run.started_at else "queued",
             )
+        # Every write from here on goes through one writer thread (store/writer.py); it
+        # is the `state` part: unhealthy while writes fail, fatal when it gives up.
+        self.writer = writer = ThreadWriter(
+            self.paths.state_db,
+            retry_limit=self.config.state_retry_limit,
+            on_fatal=self._state_failed,
+        )
+        writer.start()
         self.scheduler = scheduler = Scheduler(
-            self.paths, self.config, state, on_event=self.events.publish
+            self.paths, self.config, state, on_event=self.events.publish, writer=writer
         )
         plan = scheduler.plan
         sup = self.supervisor
-        sup.watch("state", state_health(state))
+        sup.watch("state", writer)
         # Watch before the first scan: a file written between the scan and the watch
         # (e.g. right after the ready line) would otherwise go unseen until a rescan. The
         # watcher is up once its inotify watch is registered; the changes it queues
@@ -223,19 +229,15 @@ class Daemon:
         sup.start("watcher", lambda part: run_watcher(part, plan, watcher_stop))
         await sup.settled(["watcher"], timeout=5.0)
         plan.load_all(starting=True)
+        scheduler.adopt(adopted)
         # What start-up made (the plan of 10,000 tasks, the modules) lives as long as the
         # daemon: out of the collector's sight, a full collection (which any burst of
         # allocations, e.g. a `GET /tasks`, sets off) scans only what came later: ~3 ms
         # instead of ~200 ms with the loop blocked (bench/bench_daemon_scale.py).
         gc.freeze()
-        state.add_event(
-            "daemon",
+        self._event(
             "daemon.started",
-            detail={
-                "pid": os.getpid(),
-                "tasks": len(plan.tasks),
-                "invalid": sorted(plan.broken),
-            },
+            {"pid": os.getpid(), "tasks": len(plan.tasks), "invalid": sorted(plan.broken)},
         )
 
         refused = self.log.tally("refusing webhook connections")
@@ -261,6 +263,7 @@ class Daemon:
             self.events.close()
             await sup.stop()
             await control.stop()
+            await writer.close()
             state.close()
             return 1
         sup.start("control", lambda part: run_control(part, control))
@@ -329,8 +332,7 @@ class Daemon:
         except UserError as exc:
             # A broken config keeps the running one, like a broken task file does.
             log.error("config not reloaded, keeping the running one: %s", exc)
-            if self.state is not None:
-                self.state.add_event("daemon", "config.invalid", detail={"error": str(exc)})
+            self._event("config.invalid", {"error": str(exc)})
         change = config_change(old.raw, self.config.raw)
         scheduler.reconfigure(self.config)  # a raised cap starts the waiting runs now
         if "timezone" in change.applied:
@@ -369,7 +371,7 @@ class Daemon:
         control: ControlServer,
         watcher_stop: asyncio.Event,
     ) -> None:
-        assert self.state is not None
+        assert self.state is not None and self.writer is not None
         log.info("stopping: no new runs; waiting for %d active run(s)", len(scheduler.runs))
         sd_notify("STOPPING=1")
         self.supervisor.stopping = True  # parts that end now are not restarted
@@ -378,6 +380,8 @@ class Daemon:
         scheduler.wake.set()
         watcher_stop.set()
         grace = float(self.config.get("daemon.grace_period"))
+        if self.writer.fatal is not None:
+            grace = 0.0  # runs cannot record anything any more: no use waiting for them
         active = list(scheduler.runs.items())
         if active:
             _done, still = await asyncio.wait([t for _, t in active], timeout=grace)
@@ -387,29 +391,18 @@ class Daemon:
                 await asyncio.wait(still, timeout=5)
             for run_id, t in active:
                 if t in still:
-                    self.state.finish_run(
-                        run_id,
-                        status="interrupted",
-                        error="daemon stopped before the run finished",
-                        now=datetime.now(UTC),
+                    self.writer.post(
+                        writes.finish_run(
+                            run_id,
+                            status="interrupted",
+                            error="daemon stopped before the run finished",
+                            event=("daemon", "run.finished", {"status": "interrupted"}),
+                        ),
+                        f"the interruption of run {run_id}",
                     )
                     log.warning("run %s interrupted by shutdown", run_id)
-        for run_id in list(scheduler.pending):
-            self.state.finish_run(
-                run_id,
-                status="interrupted",
-                error="daemon stopped before the run started",
-                now=datetime.now(UTC),
-            )
-        for sched in scheduler.plan.tasks.values():
-            for req in sched.queued:
-                if req.run_id:
-                    self.state.finish_run(
-                        req.run_id,
-                        status="interrupted",
-                        error="daemon stopped before the run started",
-                        now=datetime.now(UTC),
-                    )
+        # Queued webhook, catch-up and scheduled runs stay queued: the next start runs them.
+        scheduler.settle_on_stop()
         # End every stream (logs -f, run-now followers) so the servers stop at once.
         self.events.close()
         await self.supervisor.stop()
@@ -420,7 +413,9 @@ class Daemon:
         if self.supervisor.gave_up:
             detail["exit_code"] = self.exit_code
             detail["reason"] = self.supervisor.gave_up
-        self.state.add_event("daemon", "daemon.stopped", detail=detail)
+        self._event("daemon.stopped", detail)
+        if await self.writer.close(timeout=10.0):
+            self.exit_code = 1  # changes were lost (logged); the next start settles their runs
         self.state.close()
         with contextlib.suppress(OSError):
             self.paths.pid_file.unlink()

@@ -8,19 +8,17 @@ spinner and the daemon's streaming control API show the same thing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
+from daycare_cli.core.streak import StreakChange
 from daycare_cli.core.task import Task, effective_zone
 
 if TYPE_CHECKING:
@@ -32,12 +30,22 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
+from daycare_cli.run.rundir import RunContext, remove_dirs, write_file
+from daycare_cli.store import writes
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
 from daycare_cli.store.rows import Run
 from daycare_cli.store.state import State
+from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
 
 log = logging.getLogger("daycare.runner")
 
+# log.jsonl is written out after these (and when the run ends): what a block or the model
+# did is on disk before the next step; one write, not one a line, for a run without blocks.
+FLUSH_AFTER = frozenset({"block.end", "model.end"})
+# What an outcome of `_execute` may hold, recorded in the run's row.
+RECORDED: tuple[str, ...] = ("error", "skip_reason", "output", "response", "model")
+RECORDED += ("input_tokens", "output_tokens", "isolation")
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -54,19 +62,9 @@ class RunRequest:
     run_id: str | None = None  # set when the row already exists (daemon, webhook)
     wait_for_lock: float | None = None  # None: per the task's overlap policy
     started: bool = False  # the row was written `running` already (the daemon's fast path)
-
-
-@dataclass
-class RunContext:
-    """Paths of one run's directory and its log."""
-
-    run_id: str
-    workspace: Path
-    run_dir: Path
-    files_dir: Path
-    artifacts_dir: Path
-    log_path: Path
-    secrets: list[str] = field(default_factory=list)
+    # The pending commit of the row the daemon wrote for this run: the row, or None when
+    # its slot (or webhook delivery) had one already. None: the row is committed.
+    row: asyncio.Future[Run | None] | None = None
 
 
 async def acquire_lock(lock: TaskLock, wait: float) -> None:
@@ -84,7 +82,11 @@ async def acquire_lock(lock: TaskLock, wait: float) -> None:
 
 
 class Runner:
-    """Runs tasks against one home: its paths, config and state database."""
+    """Runs tasks against one home: its paths, config and state database.
+
+    Writes go through `writer`: the daemon's writer thread, or (by default) a commit at
+    once through `state`, as the CLI does.
+    """
 
     def __init__(
         self,
@@ -94,61 +96,106 @@ class Runner:
         *,
         actor: str = "cli",
         on_event: EventSink | None = None,
+        writer: StateWriter | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.state = state
         self.actor = actor
         self.on_event = on_event
+        self.writer: StateWriter = writer or InlineWriter(state)
 
     # -- public -----------------------------------------------------------------------
 
     async def run(self, req: RunRequest) -> Run | None:
-        """Run a task once; returns the finished run row, or None for a slot already taken."""
+        """Run a task once; returns the finished run row, or None for a slot already taken.
+
+        Once its row exists, a run always ends with a status: whatever fails in daycare
+        itself (a full disk, no file descriptors left, a bug) ends it `failed` with the
+        error, and only a cancellation goes on to the caller (recorded `cancelled`).
+        """
         task = req.task
-        now = datetime.now(UTC)
         if req.run_id is None:
-            created = self.state.create_run(
-                task.id,
-                req.trigger,
-                req.trigger_id,
-                req.slot,
-                status="queued",
-                attempt=req.attempt,
-                now=now,
+            created = await self.writer.commit(
+                writes.create_run(
+                    task.id,
+                    req.trigger,
+                    req.trigger_id,
+                    req.slot,
+                    status="queued",
+                    attempt=req.attempt,
+                    now=datetime.now(UTC),
+                )
             )
             if created is None:
                 return None
             run_id = created.id
         else:
             run_id = req.run_id
-
-        lock = TaskLock(self.paths.workspace(task.id) / ".lock")
-        if task.overlap != "allow":
-            wait = req.wait_for_lock
-            if wait is None:
-                wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
-            try:
-                await acquire_lock(lock, wait)
-            except asyncio.CancelledError:
-                self._record_cancelled(run_id, "cancelled while waiting for the previous run")
-                raise
-            except LockBusy as busy:
-                reason = (
-                    f"another run of this task is active (pid {busy.holder_pid}); "
-                    f"overlap: {task.overlap}"
-                )
-                self.state.finish_run(
-                    run_id, status="skipped", skip_reason=reason, now=datetime.now(UTC)
-                )
-                self.state.add_event(
-                    self.actor, "run.skipped", task=task.id, run=run_id, detail={"reason": reason}
-                )
-                return self.state.get_run(run_id)
+            if req.row is not None and await req.row is None:
+                return None  # its slot or delivery had a row already
         try:
+            return await self._run_row(req, run_id)
+        except (asyncio.CancelledError, WriterClosed):
+            raise
+        except Exception as exc:
+            return await self._settle_crash(task, run_id, exc)
+
+    async def _run_row(self, req: RunRequest, run_id: str) -> Run | None:
+        task = req.task
+        lock = TaskLock(self.paths.workspace(task.id) / ".lock")
+        try:
+            if task.overlap != "allow":
+                wait = req.wait_for_lock
+                if wait is None:
+                    wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
+                try:
+                    await acquire_lock(lock, wait)
+                except asyncio.CancelledError:
+                    self._record_cancelled(run_id, "cancelled while waiting for the previous run")
+                    raise
+                except LockBusy as busy:
+                    reason = (
+                        f"another run of this task is active (pid {busy.holder_pid}); "
+                        f"overlap: {task.overlap}"
+                    )
+                    return await self.writer.commit(
+                        writes.finish_run(
+                            run_id,
+                            status="skipped",
+                            skip_reason=reason,
+                            event=(self.actor, "run.skipped", {"reason": reason}),
+                        )
+                    )
             return await self._run_locked(req, run_id)
         finally:
             lock.release()
+
+    @staticmethod
+    def _crashed(task: Task, run_id: str, exc: Exception) -> str:
+        """Log a failure of daycare itself (not of a block or the model); its error text.
+
+        An expected fault (a full disk, no file descriptors left) is one line; anything
+        else, a bug, gets its traceback.
+        """
+        if isinstance(exc, OSError):
+            log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
+        else:
+            log.error("run %s of %s crashed", run_id, task.id, exc_info=exc)
+        return f"internal error: {type(exc).__name__}: {describe(exc)}"
+
+    async def _settle_crash(self, task: Task, run_id: str, exc: Exception) -> Run:
+        """End a run whose bookkeeping failed before it could record an outcome."""
+        error = self._crashed(task, run_id, exc)
+        return await self.writer.commit(
+            writes.finish_run(
+                run_id,
+                status="failed",
+                error=error,
+                only_active=True,
+                event=(self.actor, "run.finished", {"status": "failed", "error": error}),
+            )
+        )
 
     # -- steps ------------------------------------------------------------------------
 
@@ -157,23 +204,32 @@ class Runner:
         started = time.monotonic()
         # The start is recorded first: lateness is measured up to here, not after set-up.
         if not req.started:
-            self.state.start_run(
-                run_id,
-                pid=os.getpid(),
-                now=datetime.now(UTC),
-                task=task.id,
-                run_dir=self.paths.workspace(task.id) / "runs" / run_id,
-                event=(
-                    self.actor,
-                    "run.started",
-                    {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
-                ),
+            started_detail = dict(
+                trigger=req.trigger, trigger_id=req.trigger_id, attempt=req.attempt
             )
-        ctx = self._prepare(task, run_id, req.payload)
-        self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
+            await self.writer.commit(
+                writes.start_run(
+                    run_id,
+                    pid=os.getpid(),
+                    now=datetime.now(UTC),
+                    task=task.id,
+                    run_dir=self.paths.workspace(task.id) / "runs" / run_id,
+                    event=(self.actor, "run.started", started_detail),
+                )
+            )
+        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
+        try:
+            return await self._run_steps(req, ctx, started)
+        finally:
+            ctx.close()
 
+    async def _run_steps(self, req: RunRequest, ctx: RunContext, started: float) -> Run | None:
+        task, run_id = req.task, ctx.run_id
         outcome: dict[str, Any] = {}
         try:
+            # Directories and files off the loop: on a busy disk each takes milliseconds.
+            await asyncio.to_thread(ctx.prepare, req.payload)
+            self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
             async with asyncio.timeout(max(task.run_timeout, 1.0)):
@@ -186,28 +242,27 @@ class Runner:
         except asyncio.CancelledError:
             self._record_cancelled(run_id, "run cancelled", ctx)
             raise
-        except Exception as exc:  # a bug in a step must still leave a finished row
-            log.exception("run %s crashed", run_id)
-            outcome = {"status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
+        except Exception as exc:  # a bug in a step, a full disk: the row still ends
+            outcome = {"status": "failed", "error": self._crashed(task, run_id, exc)}
 
         for key in ("skip_reason", "error", "output", "response"):
             if outcome.get(key):
                 outcome[key] = self._redact(str(outcome[key]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
-        run = self.state.finish_run(
-            run_id,
-            status=status,
-            now=datetime.now(UTC),
-            error=outcome.get("error"),
-            skip_reason=outcome.get("skip_reason"),
-            output=outcome.get("output"),
-            response=outcome.get("response"),
-            model=outcome.get("model"),
-            input_tokens=outcome.get("input_tokens"),
-            output_tokens=outcome.get("output_tokens"),
-            isolation=outcome.get("isolation"),
-            event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
+        # The row, the failure streak and retention in one commit.
+        ended = await self.writer.commit(
+            writes.end_run(
+                run_id,
+                status=status,
+                actor=self.actor,
+                threshold=self.config.failure_streak,
+                keep=self.config.keep_runs,
+                max_age_days=int(self.config.max_age_days),  # retention counts whole days
+                now=datetime.now(UTC),
+                event=(self.actor, "run.finished", {"status": status, "duration_ms": duration_ms}),
+                **{key: outcome.get(key) for key in RECORDED},
+            )
         )
         self._emit(
             ctx,
@@ -217,32 +272,13 @@ class Runner:
             error=outcome.get("error"),
             skip_reason=outcome.get("skip_reason"),
         )
-        await self._deliver(task, run, outcome, ctx)
-        self._prune(task.id)
-        return run
-
-    def _prepare(self, task: Task, run_id: str, payload: bytes | None) -> RunContext:
-        workspace = self.paths.workspace(task.id)
-        run_dir = workspace / "runs" / run_id
-        files_dir = workspace / "files"
-        artifacts = run_dir / "artifacts"
-        for d in (files_dir, artifacts):
-            d.mkdir(parents=True, exist_ok=True)
-        memory = workspace / "memory.md"
-        if not memory.exists():
-            memory.touch()
-        ctx = RunContext(
-            run_id=run_id,
-            workspace=workspace,
-            run_dir=run_dir,
-            files_dir=files_dir,
-            artifacts_dir=artifacts,
-            log_path=run_dir / "log.jsonl",
-            secrets=[],
-        )
-        if payload is not None:
-            (run_dir / "payload.json").write_bytes(payload)
-        return ctx
+        # Off the loop: on a busy disk, writing out the log or removing a directory tree
+        # takes milliseconds.
+        await asyncio.to_thread(ctx.close)
+        if ended.doomed:
+            await asyncio.to_thread(remove_dirs, ended.doomed)
+        await self._deliver(task, ended.run, ended.change, ctx)
+        return ended.run
 
     async def _execute(self, req: RunRequest, ctx: RunContext) -> dict[str, Any]:
         task = req.task
@@ -286,7 +322,7 @@ class Runner:
             outcome["isolation"] = blocks.isolation
             text = expansion.text
             if expansion.skipped:
-                (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
+                await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
                 return {
                     **outcome,
                     "status": "skipped",
@@ -304,7 +340,7 @@ class Runner:
         else:
             text = task.body
         # What is recorded never holds a secret; the model gets `text` (see redact_input).
-        (ctx.run_dir / "prompt.md").write_text(self._redact(text, ctx), "utf-8")
+        await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
         outcome["output"] = text
         if block_errors:
             outcome["error"] = "; ".join(block_errors)
@@ -354,7 +390,7 @@ class Runner:
         # is not a response (as with a block's skip, its output is discarded).
         response = result.response if result.status != "skipped" else ""
         if response:
-            (ctx.run_dir / "response.md").write_text(self._redact(response, ctx), "utf-8")
+            await write_file(ctx.run_dir / "response.md", self._redact(response, ctx))
         outcome.update(
             model=model,
             response=response or None,
@@ -388,9 +424,12 @@ class Runner:
     # -- recording --------------------------------------------------------------------
 
     def _record_cancelled(self, run_id: str, error: str, ctx: RunContext | None = None) -> None:
-        """Record a cancelled run; never raises, so the cancellation itself goes on."""
+        """Record a cancelled run; never raises or waits, so the cancellation itself goes on."""
         try:
-            self.state.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC))
+            self.writer.post(
+                writes.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC)),
+                f"the cancellation of run {run_id}",
+            )
             if ctx is not None:
                 self._emit(ctx, "run.end", status="cancelled")
         except Exception:
@@ -414,25 +453,16 @@ class Runner:
             "run": ctx.run_id,
             **redact_values(fields, self._secrets(ctx)),
         }
-        with contextlib.suppress(OSError), ctx.log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        ctx.log_line(
+            json.dumps(record, ensure_ascii=False, default=str), flush=event in FLUSH_AFTER
+        )
         if self.on_event is not None:
             try:
                 self.on_event(record)
             except Exception:  # a broken listener must not break the run
                 log.exception("event listener failed")
 
-    async def _deliver(
-        self, task: Task, run: Run | None, outcome: dict[str, Any], ctx: RunContext
-    ) -> None:
-        if run is None:
-            return
-        threshold = self.config.failure_streak
-        change = self.state.record_outcome(task.id, run.status, run.id, threshold=threshold)
-        if change.event == "failure-streak":
-            self.state.add_event(
-                self.actor, "task.flagged", task=task.id, run=run.id, detail={"streak": threshold}
-            )
+    async def _deliver(self, task: Task, run: Run, change: StreakChange, ctx: RunContext) -> None:
         if not task.notify:
             return
         body_text = run.response or run.output or ""
@@ -451,13 +481,9 @@ class Runner:
         urls = resolve_targets(task.notify, lookup)
         errors = await send(urls, Notification(title, body), self._secrets(ctx))
         for err in errors:
-            self.state.add_event(
-                self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}
+            self.writer.post(
+                writes.add_event(
+                    self.actor, "notify.failed", task=task.id, run=run.id, detail={"error": err}
+                ),
+                "a notify.failed event",
             )
-
-    def _prune(self, task_id: str) -> None:
-        keep = self.config.keep_runs
-        days = int(self.config.max_age_days)  # retention counts whole days
-        for run_dir in self.state.prune(task_id, keep=keep, max_age_days=days):
-            if run_dir:
-                shutil.rmtree(run_dir, ignore_errors=True)

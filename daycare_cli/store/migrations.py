@@ -103,7 +103,21 @@ def m001_initial(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+def m002_run_payload(db: sqlite3.Connection) -> None:
+    """A queued webhook run keeps its payload in its row until it starts (durable 202)."""
+    db.execute("ALTER TABLE runs ADD COLUMN payload BLOB")
+
+
+def m003_finished_runs_index(db: sqlite3.Connection) -> None:
+    """Finished runs of a task by time, so retention reads only those: a task with thousands
+    of queued runs (a webhook burst) no longer makes every run's pruning scan them all."""
+    db.execute(
+        "CREATE INDEX runs_finished ON runs (task, queued_at) "
+        "WHERE status NOT IN ('queued', 'running')"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_run_payload, m003_finished_runs_index)
 
 
 # --- applying them --------------------------------------------------------------------

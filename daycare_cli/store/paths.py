@@ -191,8 +191,11 @@ class TaskLock:
                     os.close(fd)
                     raise LockBusy(pid, since) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
+        # The pid note is for people; the flock is the lock. A full disk failing the note
+        # must not leave the lock taken with nobody to release it.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
         self.fd = fd
 
     def release(self) -> None:

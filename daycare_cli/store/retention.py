@@ -9,16 +9,16 @@ from __future__ import annotations
 import sqlite3
 
 from daycare_cli.core.streak import FAILURE_STATUSES
-from daycare_cli.store.rows import FINISHED_STATUSES
 
-_FINISHED = ",".join("?" * len(FINISHED_STATUSES))
+# Spelled as the partial index `runs_finished` is (m003), so SQLite reads only that index.
+_FINISHED = "status NOT IN ('queued', 'running')"
 
 
 def needs_pruning(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> bool:
     """Whether the task has more than `keep` finished runs, or one queued before `cutoff`."""
     count, oldest = db.execute(
-        f"SELECT count(*), min(queued_at) FROM runs WHERE task = ? AND status IN ({_FINISHED})",
-        (task, *FINISHED_STATUSES),
+        f"SELECT count(*), min(queued_at) FROM runs WHERE task = ? AND {_FINISHED}",
+        (task,),
     ).fetchone()
     return not (count <= keep and (oldest is None or oldest >= cutoff))
 
@@ -27,23 +27,36 @@ def prune(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> list[str
     """Delete the task's finished runs beyond the newest `keep` or queued before `cutoff`,
     but its last success and last failure, and its deliveries before `cutoff`.
 
-    Returns the `run_dir` of every deleted run.
+    Returns the `run_dir` of every deleted run. Only the runs to delete are read (with
+    the run after each run, that is usually one), not the `keep` runs that stay.
     """
-    rows = db.execute(
-        f"SELECT id, status, queued_at, run_dir FROM runs "
-        f"WHERE task = ? AND status IN ({_FINISHED}) ORDER BY queued_at DESC, id DESC",
-        (task, *FINISHED_STATUSES),
-    ).fetchall()
-    protected: set[str] = set()
-    for want in (("succeeded",), tuple(FAILURE_STATUSES)):
-        last = next((r["id"] for r in rows if r["status"] in want), None)
-        if last is not None:
-            protected.add(last)
-    doomed = [
-        row
-        for index, row in enumerate(rows)
-        if row["id"] not in protected and (index >= keep or row["queued_at"] < cutoff)
-    ]
-    db.executemany("DELETE FROM runs WHERE id = ?", [(row["id"],) for row in doomed])
+    order = "ORDER BY queued_at DESC, id DESC"
+    protected = {
+        row[0]
+        for statuses in (("succeeded",), tuple(FAILURE_STATUSES))
+        for row in db.execute(
+            # `_FINISHED` too, so the partial index of finished runs serves the scan.
+            f"SELECT id FROM runs WHERE task = ? AND {_FINISHED} "
+            f"AND status IN ({','.join('?' * len(statuses))}) {order} LIMIT 1",
+            (task, *statuses),
+        )
+    }
+    doomed = {
+        row[0]: row[1]
+        for row in db.execute(
+            f"SELECT id, run_dir FROM runs WHERE task = ? AND {_FINISHED} {order} "
+            f"LIMIT -1 OFFSET ?",
+            (task, keep),
+        )
+    }
+    doomed.update(
+        db.execute(
+            f"SELECT id, run_dir FROM runs WHERE task = ? AND {_FINISHED} AND queued_at < ?",
+            (task, cutoff),
+        ).fetchall()
+    )
+    for run_id in protected:
+        doomed.pop(run_id, None)
+    db.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in doomed])
     db.execute("DELETE FROM deliveries WHERE task = ? AND at < ?", (task, cutoff))
-    return [row["run_dir"] for row in doomed if row["run_dir"]]
+    return [run_dir for run_dir in doomed.values() if run_dir]

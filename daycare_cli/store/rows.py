@@ -102,6 +102,7 @@ class Run:
     run_dir: str | None
     pid: int | None
     isolation: str | None
+    payload: bytes | None = None  # a queued webhook run's body, until it starts; not in JSON
 
     @property
     def active(self) -> bool:
@@ -133,6 +134,7 @@ class Run:
             run_dir=row["run_dir"],
             pid=row["pid"],
             isolation=row["isolation"],
+            payload=row["payload"],
         )
 
     def to_json(self) -> dict[str, Any]:

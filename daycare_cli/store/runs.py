@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from daycare_cli.store.rows import (
     Run,
     aware_now,
     duration_ms,
+    parse_time,
     slot_text,
     stamp,
 )
@@ -34,13 +35,41 @@ TEXT_CAP = 1024 * 1024  # output/response kept in the row; the full text is in t
 CUT_MARKER = "\n[… cut at 1 MiB; the full text is in the run directory]"
 
 
+class _Suffixes:
+    """The 8 random hex digits after the second, never drawn twice in one second by one
+    process.
+
+    So the daemon can draw a run's id before its row is committed, and retention can
+    never free an id that is then drawn again (16 random bits were too few: over 100
+    runs of a task in one second, a webhook burst, let that happen). Two processes draw
+    independently; the CLI's insert checks the table, the daemon's ids are its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._second = ""
+        self._used: set[int] = set()
+
+    def draw(self, second: str) -> int:
+        with self._lock:
+            if second != self._second:
+                self._second, self._used = second, set()
+            while (value := secrets.randbits(32)) in self._used:
+                pass
+            self._used.add(value)
+            return value
+
+
+_SUFFIXES = _Suffixes()
+
+
 def new_run_id(now: datetime) -> str:
     """A run id that sorts by time: `20261122T090000Z-7f3a9c01` (UTC second, 32 random bits).
 
-    16 bits were too few: over 100 runs of a task in one second (a webhook burst) let
-    retention delete a row whose id was then drawn again.
+    One process never draws an id twice; see `_Suffixes`.
     """
-    return f"{aware_now(now).astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    second = f"{aware_now(now).astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return f"{second}-{_SUFFIXES.draw(second):08x}"
 
 
 def cap_text(text: str | None, limit: int = TEXT_CAP) -> str | None:
@@ -89,8 +118,15 @@ def insert_run(
     now: datetime,
     pid: int | None,
     skip_reason: str | None = None,
+    run_id: str | None = None,
+    payload: bytes | None = None,
+    run_dir: Callable[[str], str | Path] | None = None,
 ) -> Run | None:
-    """Insert a run row; None when its slot exists."""
+    """Insert a run row; None when its slot exists.
+
+    `run_id` is used as given (the daemon draws ids ahead; one process never repeats
+    one); otherwise an id is drawn here. `run_dir(run_id)` is where its files go.
+    """
     if slot is not None:
         taken = db.execute(
             "SELECT 1 FROM runs WHERE task = ? AND trigger_id = ? AND slot = ? AND attempt = ?",
@@ -98,15 +134,18 @@ def insert_run(
         ).fetchone()
         if taken:
             return None
-    while True:  # 32 random bits a second: a collision is rare but cheap to avoid
+    while run_id is None:  # another process may have drawn the same id this second
         run_id = new_run_id(now)
-        if not db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-            break
+        if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            run_id = None
     at = stamp(now)
+    directory = None if run_dir is None else str(run_dir(run_id))
+    started = at if status == "running" else None
+    finished = None if status in ACTIVE_STATUSES else at
     db.execute(
         """INSERT INTO runs (id, task, trigger, trigger_id, slot, attempt, status,
-               queued_at, started_at, finished_at, skip_reason, pid)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               queued_at, started_at, finished_at, skip_reason, pid, payload, run_dir)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             run_id,
             task,
@@ -116,13 +155,40 @@ def insert_run(
             attempt,
             status,
             at,
-            at if status == "running" else None,
-            None if status in ACTIVE_STATUSES else at,
+            started,
+            finished,
             skip_reason,
             pid,
+            payload,
+            directory,
         ),
     )
-    return _select(db, run_id)
+    # The row as it now reads, without reading it back (a webhook burst writes thousands).
+    queued_at = datetime.fromisoformat(at)
+    return Run(
+        id=run_id,
+        task=task,
+        trigger=trigger,
+        trigger_id=trigger_id,
+        slot=parse_time(slot),
+        attempt=attempt,
+        status=status,
+        queued_at=queued_at,
+        started_at=queued_at if started else None,
+        finished_at=queued_at if finished else None,
+        duration_ms=None,
+        skip_reason=skip_reason,
+        error=None,
+        model=None,
+        input_tokens=None,
+        output_tokens=None,
+        output=None,
+        response=None,
+        run_dir=directory,
+        pid=pid,
+        isolation=None,
+        payload=payload,
+    )
 
 
 def create_run(
@@ -140,15 +206,30 @@ def create_run(
     event: Ledger | None,
     run_dir: Callable[[str], str | Path] | None,
     remember_slot: bool,
+    run_id: str | None = None,
+    payload: bytes | None = None,
+    skip_reason: str | None = None,
 ) -> Run | None:
     """A fire's whole bookkeeping: the run row, its delivery, event, run_dir, last slot.
 
-    None when the slot or the delivery was seen before; see `State.create_run`.
+    None when the slot or the delivery was seen before; see `writes.create_run`.
     """
     if delivery_id is not None and webhooks.delivery_run(db, task, delivery_id) is not None:
         return None
     run = insert_run(
-        db, task, trigger, trigger_id, slot, status=status, attempt=attempt, now=now, pid=pid
+        db,
+        task,
+        trigger,
+        trigger_id,
+        slot,
+        status=status,
+        attempt=attempt,
+        now=now,
+        pid=pid,
+        skip_reason=skip_reason,
+        run_id=run_id,
+        payload=payload,
+        run_dir=run_dir,
     )
     if run is None:
         return None
@@ -156,10 +237,6 @@ def create_run(
         webhooks.insert_delivery(db, task, delivery_id, run.id, now)
     if event is not None:
         insert_event(db, event, task=task, run=run.id, now=now)
-    if run_dir is not None:
-        directory = str(run_dir(run.id))
-        db.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (directory, run.id))
-        run = replace(run, run_dir=directory)
     if remember_slot and slot is not None and trigger_id is not None:
         taskstate.remember_slot(db, task, trigger_id, slot)
     return run
@@ -175,9 +252,9 @@ def start_run(
     task: str | None,
     run_dir: str | Path | None,
 ) -> bool:
-    """Mark a queued run running; False when it was no longer queued."""
+    """Mark a queued run running (its kept payload dropped); False when no longer queued."""
     cur = db.execute(
-        "UPDATE runs SET status = 'running', started_at = ?, pid = ?, "
+        "UPDATE runs SET status = 'running', started_at = ?, pid = ?, payload = NULL, "
         "run_dir = COALESCE(?, run_dir) WHERE id = ? AND status = 'queued'",
         (stamp(now), pid, None if run_dir is None else str(run_dir), run_id),
     )
@@ -205,13 +282,19 @@ def finish_run(
     output_tokens: int | None,
     isolation: str | None,
     event: Ledger | None,
+    only_active: bool = False,
 ) -> Run:
-    """Record how a run ended; fields left None keep what the row already has."""
-    row = db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+    """Record how a run ended; fields left None keep what the row already has.
+
+    With `only_active`, a run that already ended is returned as it is.
+    """
+    row = db.execute("SELECT started_at, status FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no run with id {run_id!r}")
+    if only_active and row["status"] not in ACTIVE_STATUSES:
+        return _select(db, run_id)
     db.execute(
-        """UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?,
+        """UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, payload = NULL,
                error = COALESCE(?, error),
                skip_reason = COALESCE(?, skip_reason),
                output = COALESCE(?, output),
@@ -249,32 +332,88 @@ def set_run_dir(db: sqlite3.Connection, run_id: str, run_dir: str) -> None:
         raise NotFoundError(f"no run with id {run_id!r}")
 
 
+def _interrupt(db: sqlite3.Connection, row: sqlite3.Row, now: datetime) -> Run:
+    pid = row["pid"]
+    owner = f"its process (pid {pid})" if pid is not None else "its process"
+    db.execute(
+        "UPDATE runs SET status = 'interrupted', finished_at = ?, duration_ms = ?, "
+        "payload = NULL, error = COALESCE(error, ?) WHERE id = ?",
+        (
+            stamp(now),
+            duration_ms(row["started_at"], now),
+            f"{owner} ended before the run finished",
+            row["id"],
+        ),
+    )
+    return _select(db, row["id"])
+
+
+def _stale_rows(db: sqlite3.Connection, alive: Callable[[int], bool]) -> list[sqlite3.Row]:
+    """Queued or running rows whose pid is gone (or unset), oldest first."""
+    rows = db.execute(
+        "SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY queued_at, id"
+    ).fetchall()
+    return [row for row in rows if row["pid"] is None or not alive(row["pid"])]
+
+
 def mark_interrupted(
     db: sqlite3.Connection, alive: Callable[[int], bool], now: datetime
 ) -> list[Run]:
     """Mark queued or running runs whose pid is not `alive` as `interrupted`; return them."""
-    at = stamp(now)
+    return [_interrupt(db, row, now) for row in _stale_rows(db, alive)]
+
+
+def settle_stale(
+    db: sqlite3.Connection,
+    alive: Callable[[int], bool],
+    adopt: Callable[[Run], bool],
+    pid: int,
+    now: datetime,
+) -> tuple[list[Run], list[Run]]:
+    """Interrupt stale running runs and the stale queued ones `adopt` refuses (each with a
+    `run.finished` event); the queued ones it accepts become `pid`'s. Returns
+    (interrupted, adopted)."""
     interrupted: list[Run] = []
-    rows = db.execute(
-        "SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY queued_at, id"
-    ).fetchall()
-    for row in rows:
-        pid = row["pid"]
-        if pid is not None and alive(pid):
-            continue
-        owner = f"its process (pid {pid})" if pid is not None else "its process"
-        db.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?, duration_ms = ?, "
-            "error = COALESCE(error, ?) WHERE id = ?",
-            (
-                at,
-                duration_ms(row["started_at"], now),
-                f"{owner} ended before the run finished",
-                row["id"],
-            ),
+    adopted: list[Run] = []
+    for row in _stale_rows(db, alive):
+        if row["status"] == "queued" and adopt(Run.from_row(row)):
+            db.execute("UPDATE runs SET pid = ? WHERE id = ?", (pid, row["id"]))
+            adopted.append(_select(db, row["id"]))
+        else:
+            run = _interrupt(db, row, now)
+            detail = {"status": run.status, "error": run.error}
+            insert_event(db, ("daemon", "run.finished", detail), task=run.task, run=run.id, now=now)
+            interrupted.append(run)
+    return interrupted, adopted
+
+
+def queue_catch_up(
+    db: sqlite3.Connection,
+    task: str,
+    trigger_id: str,
+    slots: Sequence[tuple[str, str]],
+    *,
+    now: datetime,
+    pid: int,
+) -> list[Run]:
+    """Insert a `queued` catch-up run for each (slot, run id) not recorded yet."""
+    created: list[Run] = []
+    for slot, run_id in slots:
+        run = insert_run(
+            db,
+            task,
+            "catch-up",
+            trigger_id,
+            slot,
+            status="queued",
+            attempt=1,
+            now=now,
+            pid=pid,
+            run_id=run_id,
         )
-        interrupted.append(_select(db, row["id"]))
-    return interrupted
+        if run is not None:
+            created.append(run)
+    return created
 
 
 def record_missed(

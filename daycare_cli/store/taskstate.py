@@ -18,10 +18,14 @@ from daycare_cli.store.rows import TaskState, TriggerState, slot_text, stamp
 
 
 def remember_slot(db: sqlite3.Connection, task: str, trigger_id: str, slot: str) -> None:
-    """Set a trigger's `last_slot` (a stored slot text), creating its state if needed."""
+    """Move a trigger's `last_slot` on to `slot` (a stored slot text), never back.
+
+    Stored slots have one fixed-width spelling, so text order is time order.
+    """
     db.execute(
         "INSERT INTO trigger_state (task, trigger_id, last_slot) VALUES (?, ?, ?) "
-        "ON CONFLICT (task, trigger_id) DO UPDATE SET last_slot = excluded.last_slot",
+        "ON CONFLICT (task, trigger_id) DO UPDATE SET "
+        "last_slot = max(coalesce(last_slot, ''), excluded.last_slot)",
         (task, trigger_id, slot),
     )
 

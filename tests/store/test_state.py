@@ -63,22 +63,27 @@ def test_reopening_runs_no_migration_again_and_keeps_data(db_path: Path) -> None
     assert again == run
 
 
-def m002_add_note(db: sqlite3.Connection) -> None:
+def m099_add_note(db: sqlite3.Connection) -> None:
     # ADD COLUMN fails when run twice: this migration proves it runs exactly once.
     db.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
 
-def m003_broken(db: sqlite3.Connection) -> None:
+def m099_broken(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE half_done (x INTEGER)")
     raise RuntimeError("migration failed")
 
 
 def test_a_new_migration_runs_once_on_an_existing_database(db_path: Path) -> None:
     State.open(db_path).close()
-    with State.open(db_path, migrations=(*MIGRATIONS, m002_add_note)) as st:
-        assert [n for n, _ in st.migrations()] == ["m001_initial", "m002_add_note"]
-    with State.open(db_path, migrations=(*MIGRATIONS, m002_add_note)) as st:
-        assert len(st.migrations()) == 2
+    with State.open(db_path, migrations=(*MIGRATIONS, m099_add_note)) as st:
+        assert [n for n, _ in st.migrations()] == [
+            "m001_initial",
+            "m002_run_payload",
+            "m003_finished_runs_index",
+            "m099_add_note",
+        ]
+    with State.open(db_path, migrations=(*MIGRATIONS, m099_add_note)) as st:
+        assert len(st.migrations()) == 4
     db = sqlite3.connect(db_path)
     columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
     db.close()
@@ -88,13 +93,13 @@ def test_a_new_migration_runs_once_on_an_existing_database(db_path: Path) -> Non
 def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
     State.open(db_path).close()
     with pytest.raises(RuntimeError, match="migration failed"):
-        State.open(db_path, migrations=(*MIGRATIONS, m003_broken))
+        State.open(db_path, migrations=(*MIGRATIONS, m099_broken))
     db = sqlite3.connect(db_path)
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     db.close()
     assert "half_done" not in tables
-    assert applied == {"m001_initial"}
+    assert applied == {"m001_initial", "m002_run_payload", "m003_finished_runs_index"}
 
 
 def test_database_file_is_private_and_wal_is_on(db_path: Path) -> None:
@@ -211,7 +216,11 @@ def test_processes_racing_for_the_same_slots_create_each_once(tmp_path: Path) ->
         runs = st.list_runs(limit=None)
         assert len(runs) == 50
         assert len({r.slot for r in runs}) == 50
-        assert [n for n, _ in st.migrations()] == ["m001_initial"]
+        assert [n for n, _ in st.migrations()] == [
+            "m001_initial",
+            "m002_run_payload",
+            "m003_finished_runs_index",
+        ]
 
 
 # --- runs -------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""The scheduler in-process: a catch-up's rows exist before its runs do, and queued runs a
+dead daemon left are run once or settled with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from daycare_cli.config import load_config
+from daycare_cli.daemon.plan import Fire
+from daycare_cli.daemon.scheduler import BURST_RATE, Scheduler
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.state import State
+
+
+def make_home(tmp_path: Path, tasks: dict[str, str]) -> Paths:
+    (tmp_path / "tasks").mkdir()
+    for task_id, text in tasks.items():
+        (tmp_path / "tasks" / f"{task_id}.md").write_text(text)
+    (tmp_path / "config.toml").write_text("")
+    return Paths.resolve(home=tmp_path)
+
+
+def test_a_catch_up_writes_every_slot_and_the_last_slot_before_any_runs(tmp_path: Path) -> None:
+    text = "---\ntriggers:\n  - every: 60s\ncatch_up: all\ncatch_up_window: 1h\n---\nhi\n"
+    paths = make_home(tmp_path, {"tick": text})
+
+    async def main() -> tuple[list[tuple[str, str]], datetime | None, list[Fire]]:
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.plan.load_all(starting=True)
+        sched = scheduler.plan.tasks["tick"]
+        slot = datetime.now(UTC) - timedelta(minutes=5, seconds=30)
+        scheduler.handle(
+            Fire(slot.timestamp(), 0, "tick", "every", slot, "schedule", 1, sched.generation)
+        )
+        # Nothing has run yet: a kill now would leave six queued rows for the next start.
+        rows = [(r.trigger, r.status) for r in state.list_runs(limit=None)]
+        last = state.get_trigger_state("tick", "every").last_slot
+        fires = [f for f in scheduler.plan.heap if f.kind == "catch-up"]
+        return rows, last, fires
+
+    rows, last, fires = asyncio.run(main())
+    assert rows == [("catch-up", "queued")] * 6
+    assert last is not None and last > datetime.now(UTC) - timedelta(minutes=1)
+    assert len(fires) == 6 and all(f.run_id for f in fires)
+
+
+def test_queued_runs_of_a_dead_daemon_run_once_or_end_with_a_reason(tmp_path: Path) -> None:
+    hook = "---\ntriggers:\n  - webhook: true\nexecute: true\nmodel: none\n---\n"
+    hook += "<run_python>\nprint('n=%d' % payload['n'])\n</run_python>\n"
+    paths = make_home(tmp_path, {"hook": hook})
+
+    async def main() -> State:
+        state = State.open(paths.state_db)
+        body = json.dumps({"n": 7}).encode()
+        kept = state.create_run("hook", "webhook", "webhook", payload=body, pid=999_999)
+        gone = state.create_run("removed", "webhook", "webhook", payload=b"{}", pid=999_999)
+        assert kept and gone
+        _, adopted = state.settle_stale(lambda pid: False, adopt=lambda run: True)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.plan.load_all(starting=True)
+        scheduler.adopt(adopted)
+        await asyncio.gather(*scheduler.runs.values())
+        return state
+
+    state = asyncio.run(main())
+    runs = {r.task: r for r in state.list_runs(limit=None)}
+    assert runs["hook"].status == "succeeded" and "n=7" in (runs["hook"].output or "")
+    assert runs["removed"].status == "cancelled"
+    assert "removed or disabled" in (runs["removed"].error or "")
+
+
+def test_webhook_runs_start_paced_while_a_burst_arrives(tmp_path: Path) -> None:
+    hook = "---\ntriggers:\n  - webhook: true\noverlap: allow\nexecute: false\nmodel: none\n"
+    paths = make_home(tmp_path, {"hook": hook + "---\nhi\n"})
+    (tmp_path / "config.toml").write_text("max_concurrent_runs = 40\n")
+
+    async def main() -> tuple[State, float]:
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.plan.load_all(starting=True)
+        start = time.monotonic()
+        for _ in range(10):  # a burst: 40 requests over ~90 ms, room for all in the cap
+            for _ in range(4):
+                scheduler.enqueue("hook", kind="webhook", trigger_id="webhook", payload=b"{}")
+            await asyncio.sleep(0.01)
+        burst = time.monotonic() - start
+        while scheduler.runs or scheduler.pending:
+            await asyncio.gather(*scheduler.runs.values())
+            await asyncio.sleep(0.01)
+        return state, burst
+
+    state, burst = asyncio.run(main())
+    runs = state.list_runs(limit=None)
+    assert len(runs) == 40 and {r.status for r in runs} == {"succeeded"}
+    starts = sorted(r.started_at for r in runs if r.started_at)
+    first = starts[0]
+    # While requests arrived, runs started at most BURST_RATE a second (plus the first).
+    during = [s for s in starts if (s - first).total_seconds() < burst]
+    assert len(during) <= burst * BURST_RATE + 2, (len(during), burst)
+    assert len(during) < 40  # without pacing all 40 would have started at once
