@@ -40,6 +40,7 @@ from daycare_cli.daemon.connections import (
 )
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
+from daycare_cli.store import writes
 from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
@@ -241,7 +242,10 @@ class WebhookServer:
                 )
                 return web.json_response({"error": "signature secret not configured"}, status=403)
             if not check_signature(trigger.signature, secret, body, request.headers):
-                state.add_event("webhook", "webhook.bad_signature", task=task_id)
+                scheduler.writer.post(
+                    writes.add_event("webhook", "webhook.bad_signature", task=task_id),
+                    "a webhook.bad_signature event",
+                )
                 return web.json_response({"error": "bad signature"}, status=401)
         delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get(
             "Idempotency-Key"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from daycare_cli.core.errors import NotFoundError
 from daycare_cli.daemon.plan import Plan, PlanningFailed
+from daycare_cli.store import writes
 from daycare_cli.store.tasks import (
     SettledRead,
     TaskEntry,
@@ -141,9 +142,10 @@ def report(plan: Plan, during: str, cause: BaseException | str, task: str | None
     trace = cause if isinstance(cause, Exception) and not isinstance(cause, OSError) else None
     log.error("watcher: %s failed (%s); watching goes on", during, text, exc_info=trace)
     try:
-        plan.state.add_event(
+        event = writes.add_event(
             "daemon", "watcher.failed", task=task, detail={"during": during, "error": text}
         )
+        plan.writer.post(event, "a watcher.failed event")
     except Exception as exc:
         log.error("watcher: could not record the failure: %s", exc)
 

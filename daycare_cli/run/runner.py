@@ -414,7 +414,12 @@ class Runner:
         def emit(event: str, **fields: Any) -> None:
             self._emit(ctx, event, **fields)
             if event in ("env.built", "env.failed"):
-                self.state.add_event(self.actor, event, task=task.id, run=ctx.run_id, detail=fields)
+                self.writer.post(
+                    writes.add_event(
+                        self.actor, event, task=task.id, run=ctx.run_id, detail=fields
+                    ),
+                    f"an {event} event",
+                )
 
         try:
             return await prepare_envs(EnvCache(self.paths.cache_dir, self.config.deps), task, emit)
