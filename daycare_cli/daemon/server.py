@@ -242,10 +242,11 @@ class WebhookServer:
                 )
                 return web.json_response({"error": "signature secret not configured"}, status=403)
             if not check_signature(trigger.signature, secret, body, request.headers):
-                scheduler.writer.post(
-                    writes.add_event("webhook", "webhook.bad_signature", task=task_id),
-                    "a webhook.bad_signature event",
-                )
+                # In the ledger before the 401 goes out (one group commit, off the loop).
+                with contextlib.suppress(Exception):
+                    await scheduler.writer.commit(
+                        writes.add_event("webhook", "webhook.bad_signature", task=task_id)
+                    )
                 return web.json_response({"error": "bad signature"}, status=401)
         delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get(
             "Idempotency-Key"

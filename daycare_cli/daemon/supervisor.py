@@ -232,9 +232,13 @@ class Supervisor:
         if seen is None or seen[0] != healthy:
             seen = (healthy, datetime.now(UTC))
             self._source_since[name] = seen
+        # A source that describes its own state (the state writer: a stall, the writes
+        # waiting) says more than its last error.
+        described = getattr(source, "health", None)
+        error = described().get("error") if callable(described) else source.last_error
         return {
             "healthy": healthy,
-            "error": source.last_error,
+            "error": error,
             "restarts": int(getattr(source, "restarts", 0)),
             "since": seen[1].isoformat(timespec="seconds"),
             "detail": getattr(source, "detail", None),

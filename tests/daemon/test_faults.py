@@ -53,8 +53,13 @@ def status(home: DaemonHome) -> dict[str, Any] | None:
 
 
 def state_health(home: DaemonHome) -> dict[str, Any] | None:
+    """The `state` part of `daemon status --json`: its `healthy` and `error` (the
+    supervisor adds `restarts`, `since` and `detail` to every part)."""
     st = status(home)
-    return None if st is None else st["parts"]["state"]
+    if st is None:
+        return None
+    part = st["parts"]["state"]
+    return {"healthy": part["healthy"], "error": part["error"]}
 
 
 def every_slot_once(rows: list[Any]) -> list[datetime]:

@@ -248,14 +248,3 @@ def test_the_watchdog_ping_stops_while_the_loop_is_unhealthy(
     # Every 0.1 s while healthy; one gap as long as the loop was down (more than 1 s).
     assert sorted(gaps)[len(gaps) // 2] < 0.2
     assert max(gaps) > 1.0
-
-
-def test_a_deleted_state_database_shows_as_an_unhealthy_state_part(daemon: DaemonHome) -> None:
-    daemon.write("tick", EVERY)
-    daemon.start()
-    assert part(daemon, "state")["healthy"] is True
-    (daemon.home / "state.db").unlink()
-    code, down = status(daemon)
-    assert code == 1
-    assert down["parts"]["state"]["healthy"] is False
-    assert "state.db was deleted" in down["parts"]["state"]["error"]
