@@ -55,7 +55,7 @@ from daycare_cli.run.identity import (
     stage_plan,
 )
 from daycare_cli.run.outcome import exit_error, view_hint
-from daycare_cli.run.prelude import PRELUDE
+from daycare_cli.run.prelude import stdin_head
 from daycare_cli.run.process import STDERR_CAP, Finished, Launch, SpawnError, run_process
 from daycare_cli.run.seccomp import Filter, seccomp_filter
 from daycare_cli.run.view import close_entries, homes, in_view, resolve_entries
@@ -484,7 +484,7 @@ def _script(spec: BlockSpec, fd: int, payload_text: str | None, reap: bool) -> b
     task, run = (json.loads(json.dumps(dict(m), default=str)) for m in (spec.task, spec.run))
     args = (spec.code, fd, task, run, payload_text, spec.stdout_cap, reap)
     call = f"\n_sys.exit(_daycare_main(*{args!r}))\n"
-    return (PRELUDE + call).encode("utf-8", "surrogateescape")
+    return (stdin_head() + call).encode("utf-8", "surrogateescape")
 
 
 def _one_line(what: object) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 import pytest
 
 from daycare_cli.core.task import SandboxSpec
+from daycare_cli.run import sandbox
+from daycare_cli.run.prelude import stdin_head
 from daycare_cli.run.sandbox import isolation_level
 
 # (code, output, error)
@@ -20,6 +23,8 @@ CASES = [
     ("x = 2\nx * 21", "42", None),
     ("{'a': [1, 2], 'b': None}", '{"a": [1, 2], "b": null}', None),
     ("['é', 1]", '["é", 1]', None),
+    ("'é, \"quoted\", back\\\\slash'", 'é, "quoted", back\\slash', None),
+    ("'two\\nlines\\tand a tab'", "two\nlines\tand a tab", None),
     ("(1, 'two')", '[1, "two"]', None),
     ("x = 1", "", None),
     ("None", "", None),
@@ -55,6 +60,20 @@ def test_traceback_names_block_lines(block, isolation):
     assert 'File "<block>", line 6, in <module>' in out.stderr
     assert 'File "<block>", line 4, in f' in out.stderr
     assert "return 1 / 0" in out.stderr
+    assert "_daycare_main" not in out.stderr
+
+
+def test_prelude_from_source_for_another_bytecode(block, isolation, monkeypatch):
+    """An interpreter whose bytecode differs from the daemon's (another magic number)
+    compiles the prelude from its source instead of loading the daemon's compilation."""
+    head = stdin_head()
+    other = head.replace(repr(MAGIC_NUMBER), repr(b"\0\0\r\n"), 1)
+    assert other != head
+    monkeypatch.setattr(sandbox, "stdin_head", lambda: other)
+    assert block("x = 2\nx * 21").output == "42"
+    out = block("def f():\n    return 1 / 0\n\nf()")
+    assert out.error == "ZeroDivisionError: division by zero"
+    assert 'File "<block>", line 2, in f' in out.stderr
     assert "_daycare_main" not in out.stderr
 
 
