@@ -164,7 +164,9 @@ def _resolve_one(
             path=where,
             hint=f"write it as an absolute path or `~/…`, e.g. {name}: [/srv/data]",
         )
-    path = Path(os.path.normpath(path))
+    # normpath keeps a leading `//` (POSIX leaves its meaning open; Linux reads `/`), which
+    # would hide the entry from the checks below.
+    path = Path("/" + os.path.normpath(path).lstrip("/"))
     for place in forbidden:
         if _within(path, place):
             raise SandboxError(
