@@ -10,6 +10,7 @@ block's own launch plan), so what works in the probe is what blocks get.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ class Bwrap:
     version: str
     disable_userns: bool
     sized_tmpfs: bool
+    gate: bool = False  # --args and --info-fd: spawned with no Python before exec
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ Trial = Callable[[Bwrap], tuple[bool, str]]  # (it ran, why not)
 
 def probe(trial: Trial, configured: str | None = None) -> tuple[Bwrap | None, str]:
     """Find bubblewrap (`configured`, config `sandbox.bwrap`, else on PATH) and check
-    with `trial` that it works here: with every option it offers, else with none.
+    with `trial` that it works here: with every option it offers, else without the
+    gate (`Bwrap.gate`: it sets limits on a process of another uid, which root cannot
+    do without CAP_SYS_RESOURCE, nor anyone on a setuid bubblewrap), else with none.
     Returns (bwrap or None, a one-line reason)."""
     if sys.platform != "linux":
         return None, "bubblewrap needs Linux"
@@ -95,8 +99,11 @@ def probe(trial: Trial, configured: str | None = None) -> tuple[Bwrap | None, st
     usage = helped.stdout + helped.stderr
     name = version.stdout.strip() or "bubblewrap"
     full = Bwrap(path, name, "--disable-userns" in usage, "--size" in usage)
+    tries = [full, Bwrap(path, name, False, False)]
+    if "--args" in usage and "--info-fd" in usage:
+        tries.insert(0, dataclasses.replace(full, gate=True))
     why = ""
-    for bwrap in (full, Bwrap(path, name, False, False)):
+    for bwrap in tries:
         ok, why = trial(bwrap)
         if ok:
             return bwrap, f"{name} ({path})"

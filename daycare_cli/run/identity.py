@@ -12,8 +12,11 @@
   a private mount namespace (the "stage") lays a tmpfs over that directory and binds the
   needed directories back at their own paths, so paths are the same inside and outside.
 - Always: rlimits, umask 077, a parent-death signal, the run's cgroup when there is one,
-  and (without bubblewrap, which loads it itself) the seccomp filter, all set between
-  fork and exec (`preexec`).
+  and (without bubblewrap, which loads it itself) the seccomp filter. Without
+  bubblewrap, or with a stage, they are set between fork and exec (`preexec`); under
+  bubblewrap otherwise, Popen drops the uid and sets the umask, and the limits and the
+  cgroup are given to bubblewrap before it makes anything (`process.Gate`), with no
+  Python between fork and exec.
 """
 
 from __future__ import annotations

@@ -233,6 +233,36 @@ def test_missing_interpreter_is_a_sandbox_error(block, isolation, monkeypatch):
     assert out.output == ""
 
 
+def test_exit_seen_without_a_pidfd(block, isolation, monkeypatch):
+    """Where the kernel has no pidfd (before 5.3, or not Linux), a thread waits for the
+    block instead; outcomes and the deadline are the same."""
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    out = block("print('still here')")
+    assert (out.output, out.error, out.exit_code) == ("still here", None, 0)
+    out = block("import time\ntime.sleep(30)", timeout=1)
+    assert out.error == "TimeoutError: block exceeded 1s"
+
+
+def _can_limit_another_uid() -> bool:
+    """Whether prlimit(2) may set limits on a process of another uid: not as root
+    without CAP_SYS_RESOURCE (bit 24), as in most containers."""
+    if os.geteuid() != 0:
+        return True
+    with open("/proc/self/status") as f:
+        caps = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> 24 & 1)
+
+
+def test_gate_where_limits_can_be_set(require_bwrap):
+    """bubblewrap is spawned with no Python before exec wherever the limits can be set
+    on it from outside (launch.Gate); elsewhere the preexec path is taken, and blocks
+    run either way (the tests above)."""
+    bwrap = sandbox._probe(None)[0]
+    assert bwrap is not None
+    setuid = bool(os.stat(bwrap.path).st_mode & 0o4000)
+    assert bwrap.gate == (_can_limit_another_uid() and not setuid)
+
+
 def test_isolation_level(monkeypatch):
     monkeypatch.delenv("DAYCARE_SANDBOX", raising=False)
     level, reason = isolation_level()
