@@ -21,7 +21,7 @@ from pathlib import Path
 
 from daycare_cli.core.task import MIB
 from daycare_cli.run.identity import SAFE_PATH, Identity, reachable
-from daycare_cli.run.view import SYSTEM_DIRS, Entry, homes, in_view
+from daycare_cli.run.view import SYSTEM_DIRS, Entry, homes, in_view, within
 
 TMP_SIZE = 64 * MIB
 SHM_SIZE = 16 * MIB
@@ -152,7 +152,7 @@ def bwrap_argv(
         a += ["--ro-bind", str(p), str(p)]
     staged = [Path(t) for t in tops]
     for e in paths.entries:
-        by_path = any(_is_within(e.path, t) for t in staged)
+        by_path = any(within(e.path, t) for t in staged)
         if by_path:
             a += ["--bind" if e.writable else "--ro-bind", str(e.path), str(e.path)]
         else:
@@ -192,7 +192,7 @@ def _resolver_binds() -> list[str]:
         target = Path(os.path.realpath("/etc/resolv.conf"))
     except OSError:
         return []
-    if _is_within(target, Path("/run")) and target.is_file():
+    if within(target, Path("/run")) and target.is_file():
         return ["--ro-bind", str(target), str(target)]
     return []
 
@@ -220,11 +220,7 @@ def _hidden_paths(
             continue
         # Under a staged tmpfs or behind a directory the user cannot enter, it is
         # already out of sight, and bubblewrap could not mount over it anyway.
-        if any(_is_within(p, Path(t)) for t in tops) or not reachable(p, ident):
+        if any(within(p, Path(t)) for t in tops) or not reachable(p, ident):
             continue
         out.append(p)
     return out
-
-
-def _is_within(path: Path, top: Path) -> bool:
-    return path == top or top in path.parents
