@@ -233,6 +233,20 @@ def test_missing_interpreter_is_a_sandbox_error(block, isolation, monkeypatch):
     assert out.output == ""
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="prctl is Linux's")
+def test_the_prelude_reaps_only_without_a_pid_namespace(block, isolation):
+    """Reduced isolation: the block's interpreter is a child subreaper that kills what
+    it leaves. Under bubblewrap the pid namespace ends with the block, so the prelude
+    spends nothing on it (ctypes alone cost 2 ms a block)."""
+    code = (
+        "import ctypes\n"
+        "flag = ctypes.c_int(-1)\n"
+        "ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER\n"
+        "print(flag.value)"
+    )
+    assert block(code).output == ("1" if isolation == "reduced" else "0")
+
+
 def test_exit_seen_without_a_pidfd(block, isolation, monkeypatch):
     """Where the kernel has no pidfd (before 5.3, or not Linux), a thread waits for the
     block instead; outcomes and the deadline are the same."""
