@@ -38,6 +38,7 @@ from daycare_cli.run.pipes import BlockPipes
 
 GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
+KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes to be gone
 PR_SET_CHILD_SUBREAPER = 36
 
 # Pids of blocks running now (the orphan sweep leaves them alone), and spawns under way
@@ -97,12 +98,10 @@ async def run_process(
         loop, proc, read_fd, info_fd, stdin_data, stdout_cap, on_output, lambda: LIVE.discard(pid)
     )
 
-    # Compared with psutil's creation times of what the block left: the same clock
-    # (boot time plus ticks), which can differ from time.time() by a good part of a second.
-    try:
-        since = psutil.Process(pid).create_time()
-    except psutil.Error:
-        since = time.time() - 1.0
+    # Only what a sweep needs (under bubblewrap, only after a stop): the block's creation
+    # time, read while it exists.
+    since = _created(pid) if launch.sweep_after_exit else None
+    killed: list[psutil.Process] = []  # what we SIGKILLed: gone before we return
     timed_out = False
     stopped = False
     try:
@@ -110,7 +109,8 @@ async def run_process(
         timed_out = not ended
         if not block.exited.is_set():
             stopped = True
-            await _stop(pid, block, launch.tree_kill)
+            since = since or _created(pid)
+            killed += await _stop(pid, block, launch.tree_kill)
         # After an exit, what outlived the block is no longer below it: the orphan
         # sweep (we are the subreaper it was re-parented to) finds it.
         _kill_group(pid, signal.SIGKILL)
@@ -120,23 +120,27 @@ async def run_process(
         try:
             if proc.returncode is None:
                 # Cancelled (the run was cancelled or the daemon is stopping): kill now,
-                # and give the kernel a moment to tear the namespace down. The tree goes
-                # first: once the block is dead, its children are no longer below it.
+                # and wait for the kernel to tear it down. The tree goes first: once the
+                # block is dead, its children are no longer below it.
                 stopped = True
+                since = since or _created(pid)
                 if launch.tree_kill:
-                    _freeze_and_kill(pid)
+                    killed += _freeze_and_kill(pid)
                 _kill_group(pid, signal.SIGKILL)
                 await _settle(block)
         finally:
             block.close()
             again: asyncio.CancelledError | None = None
-            if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
-                try:
+            try:
+                if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
                     await _uncancelled(_spawns_settled())
-                except asyncio.CancelledError as exc:
-                    again = exc  # raised after the sweep
-                # The block's own process stays in LIVE until it is reaped.
-                sweep_orphans(launch.orphans_of, since, launch.orphan_env)
+                    # The block's own process stays in LIVE until it is reaped.
+                    killed += sweep_orphans(launch.orphans_of, since or 0.0, launch.orphan_env)
+                # "It leaves no process behind" holds when this returns, however loaded
+                # the machine: what was killed has exited (and what is ours, reaped).
+                await _uncancelled(_gone(killed))
+            except asyncio.CancelledError as exc:
+                again = exc  # raised once the clean-up is over
             if proc.returncode is not None:
                 LIVE.discard(pid)
             if again is not None:
@@ -166,15 +170,45 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
 
 
 async def _settle(block: BlockPipes) -> None:
-    """Wait (at most DRAIN each) for the killed block to be reaped and its pipes to
-    close, even through another cancellation. Once it is reaped, what it left is
-    re-parented to us and the orphan sweep finds it."""
+    """Wait for the killed block to be reaped (at most KILL_WAIT: SIGKILL only fails to
+    end a process stuck in the kernel) and its pipes to close (at most DRAIN), even
+    through another cancellation. Once it is reaped, what it left is re-parented to us
+    and the orphan sweep finds it."""
 
     async def both() -> None:
-        await _first(block.exited, timeout=DRAIN)
+        await _first(block.exited, timeout=KILL_WAIT)
         await _first(block.pipes_closed, timeout=DRAIN)
 
     await _uncancelled(both())
+
+
+async def _gone(procs: list[psutil.Process]) -> None:
+    """Wait (at most KILL_WAIT, without blocking the loop) until every process in
+    `procs`, all SIGKILLed, has exited; reap those that are our children."""
+    deadline = time.monotonic() + KILL_WAIT
+    left = procs
+    while left:
+        still = []
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(p.pid, os.WNOHANG)  # ours: reap it; else its parent will
+                elif p.is_running():
+                    still.append(p)
+        left = still
+        if not left or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.005)
+
+
+def _created(pid: int) -> float:
+    """When `pid` started, on psutil's clock (boot time plus ticks), which is the one the
+    sweep compares with and can differ from time.time() by a good part of a second."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return time.time() - 1.0
 
 
 async def _spawns_settled() -> None:
@@ -198,20 +232,21 @@ async def _uncancelled(work: Any) -> None:
         raise cancelled
 
 
-async def _stop(pid: int, block: BlockPipes, tree_kill: bool) -> None:
-    """SIGTERM the group, 0.5 s of grace, then SIGKILL it (and, without a pid namespace,
-    everything descended from the block, even what left the group)."""
+async def _stop(pid: int, block: BlockPipes, tree_kill: bool) -> list[psutil.Process]:
+    """SIGTERM the group, 0.5 s of grace, then SIGKILL it (and everything descended
+    from the block, even what left the group). Returns what was SIGKILLed by name."""
     snapshot = _tree(pid) if tree_kill else []
     _kill_group(pid, signal.SIGTERM)
     await _first(block.exited, timeout=GRACE)
-    if tree_kill and not block.exited.is_set():
-        _freeze_and_kill(pid)
+    killed = _freeze_and_kill(pid) if tree_kill and not block.exited.is_set() else []
     _kill_group(pid, signal.SIGKILL)
     for p in snapshot:
         # psutil refuses to signal a pid that another process has taken since.
         with contextlib.suppress(psutil.Error):
             p.kill()
+            killed.append(p)
     await _first(block.exited, timeout=DRAIN)
+    return killed
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -228,8 +263,9 @@ def _tree(root: int) -> list[psutil.Process]:
         return []
 
 
-def _freeze_and_kill(root: int) -> None:
-    """Stop the whole tree (stopped processes cannot fork), then SIGKILL all of it."""
+def _freeze_and_kill(root: int) -> list[psutil.Process]:
+    """Stop the whole tree (stopped processes cannot fork), then SIGKILL all of it;
+    returns what was killed."""
     stopped: dict[int, psutil.Process] = {}
     for _ in range(200):
         new = [p for p in _tree(root) if p.pid not in stopped]
@@ -242,6 +278,7 @@ def _freeze_and_kill(root: int) -> None:
     for p in stopped.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
+    return list(stopped.values())
 
 
 _subreaper = False
@@ -259,10 +296,11 @@ def _become_subreaper() -> None:
     _subreaper = True
 
 
-def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
-    """SIGKILL and reap what blocks left behind: our children, running as `uid`, started
-    since `since`, that are not a running block, and (with `env`) whose environment holds
-    that line. Returns how many were killed."""
+def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> list[psutil.Process]:
+    """SIGKILL what blocks left behind: our children, running as `uid`, started since
+    `since`, that are not a running block, and (with `env`) whose environment holds that
+    line, with their descendants. Returns what was killed (`_gone` waits for it and
+    reaps it)."""
     found = []
     for child in _children_of(os.getpid()):
         with contextlib.suppress(psutil.Error):
@@ -284,23 +322,18 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
             except psutil.Error:
                 continue
             found.append(p)
+    killed = []
     for p in found:
-        stopped = [p]
+        tree = [p]
         with contextlib.suppress(psutil.Error):
-            stopped += p.children(recursive=True)
-        for q in stopped:
+            tree += p.children(recursive=True)
+        for q in tree:
             with contextlib.suppress(psutil.Error):
                 q.kill()
-        # Reap it (it is ours now); never block the loop on one that will not go.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(p.pid, os.WNOHANG)[0] != 0:
-                    break
-            except ChildProcessError:
-                break
-            time.sleep(0.002)
-    return len(found)
+                killed.append(q)
+        if p not in killed:
+            killed.append(p)  # a zombie: nothing to kill, still to reap
+    return killed
 
 
 def _children_of(parent: int) -> list[int]:
