@@ -265,21 +265,23 @@ def _become_reaper(main_pid):
 
 
 @functools.cache
-def stdin_head() -> str:
+def stdin_head(source: bool = True) -> str:
     """The start of a block's stdin: the prelude, compiled by this interpreter and sent
     as `marshal` data (hex: the quickest literal to parse), run as such by an
-    interpreter of the same bytecode (magic number) and compiled from its source by any
-    other. The call to `_daycare_main` follows."""
+    interpreter of the same bytecode (magic number) and, with `source`, compiled from
+    its source by any other (an interpreter that is this one's own binary does not need
+    it). The call to `_daycare_main` follows."""
     from importlib.util import MAGIC_NUMBER
 
     code = compile(PRELUDE, "<stdin>", "exec", dont_inherit=True, optimize=0)
     blob = marshal.dumps(code).hex()
-    return (
+    head = (
         "import sys as _sys\n"
         "_magic = getattr(_sys.modules.get('_frozen_importlib_external'), 'MAGIC_NUMBER', 0)\n"
         f"if _magic == {MAGIC_NUMBER!r}:\n"
         "    import marshal as _marshal\n"
         f"    exec(_marshal.loads(bytes.fromhex({blob!r})))\n"
-        "else:\n"
-        f"    exec(compile({PRELUDE!r}, '<stdin>', 'exec'))\n"
     )
+    if source:
+        head += f"else:\n    exec(compile({PRELUDE!r}, '<stdin>', 'exec'))\n"
+    return head

@@ -190,7 +190,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
             duration_ms=_ms_since(started),
         )
     try:
-        out = await _execute(spec, launch, payload_text, level, started)
+        out = await _execute(spec, launch, payload_text, level, started, python)
     finally:
         _close(paths, seccomp_fd)
     if bwrap is not None and out.error:
@@ -402,7 +402,12 @@ def _read_payload(path: Path | None) -> str | None:
 
 
 async def _execute(
-    spec: BlockSpec, launch: Launch, payload_text: str | None, level: str, started: float
+    spec: BlockSpec,
+    launch: Launch,
+    payload_text: str | None,
+    level: str,
+    started: float,
+    python: str,
 ) -> BlockOutcome:
     # The prelude reaps the block's descendants itself only without a pid namespace:
     # under bubblewrap the namespace ends with the block, and all in it (its ctypes
@@ -410,7 +415,7 @@ async def _execute(
     reap = launch.tree_kill and level == "reduced"
 
     def script(fd: int) -> bytes:
-        return _script(spec, fd, payload_text, reap=reap)
+        return _script(spec, fd, payload_text, reap=reap, python=python)
 
     try:
         done = await run_process(
@@ -478,16 +483,25 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
     return out
 
 
-def _script(spec: BlockSpec, fd: int, payload_text: str | None, reap: bool) -> bytes:
+def _script(
+    spec: BlockSpec, fd: int, payload_text: str | None, reap: bool, python: str = ""
+) -> bytes:
     """The interpreter's stdin: the prelude, then one call with the block as literals.
 
     Arguments travel as Python literals (plain str/int/dict after a JSON round trip), so
-    the prelude needs no JSON parser to read them.
+    the prelude needs no JSON parser to read them. The prelude's source comes along
+    unless `python` is the daemon's own interpreter (run_block's caller's).
     """
     task, run = (json.loads(json.dumps(dict(m), default=str)) for m in (spec.task, spec.run))
     args = (spec.code, fd, task, run, payload_text, spec.stdout_cap, reap)
     call = f"\n_sys.exit(_daycare_main(*{args!r}))\n"
-    return (stdin_head() + call).encode("utf-8", "surrogateescape")
+    source = os.path.realpath(python) != _own_python()
+    return (stdin_head(source) + call).encode("utf-8", "surrogateescape")
+
+
+@functools.cache
+def _own_python() -> str:
+    return os.path.realpath(sys.executable or "python3")
 
 
 def _one_line(what: object) -> str:

@@ -66,10 +66,10 @@ def test_traceback_names_block_lines(block, isolation):
 def test_prelude_from_source_for_another_bytecode(block, isolation, monkeypatch):
     """An interpreter whose bytecode differs from the daemon's (another magic number)
     compiles the prelude from its source instead of loading the daemon's compilation."""
-    head = stdin_head()
+    head = stdin_head(source=True)
     other = head.replace(repr(MAGIC_NUMBER), repr(b"\0\0\r\n"), 1)
     assert other != head
-    monkeypatch.setattr(sandbox, "stdin_head", lambda: other)
+    monkeypatch.setattr(sandbox, "stdin_head", lambda source: other)
     assert block("x = 2\nx * 21").output == "42"
     out = block("def f():\n    return 1 / 0\n\nf()")
     assert out.error == "ZeroDivisionError: division by zero"
