@@ -1,4 +1,5 @@
-"""CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (DESIGN.md §10).
+"""CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (bench/README.md, "The
+figures").
 
 Makes 100 task files (cron in several zones, `every`, webhook, a few with two triggers)
 in a temporary DAYCARE_HOME with 5 runs of each in its state database (so every row has

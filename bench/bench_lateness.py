@@ -1,4 +1,5 @@
-"""Fire lateness: daycare's daemon beside APScheduler 3 on the same schedule (DESIGN.md §10).
+"""Fire lateness: daycare's daemon beside APScheduler 3 on the same schedule (bench/README.md, "The
+figures").
 
 Each daycare phase runs beside APScheduler for the same duration, so both see the same
 machine load; the two daycare phases run one after the other:

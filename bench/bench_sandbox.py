@@ -1,4 +1,5 @@
-"""Sandbox latency: what running a block costs beyond starting an interpreter (DESIGN.md §10).
+"""Sandbox latency: what running a block costs beyond starting an interpreter (bench/README.md,
+"The figures").
 
 Measures the median wall time of N runs (30 by default) of:
 
@@ -14,7 +15,7 @@ Measures the median wall time of N runs (30 by default) of:
 
 and prints them as Markdown table rows, with b − a and c − b, the cost of daycare's
 own machinery (prelude, limits, pipes, clean-up) and of bubblewrap, c / a, the
-ratio DESIGN.md §10 holds to (< 1.5×), and e − c, what a cached environment adds
+ratio the sandbox is held to (bench/README.md) (< 1.5×), and e − c, what a cached environment adds
 (goal < 10 ms).
 
 The cases run interleaved, one of each per round, so that load coming and going on a

@@ -1,5 +1,6 @@
 """Reading task files: parse time of hostile files, event-loop lag while one is read, and a
-worker thread against a worker process (DESIGN.md §6 "Faults", §10).
+worker thread against a worker process (docs/operations.md, "Faults"; bench/README.md, "The
+figures").
 
 1. parse time (`read_entry`, median of 5) of files built to be slow: 20,000 unclosed
    `<run_python>` tags, 20,000 closed blocks, 1,000 unnamed triggers, a 5,000-deep list,

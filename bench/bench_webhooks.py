@@ -1,6 +1,6 @@
 """Webhooks with the default config: accepted requests/s, latency, a burst of 10,000, and
 every 202 matched by exactly one run that ran, also across a kill -9 during the drain
-(DESIGN.md §10).
+(bench/README.md, "The figures").
 
 A temporary home with one task (`triggers: [{webhook: true}]`, `overlap: allow`,
 `execute: false`, `model: none`, so a run is only its bookkeeping), the default config

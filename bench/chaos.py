@@ -1,4 +1,5 @@
-"""Chaos: the reliability figures of DESIGN.md §10, checked against the real CLI and daemon.
+"""Chaos: the reliability figures of bench/README.md, "The figures", checked against the real CLI
+and daemon.
 
 Not part of the test run (pytest collects `tests/` only): it takes minutes and fills a
 machine. Parts, each with its own report:
@@ -387,7 +388,8 @@ def fuzz_part(args: argparse.Namespace) -> Report:
 
 
 # -- part 2: kill -9 mid-run ----------------------------------------------------------------
-# DESIGN.md §10: 50 kill -9 of the daemon mid-run: 0 duplicate slots, 0 lost slots under
+# bench/README.md, "The figures": 50 kill -9 of the daemon mid-run: 0 duplicate slots, 0 lost slots
+# under
 # `catch_up: all`, 0 runs left running. Another change adds it here: start a daemon on a
 # home of its own (see `daemon_files` for the pattern), kill -9 it while runs are active,
 # restart, and check the runs table after the last restart.

@@ -1,4 +1,4 @@
-"""Chaos: 50 kill -9s of the daemon mid-run (DESIGN.md §10, reliability).
+"""Chaos: 50 kill -9s of the daemon mid-run (bench/README.md, "The figures").
 
 A temporary home (retention off, so every row stays to be checked) with three tasks:
 - `every-1s`: `every: 1s`, `catch_up: all` (window 1 h), a block that sleeps 0.3 s, so a

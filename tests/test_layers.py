@@ -1,4 +1,5 @@
-"""The house rules of DESIGN.md §1, checked mechanically: layers point down, no cycles.
+"""The house rules of docs/architecture.md, "The layers", checked mechanically: layers point down,
+no cycles.
 
 Every `import` and `from … import` of every module under daycare_cli/ is read with `ast`
 (also those under `if TYPE_CHECKING:` and inside functions: a lazy import is still a

@@ -3,7 +3,7 @@
 Two hot paths answer without Typer: `daycare --version`, and `daycare task ls` (with
 only --json, --tag and the global options), which status bars and scripts call often.
 Typer's parameter handling imports pydantic, which alone costs more than the 150 ms
-DESIGN.md §10 allows the whole listing. Everything else, `--help` included, goes
+its goal allows the whole listing. Everything else, `--help` included, goes
 through the Typer app; both paths run the same `summary.list_tasks`.
 
 User errors are rendered without a traceback and exit with their documented code

@@ -162,7 +162,7 @@ def when_text(when: datetime, now: datetime, zone: str) -> str:
 
 # --- a light table for `task ls` -----------------------------------------------------------
 # Rich takes ~50 ms to import and ~60-90 ms to lay out 100 rows on a small machine, more
-# than DESIGN.md §10 allows the whole `task ls`. This table aligns one-line cells, colours
+# than its goal allows the whole `task ls`. This table aligns one-line cells, colours
 # them when the output is a colour terminal (NO_COLOR and TERM=dumb respected, FORCE_COLOR
 # forces), and shortens chosen columns with "…" only to fit a terminal's width.
 

@@ -1,6 +1,6 @@
 """What the CLI shows about a task: its triggers in words and its next fires.
 
-Also the stable JSON shapes of DESIGN.md §7 (`task ls --json`, `task show --json`):
+Also the stable JSON shapes of docs/cli.md, "JSON output" (`task ls --json`, `task show --json`):
 extend them, never rename a field.
 """
 
@@ -34,7 +34,8 @@ class Fire:
 def trigger_fires(cli: CliContext, task: Task, trigger: Trigger, n: int) -> list[Fire]:
     """The next `n` fires of one trigger after now (none for webhooks and `@reboot`).
 
-    The one answer of DESIGN.md §4: `upcoming()` from the trigger's stored state, as the
+    The one answer of docs/task-file.md, "schedule": `upcoming()` from the trigger's stored state,
+    as the
     daemon plans it, so every view shows the same slot with or without a daemon.
     """
     from daycare_cli.core.errors import ScheduleError

@@ -1,5 +1,5 @@
 """The keys of a task file about how its blocks run: `sandbox`, `python`, `env`, and the
-PEP 723 metadata a block may carry (DESIGN.md §3, §5).
+PEP 723 metadata a block may carry (docs/task-file.md).
 
 `BlockSettingsReader` adds their readers to the trigger reader; `core/taskfile.py` builds
 the whole task with it. Every error names the line and column and how to fix it.

@@ -1,6 +1,7 @@
 """DST transitions of a zone, and how other schedulers treat a cron slot inside one.
 
-daycare follows cronie (DESIGN.md §4): when clocks go forward, a fixed-time slot in the
+daycare follows cronie (docs/task-file.md, "schedule"): when clocks go forward, a fixed-time slot
+in the
 skipped hour runs at the jump; when they go back, a fixed-time slot runs once and a
 wildcard job (minute or hour starting with `*`) runs in both passes. Engines that walk
 the wall clock do otherwise, and an export says where. Each engine is modelled by how it

@@ -1,4 +1,4 @@
-"""Durations in task files, spelled as systemd spells them (DESIGN.md §3, §4).
+"""Durations in task files, spelled as systemd spells them (docs/task-file.md).
 
 `90s`, `15m`, `15min`, `15 minutes`, `2h`, `1d`, `1w`, `1h30m`, `1h 30m`, `1.5h`, `500ms`
 or a number of seconds. Units from weeks down to milliseconds, each at most once and

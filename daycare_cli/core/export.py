@@ -1,4 +1,4 @@
-"""What exporting a task to another scheduler means, whatever the engine (DESIGN.md §3, §4).
+"""What exporting a task to another scheduler means, whatever the engine (docs/task-file.md).
 
 An export is honest about what does not carry over: each task's `TaskExport` holds its
 files, `warnings` (settings of the task the engine cannot honour: shown on stderr, written

@@ -1,6 +1,6 @@
 """Split a task file into frontmatter and body; decode its bytes; positions in its text.
 
-The rules of DESIGN.md §3: frontmatter exists only when line 1 (after a BOM) is `---`,
+The rules of docs/task-file.md: frontmatter exists only when line 1 (after a BOM) is `---`,
 and ends at the first later line that is `---` or `...`. Only a newline breaks lines
 (not \\v or U+2028).
 """
@@ -37,7 +37,7 @@ def _is_delimiter(line: str, marks: tuple[str, ...]) -> bool:
 
 
 def split_file(text: str, path: str) -> SplitFile:
-    """Cut a task file into frontmatter and body (DESIGN.md §3 parsing rules).
+    """Cut a task file into frontmatter and body (docs/task-file.md, "How a file is read").
 
     Frontmatter exists only if line 1 (after a BOM) is `---`; it ends at the first later
     line that is `---` or `...`; everything after is the body, more `---` lines included.

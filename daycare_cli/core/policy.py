@@ -2,7 +2,7 @@
 
 The daemon's loop (`daemon/scheduler.py`) asks these what to do and does it; nothing
 here reads a clock, sleeps or draws random numbers: `now` and `rand` are arguments, so
-every rule of DESIGN.md §6 is tested with plain values.
+every rule of docs/operations.md is tested with plain values.
 
 Datetimes must be aware. Arithmetic is done in UTC because adding a timedelta to a
 datetime in a DST zone moves the wall clock, not the instant.
@@ -25,7 +25,7 @@ from daycare_cli.core.task import (
 )
 
 DAY = 86400.0
-RETRY_CAP = 3600.0  # DESIGN.md §3: backoff capped at 1 h
+RETRY_CAP = 3600.0  # docs/task-file.md: backoff capped at 1 h
 CATCH_UP_LIMIT = 100  # at most this many missed slots are run
 RETRY_JITTER = 0.25  # retry delays vary by ±25 % around the exponential value
 

@@ -1,4 +1,5 @@
-"""Find `<run_python>` blocks in a prompt body and splice their outputs (DESIGN.md §5.2-3).
+"""Find `<run_python>` blocks in a prompt body and splice their outputs (docs/task-file.md, "Inside
+a block").
 
 Pure: running a block is the caller's business, injected as `run_block`. Expansion is
 single-pass: each block's text is replaced by its rendered result by position, and the

@@ -1,4 +1,5 @@
-"""Triggers -> next fires in a time zone, cronie's rules, DST notes and explain() (DESIGN.md §4).
+"""Triggers -> next fires in a time zone, cronie's rules, DST notes and explain()
+(docs/task-file.md, "schedule").
 
 Cron expressions are read by core/cronspec.py (cronie's field rules) and placed in time
 by core/cronclock.py (cronie's main loop, DST included); cronsim only puts an expression

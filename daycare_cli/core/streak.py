@@ -1,4 +1,5 @@
-"""The failure streak of a task: when to flag it and when it has recovered (DESIGN.md §5.8).
+"""The failure streak of a task: when to flag it and when it has recovered (docs/task-file.md,
+"notify and notify_on").
 
 A run's status moves the streak: a failure adds one, a success ends it, and statuses
 that say nothing about the task's health (interrupted by a dying daemon, cancelled, a

@@ -1,4 +1,4 @@
-"""Task, Trigger and policy types (DESIGN.md §3), and the effective zone of a trigger.
+"""Task, Trigger and policy types (docs/task-file.md), and the effective zone of a trigger.
 
 These are plain immutable values. `core/taskfile.py` builds them from a file and
 validates every key with precise positions; everything else only reads them.
@@ -133,7 +133,7 @@ class PythonSpec:
 
 @dataclass(frozen=True)
 class Task:
-    """A validated task file. Defaults follow DESIGN.md §3.
+    """A validated task file. Defaults follow docs/task-file.md.
 
     `timezone` is the zone the file names (None: config default, else the system's).
     `model` is None when the file does not name one (config default applies) and the

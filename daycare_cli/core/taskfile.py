@@ -1,4 +1,4 @@
-"""Parse a task file into a validated Task, with precise errors (DESIGN.md §3).
+"""Parse a task file into a validated Task, with precise errors (docs/task-file.md).
 
 One reader for the daemon and the CLI: `parse_task` turns the bytes of a file into a
 validated `Task` or raises one `TaskFileError` that names the file, line and column of
@@ -123,7 +123,7 @@ _EXAMPLES: dict[str, str] = {
 }
 
 MAX_RETRIES = 100
-MAX_FILE_BYTES = MIB  # DESIGN.md §6: read with a size cap
+MAX_FILE_BYTES = MIB  # docs/operations.md: read with a size cap
 # YAML costs far more per byte than the body: 600 KB of triggers took 1-3 s to compose.
 # 128 KiB holds 1,000 triggers of the long form and reads in a fraction of a second.
 MAX_FRONTMATTER_CHARS = 128 * 1024

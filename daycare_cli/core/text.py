@@ -1,4 +1,4 @@
-"""Untrusted text made safe to show and to keep (DESIGN.md §5 step 5, §8).
+"""Untrusted text made safe to show and to keep (docs/security.md).
 
 Blocks, webhook payloads and models write text that reaches a terminal and the state
 database. `visible` turns every control character into a printable escape, so no ESC,

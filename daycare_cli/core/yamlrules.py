@@ -1,4 +1,4 @@
-"""The YAML subset task files accept, and its errors in words (DESIGN.md §3).
+"""The YAML subset task files accept, and its errors in words (docs/task-file.md).
 
 Frontmatter is composed with PyYAML's C safe loader, so every value keeps its position.
 Before any value is read, the tree is checked for what different YAML tools read

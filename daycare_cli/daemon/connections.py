@@ -1,4 +1,4 @@
-"""How much the HTTP servers let one connection take (DESIGN.md §6, webhooks).
+"""How much the HTTP servers let one connection take (docs/operations.md, "Webhooks").
 
 - A request's head must be complete `HEADER_TIMEOUT` after the connection opened or the
   previous response was sent: a client sending it a byte at a time (slowloris) is closed,

@@ -1,6 +1,6 @@
 """TEST-ONLY fault injection: make a part of the daemon raise where a bug would.
 
-The daemon's supervision (DESIGN.md §6, "Faults") is proven by tests against the real
+The daemon's supervision (docs/operations.md, "Faults") is proven by tests against the real
 daemon process, which need a part to fail on demand. Reproducing a bug needs a bug, so
 the tests use this hook instead: with `DAYCARE_TEST_FAULT=<file>` in the daemon's
 environment, each `fault_point(name)` raises `InjectedFault` while that file lists

@@ -1,4 +1,5 @@
-"""Event-loop lag: how late a periodic timer fires, the figure DESIGN.md §10 holds to.
+"""Event-loop lag: how late a periodic timer fires, a figure the daemon is held to
+(bench/README.md, "The figures").
 
 A timer wakes late by as long as the loop was busy with something else (a blocking
 call, a long stretch of work between two awaits). The supervisor's periodic timer (once

@@ -318,7 +318,8 @@ class Plan:
                     self.catch_up(sched, trigger, missed, now, dropped=dropped)
             if last is None:
                 self.planned.append((task.id, trigger.id, first))
-            # The one answer to "when next" (DESIGN.md §4), from the state just read or
+            # The one answer to "when next" (docs/task-file.md, "schedule"), from the state just
+            # read or
             # about to be recorded: what the CLI computes from state.db.
             nxt = upcoming(trigger, now=now, last_slot=last or first, tz=tz)
             if nxt:

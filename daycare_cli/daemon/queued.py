@@ -1,6 +1,6 @@
 """Runs whose row is written `queued` before they start: what the scheduler needs to run
 one later (a catch-up run, or one a dead daemon left), and which of them a restarted
-daemon runs instead of marking them interrupted (DESIGN.md §5, §6).
+daemon runs instead of marking them interrupted (docs/operations.md, "Runs").
 """
 
 from __future__ import annotations

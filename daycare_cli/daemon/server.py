@@ -260,7 +260,7 @@ class WebhookServer:
     async def _queue(
         self, task_id: str, trigger_id: str, body: bytes, delivery: str | None
     ) -> web.Response:
-        """Queue the run durably and answer 202 once its row is committed (DESIGN.md §6).
+        """Queue the run durably and answer 202 once its row is committed (docs/operations.md).
 
         The row (status `queued`, with the payload) is one transaction on the daemon's
         writer thread, committed together with whatever else is queued (group commit), so

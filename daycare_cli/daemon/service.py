@@ -1,4 +1,5 @@
-"""The daemon's lifecycle: start, supervision, sd_notify, signals, graceful stop (DESIGN.md §6).
+"""The daemon's lifecycle: start, supervision, sd_notify, signals, graceful stop
+(docs/operations.md).
 
 Every part (the scheduler loop, the watcher, the webhook and control servers) runs under
 the `Supervisor`, which restarts a part that dies and tells `daemon status` about it;

@@ -1,4 +1,4 @@
-"""Watch the tasks directory and re-parse only the files that changed (DESIGN.md §6).
+"""Watch the tasks directory and re-parse only the files that changed (docs/operations.md).
 
 A changed file is read once its writes have settled (`store.tasks.read_settled`) and
 parsed in a worker thread, so neither a half-written file nor a big one reaches the
@@ -39,7 +39,8 @@ IGNORED_PATTERNS = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tm
 DEBOUNCE_MS = 50
 # A file is read once it has not been written for this long: a writer that pauses less
 # between two chunks is waited for. Near twice the debounce, and under 100 ms so that an
-# edit is rescheduled within DESIGN.md's 100 ms (watchfiles itself reports a write 50 to
+# edit is rescheduled within the 100 ms goal of bench/README.md (watchfiles itself reports a write
+# 50 to
 # 100 ms after it, so most of the wait overlaps that).
 SETTLE_S = 0.09
 SETTLE_LIMIT_S = 1.0  # a file still being written after this waits for its next change

@@ -1,6 +1,7 @@
 """Hand the expanded prompt to a model through `llm`, with the tools skip and remember.
 
-DESIGN.md §5.6. The tool loop is ours rather than `llm`'s `chain()`: when the model calls
+See docs/task-file.md, "model and system". The tool loop is ours rather than `llm`'s `chain()`:
+when the model calls
 `skip`, the other calls of that turn must not run and no further inference may happen,
 which needs a look at all of a turn's calls before any of them runs. Nothing is logged
 to llm's own database: the run's record lives in daycare's state and run directory.

@@ -1,4 +1,4 @@
-"""The blocks of one run: one launch plan for every way a block runs (DESIGN.md §5 step 5).
+"""The blocks of one run: one launch plan for every way a block runs (docs/security.md).
 
 `task run` (here or through the daemon), scheduled fires, webhooks, retries, catch-up
 and `task expand` all build their blocks' specs here, and nowhere else: the same

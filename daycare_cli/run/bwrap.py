@@ -1,4 +1,4 @@
-"""bubblewrap: the probe, its argv, and the filesystem view a block gets (DESIGN.md §5 step 5).
+"""bubblewrap: the probe, its argv, and the filesystem view a block gets (docs/security.md).
 
 Namespaces (user, pid, mount, ipc, uts, cgroup, and network unless `sandbox.network`),
 the allow-list view of `view.py` (system directories read-only, homes and /tmp, /run

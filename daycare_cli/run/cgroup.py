@@ -1,4 +1,4 @@
-"""Totals per run through a cgroup v2 (DESIGN.md §5 step 5, "Totals per run").
+"""Totals per run through a cgroup v2 (docs/security.md, "What is contained").
 
 rlimits bind one process at a time: twelve children of 512 MiB each hold 6 GiB. Where a
 cgroup v2 subtree is delegated to us (the shipped systemd unit has `Delegate=yes`; or

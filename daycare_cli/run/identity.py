@@ -1,4 +1,4 @@
-"""Who a block runs as and what it may use (DESIGN.md §5 step 5, "Identity" and "Limits").
+"""Who a block runs as and what it may use (docs/security.md, "What is contained").
 
 - As root: RLIMIT_NPROC does not bind uid 0 and a root bubblewrap maps to the real root,
   so blocks run unprivileged: each task under a uid of its own (`TASK_UID_BASE` plus a

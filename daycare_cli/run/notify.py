@@ -1,4 +1,4 @@
-"""Deliver run results through apprise (DESIGN.md §5.8).
+"""Deliver run results through apprise (docs/task-file.md, "notify and notify_on").
 
 A notification failure is logged and never fails the run; secrets are redacted from
 what is sent.

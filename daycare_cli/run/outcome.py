@@ -1,4 +1,5 @@
-"""What a block's failure says beyond the interpreter's own words (DESIGN.md §5 step 2).
+"""What a block's failure says beyond the interpreter's own words (docs/task-file.md, "Inside a
+block").
 
 `exit_error` names an exit the prelude could not report (os._exit, a signal, a limit);
 `view_hint` adds, to a FileNotFoundError or PermissionError on a host path outside the

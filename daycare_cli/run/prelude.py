@@ -1,4 +1,5 @@
-"""The Python source run before a block's code inside the sandbox (DESIGN.md §5 items 2–4).
+"""The Python source run before a block's code inside the sandbox (docs/task-file.md, "Inside a
+block").
 
 `sandbox.py` sends `stdin_head()` followed by one call, `_daycare_main(...)`, on the
 interpreter's stdin. The prelude then:
@@ -16,7 +17,8 @@ interpreter's stdin. The prelude then:
 The source must run on any Python >= 3.8 (the sandbox may use the system interpreter),
 so it avoids newer syntax. It is a string, not imported code: the daemon never runs it.
 
-Every block pays for it, so it is kept cheap (bench/bench_sandbox.py, DESIGN.md §10):
+Every block pays for it, so it is kept cheap (bench/bench_sandbox.py, bench/README.md, "The
+figures"):
 
 - it travels compiled: `marshal` data of the daemon's own compilation, as hex, run as
   such by an interpreter with the same bytecode (magic number) and compiled from the

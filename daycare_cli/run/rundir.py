@@ -1,4 +1,5 @@
-"""One run's directory (`workspaces/<task>/runs/<run-id>/`, DESIGN.md §2): its paths, making
+"""One run's directory (`workspaces/<task>/runs/<run-id>/`, docs/operations.md, "Where things
+live"): its paths, making
 it, its log, its files.
 
 The filesystem calls here can take milliseconds on a busy disk, so the runner calls the

@@ -1,4 +1,5 @@
-"""One run end to end: row -> lock -> expand -> agent -> record -> notify -> prune (DESIGN.md §5).
+"""One run end to end: row -> lock -> expand -> agent -> record -> notify -> prune
+(docs/architecture.md, "The life of a run").
 
 The CLI (`daycare task run`) and the daemon both call `Runner.run`; progress is reported
 as event dicts through `on_event` (the same dicts go to the run's `log.jsonl`), so the CLI

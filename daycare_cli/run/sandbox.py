@@ -1,6 +1,7 @@
 """Run one Python block in a sandbox: the public API, the launch plan, the outcome.
 
-DESIGN.md §5 steps 2–5 and §8. A block's code goes with a prelude (`prelude.py`) on
+See docs/security.md and docs/task-file.md, "Inside a block". A block's code goes with a prelude
+(`prelude.py`) on
 stdin to `python -I -B -X utf8 -`, with a clean environment. One function,
 `_launch_plan`, decides how a block is started; the parts it puts together live in:
 

@@ -1,4 +1,4 @@
-"""The seccomp filter every block runs under (DESIGN.md §5 step 5, "defence in depth").
+"""The seccomp filter every block runs under (docs/security.md, "What is contained").
 
 A deny-list on top of the namespaces and uid change: the system calls a block has no
 business making, refused with EPERM. The filter is compiled once with libseccomp

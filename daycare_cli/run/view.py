@@ -1,4 +1,4 @@
-"""What a block may see of the host (DESIGN.md §5 step 5, "Filesystem view").
+"""What a block may see of the host (docs/security.md, "The filesystem view").
 
 An allow-list, like systemd's ProtectSystem=strict + ProtectHome=tmpfs: the system
 directories read-only, every home an empty tmpfs, a private /tmp and /run, the block's

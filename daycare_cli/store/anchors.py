@@ -1,4 +1,4 @@
-"""Where each trigger's next fires count from, as the CLI reads it (DESIGN.md §4).
+"""Where each trigger's next fires count from, as the CLI reads it (docs/task-file.md, "schedule").
 
 `core.schedule.upcoming()` gives the next fires of a trigger from its stored state: the
 `last_slot` of `trigger_state` (the last slot fired, else the instant the trigger was

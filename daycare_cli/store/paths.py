@@ -1,4 +1,4 @@
-"""Where things live (DESIGN.md §2), atomic writes, and per-task lock files."""
+"""Where things live (docs/operations.md), atomic writes, and per-task lock files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Retention (DESIGN.md §2): which finished runs and deliveries of a task are deleted.
+"""Retention (docs/operations.md, "Where things live"): which finished runs and deliveries of a
+task are deleted.
 
 Functions over a connection: `prune` runs inside the caller's write transaction (see
 `State._write`); `needs_pruning` is the read that spares most runs that transaction.

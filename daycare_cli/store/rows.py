@@ -138,7 +138,7 @@ class Run:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The stable JSON shape of `runs ls/show --json` and `task run --json` (DESIGN.md §7)."""
+        """The stable JSON shape of `runs ls/show --json` and `task run --json` (docs/cli.md)."""
         return {
             "id": self.id,
             "task": self.task,

@@ -1,4 +1,4 @@
-"""The state database `<home>/state.db`: runs, events, trigger state, tokens (DESIGN.md §2, §5, §6).
+"""The state database `<home>/state.db`: runs, events, trigger state, tokens (docs/state-schema.md).
 
 SQLite in WAL mode, shared by the daemon and CLI processes. `State` is the one way in:
 each of its methods is one short transaction. The SQL lives with what it is about, as

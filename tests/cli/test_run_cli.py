@@ -16,7 +16,7 @@ import pytest
 
 from daycare_cli.store.state import State
 
-# DESIGN.md §7: the stable keys of `runs ls/show --json` and `task run --json`.
+# docs/cli.md, "JSON output": the stable keys of `runs ls/show --json` and `task run --json`.
 RUN_KEYS = {
     "id",
     "task",

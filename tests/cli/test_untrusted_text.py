@@ -1,4 +1,4 @@
-"""What blocks print reaches a terminal as text (DESIGN.md §8): no ESC, OSC or bare CR
+"""What blocks print reaches a terminal as text (docs/security.md): no ESC, OSC or bare CR
 gets through, and nothing is read as Rich markup, in every command that shows it.
 Also: `task expand` gets the same masks as a run, and task ids follow one rule.
 """

@@ -1,4 +1,4 @@
-"""Other projects' test vectors run against our schedule core (DESIGN.md §10).
+"""Other projects' test vectors run against our schedule core (bench/README.md, "The figures").
 
 tests/core/vectors/*.json hold the expected values of cronsim's, croniter's,
 robfig/cron's and APScheduler's test suites (each file says where from and how read).

@@ -1,4 +1,4 @@
-"""What a run row promises survives the daemon's death (DESIGN.md §5.1, §6, §10).
+"""What a run row promises survives the daemon's death (docs/operations.md, "Runs" and "Faults").
 
 - `catch_up: all`: every slot of a long catch-up ends as one run (or a `missed` row),
   also when the daemon is killed in the middle of the catch-up, twice.

@@ -1,4 +1,4 @@
-"""The daemon never stops silently (DESIGN.md §6 "Faults", §10 reliability).
+"""The daemon never stops silently (docs/operations.md, "Faults"; bench/README.md, "The figures").
 
 The real daemon in a subprocess, and real faults: another process holding state.db's
 write lock (every write the daemon tries fails with SQLITE_BUSY), a full disk (a small

@@ -1,4 +1,4 @@
-"""One answer to "when does it fire next" (DESIGN.md §4), across every view.
+"""One answer to "when does it fire next" (docs/task-file.md, "schedule"), across every view.
 
 `next`, `task show`, `task ls` and `daemon status` compare equal to the second for `every`,
 cron and `at` triggers, jitter included: with a daemon running, without one across two

@@ -1,4 +1,4 @@
-"""The daemon's side of DESIGN.md §8: no token in its logs (not even aiohttp's own parser
+"""The daemon's side of docs/security.md: no token in its logs (not even aiohttp's own parser
 errors), nothing it writes is readable by others, one rule for task ids at the control
 API, and no sandbox process outlives a cancelled run.
 """

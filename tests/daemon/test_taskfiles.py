@@ -1,4 +1,4 @@
-"""Task files read safely by the running daemon (DESIGN.md §6, "Faults").
+"""Task files read safely by the running daemon (docs/operations.md, "Faults").
 
 `daycare daemon run` as a subprocess on a temp home. A file is read once its writes have
 settled, parsed off the event loop, refused clearly when it is too big or too deep, and

@@ -1,4 +1,4 @@
-"""Webhooks against the real server (DESIGN.md §6): `daycare daemon run` as a subprocess.
+"""Webhooks against the real server (docs/operations.md): `daycare daemon run` as a subprocess.
 
 Each daemon runs on its own temp DAYCARE_HOME with `[webhook] port = 0`; its URL is read
 from `<home>/run/webhook.url`, tokens come from `daycare webhook url|rotate`, and every

@@ -1,4 +1,4 @@
-"""Whole runs that misbehave (DESIGN.md §5 step 5, §8): through `Runner.run`, with the
+"""Whole runs that misbehave (docs/security.md): through `Runner.run`, with the
 launch plan every run gets (run/blocks.py).
 
 The daycare home lives under /var/tmp, which the view shows read-only, so what keeps a

@@ -1,5 +1,5 @@
 """A run whose bookkeeping fails inside daycare still ends, with a status and the error
-(DESIGN.md §6: runs never stay `running` after their process ended)."""
+(docs/operations.md: runs never stay `running` after their process ended)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""run_block: what a block sees and what its outcome says (DESIGN.md §5 items 2–4)."""
+"""run_block: what a block sees and what its outcome says (docs/task-file.md, "Inside a block")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Blocks that misbehave, each a real block (DESIGN.md §5 item 5, §8).
+"""Blocks that misbehave, each a real block (docs/security.md).
 
 Every test checks the outcome, that nothing the block started is still running, and
 that a normal block runs fine afterwards. Tests of what only bubblewrap can refuse run
