@@ -21,6 +21,21 @@ TOO_LARGE = {"error": "payload larger than 1 MiB"}
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
 BACKLOG = 128
+# How long a stopping server waits for handlers still running; streams end on their own
+# (the event bus closes first), so this only bounds a handler that misbehaves.
+SHUTDOWN_TIMEOUT = 2.0
+
+
+def app_runner(app: web.Application) -> web.AppRunner:
+    """The runner of one of the daemon's servers: no access log (a webhook URL carries its
+    token), no signal handling of its own, idle keep-alive bounded like a request head."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=HEADER_TIMEOUT,
+    )
 
 
 class CappedSite(web.BaseSite):

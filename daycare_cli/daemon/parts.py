@@ -13,10 +13,11 @@ import logging
 import os
 from collections.abc import Callable
 
+from daycare_cli.daemon.control import ControlServer
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import Plan
 from daycare_cli.daemon.scheduler import Scheduler
-from daycare_cli.daemon.server import ControlServer, WebhookServer
+from daycare_cli.daemon.server import WebhookServer
 from daycare_cli.daemon.supervisor import Part, Supervisor
 
 log = logging.getLogger("daycare.daemon")

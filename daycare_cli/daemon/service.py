@@ -39,7 +39,8 @@ from daycare_cli.store.state import State
 from daycare_cli.store.writer import ThreadWriter
 
 if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
-    from daycare_cli.daemon.server import ControlServer, WebhookServer
+    from daycare_cli.daemon.control import ControlServer
+    from daycare_cli.daemon.server import WebhookServer
 
 log = logging.getLogger("daycare.daemon")
 
@@ -168,6 +169,7 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code (1: the loop gave up)."""
+        from daycare_cli.daemon.control import ControlServer
         from daycare_cli.daemon.parts import (
             run_control,
             run_scheduler,
@@ -175,7 +177,7 @@ class Daemon:
             run_watcher,
             run_webhooks,
         )
-        from daycare_cli.daemon.server import ControlServer, WebhookServer
+        from daycare_cli.daemon.server import WebhookServer
 
         before, after = raise_open_file_limit()
         if after != before:

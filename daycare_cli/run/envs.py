@@ -391,28 +391,13 @@ async def _python_version(python: Path) -> str:
 
 def _check_sandbox_can_run(python: Path, managed: Path) -> None:
     """As root, refuse a base interpreter the sandbox user cannot run, with the fix."""
-    from daycare_cli.run.identity import sandbox_identity
+    from daycare_cli.run.identity import runs_as, sandbox_identity
 
     ident = sandbox_identity()
     base = os.path.realpath(python)
     if ident is None or managed in Path(base).parents:
         return  # the daemon's own user runs blocks; a managed one is bound like the env
-    try:
-        done = subprocess.run(
-            [base, "-I", "-c", "pass"],
-            user=ident.uid,
-            group=ident.gid,
-            extra_groups=[],
-            cwd="/",
-            env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-        )
-        ok = done.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    if not ok:
+    if not runs_as(ident, [base, "-I", "-c", "pass"]):
         raise DependencyError(
             f"the interpreter {base} cannot be run by the sandbox user {ident.name}",
             hint="make it readable by all (its directories too), install that Python "

@@ -136,26 +136,32 @@ def _find_python(ident: Identity | None) -> str:
         if not c or c in seen or not os.path.exists(c):
             continue
         seen.add(c)
-        try:
-            done = subprocess.run(
-                [c, "-I", "-c", "import sys; sys.exit(sys.version_info < (3, 8))"],
-                user=ident.uid,
-                group=ident.gid,
-                extra_groups=[],
-                cwd="/",
-                env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=20,
-            )
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if done.returncode == 0:
+        if runs_as(ident, [c, "-I", "-c", "import sys; sys.exit(sys.version_info < (3, 8))"]):
             return c
     raise SandboxError(
         f"no Python >= 3.8 interpreter that the sandbox user {ident.name} can run",
         hint="install python3 system-wide or set DAYCARE_SANDBOX_PYTHON",
     )
+
+
+def runs_as(ident: Identity, argv: list[str], timeout: float = 30) -> bool:
+    """Whether `argv` exits 0 when run as `ident` with a clean environment (an interpreter
+    the sandbox user can run); any failure to run it is a no."""
+    try:
+        done = subprocess.run(
+            argv,
+            user=ident.uid,
+            group=ident.gid,
+            extra_groups=[],
+            cwd="/",
+            env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def chown_tree(root: Path, ident: Identity) -> None:
