@@ -1,5 +1,4 @@
-"""CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (bench/README.md, "The
-figures").
+"""CLI start-up: `daycare --version` and `daycare task ls` over 100 tasks (bench/README.md).
 
 Makes 100 task files (cron in several zones, `every`, webhook, a few with two triggers)
 in a temporary DAYCARE_HOME with 5 runs of each in its state database (so every row has

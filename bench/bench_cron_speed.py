@@ -1,5 +1,4 @@
-"""Speed of the schedule core: the next 10 fires of 1,000 cron expressions (bench/README.md, "The
-figures").
+"""Speed of the schedule core: the next 10 fires of 1,000 cron expressions (bench/README.md).
 
 The same 1,000 random expressions (tests/core/cron_random.py, fixed seed; the ones all
 three libraries accept) in Europe/Berlin from a start in 2026, through:

@@ -1,5 +1,4 @@
-"""The daemon with 10,000 task files: start-up, memory, edit reaction, idle CPU (bench/README.md,
-"The figures").
+"""The daemon with 10,000 task files: start-up, memory, edit reaction, idle CPU (bench/README.md).
 
 Makes N task files (10,000 by default) in a temporary DAYCARE_HOME: cron expressions of
 several shapes in 8 zones, `every` intervals, webhook triggers and a few with two

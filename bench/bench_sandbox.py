@@ -1,5 +1,4 @@
-"""Sandbox latency: what running a block costs beyond starting an interpreter (bench/README.md,
-"The figures").
+"""Sandbox latency: what running a block costs beyond starting an interpreter (bench/README.md).
 
 Measures the median wall time of N runs (30 by default) of:
 
