@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from daycare_cli.store.rows import ACTORS, Event, stamp
+from daycare_cli.store.rows import ACTORS, Event, select, stamp
 
 Ledger = tuple[str, str, "dict[str, Any] | None"]  # (actor, kind, detail) of an event
 
@@ -48,20 +48,7 @@ def list_events(
     run: str | None,
 ) -> list[Event]:
     """Events oldest first: the newest `limit`, or the first `limit` after `since_id`."""
-    where: list[str] = []
-    params: list[Any] = []
-    if task is not None:
-        where.append("task = ?")
-        params.append(task)
-    if run is not None:
-        where.append("run = ?")
-        params.append(run)
-    if since_id is not None:
-        where.append("id > ?")
-        params.append(since_id)
-    sql = "SELECT * FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql, params = select("events", [("task = ?", task), ("run = ?", run), ("id > ?", since_id)])
     sql += " ORDER BY id" if since_id is not None else " ORDER BY id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"

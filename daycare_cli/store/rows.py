@@ -70,6 +70,16 @@ def duration_ms(started_at: str | None, now: datetime) -> int | None:
     return max(0, round(elapsed.total_seconds() * 1000))
 
 
+def select(table: str, conditions: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`SELECT * FROM table` with a WHERE of the conditions whose value is not None
+    (`("task = ?", "backup")`), and their parameters."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    query = f"SELECT * FROM {table}"
+    if used:
+        query += " WHERE " + " AND ".join(sql for sql, _ in used)
+    return query, [value for _, value in used]
+
+
 def _iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.isoformat()
 

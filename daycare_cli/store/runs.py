@@ -27,6 +27,7 @@ from daycare_cli.store.rows import (
     aware_now,
     duration_ms,
     parse_time,
+    select,
     slot_text,
     stamp,
 )
@@ -471,17 +472,7 @@ def list_runs(
     db: sqlite3.Connection, task: str | None, status: str | None, limit: int | None
 ) -> list[Run]:
     """Runs, newest first, optionally of one task and/or one status."""
-    where: list[str] = []
-    params: list[Any] = []
-    if task is not None:
-        where.append("task = ?")
-        params.append(task)
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
-    sql = "SELECT * FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql, params = select("runs", [("task = ?", task), ("status = ?", status)])
     sql += " ORDER BY queued_at DESC, id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
