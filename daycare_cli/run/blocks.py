@@ -16,13 +16,14 @@ secrets resolution, and the same run totals:
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import os
 import re
 import secrets as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from daycare_cli.core.task import MIB, SECRET_REF_RE, Task
 from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_cgroup
 from daycare_cli.run.identity import PROCESS_BUDGET
+from daycare_cli.run.rundir import disk_usage
 from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, refusal, run_block
 from daycare_cli.store.paths import Paths
 
@@ -78,6 +80,13 @@ class RunBlocks:
     errors: list[str] = field(default_factory=list)
     # Block index -> its Python environment (run/envs.py), prepared before any block runs.
     envs: dict[int, Env] = field(default_factory=dict)
+    # Bytes under files/ and artifacts/ before the first block (measured off the loop
+    # with the run's set-up, `RunContext.lock_and_prepare`); None: measured here.
+    disk_before: int | None = None
+    # When the first block's process was spawned (its interpreter started): the run's
+    # `block_started_at`, the third instant its lateness is measured at.
+    first_spawn: datetime | None = None
+    on_first_spawn: Callable[[datetime], None] | None = None
 
     def spec(self, block: Block) -> BlockSpec:
         """The launch spec of one block of this run."""
@@ -115,7 +124,9 @@ class RunBlocks:
             raise RunRefused(reason)
         self.isolation = level
         self._open_cgroup()
-        before = disk_usage([self.files_dir, self.artifacts_dir])
+        before = self.disk_before
+        if before is None:
+            before = await asyncio.to_thread(disk_usage, [self.files_dir, self.artifacts_dir])
         try:
             expansion = await expand_prompt(
                 self.task.body, lambda b: self._run_one(b, before), execute=True
@@ -134,12 +145,13 @@ class RunBlocks:
         stream = OutputStream(
             lambda text: self.emit("block.output", block=block.index, text=self.redact(text))
         )
-        spec = dataclasses.replace(self.spec(block), on_output=stream.feed)
+        spec = dataclasses.replace(self.spec(block), on_output=stream.feed, on_spawn=self._spawned)
         try:
             res: BlockOutcome = await run_block(spec)
         finally:
             stream.close()
-        written = disk_usage([self.files_dir, self.artifacts_dir]) - before
+        roots = [self.files_dir, self.artifacts_dir]
+        written = await asyncio.to_thread(disk_usage, roots) - before
         limit = self.task.sandbox.disk
         if written > limit:
             self.disk_error = (
@@ -171,6 +183,12 @@ class RunBlocks:
             skipped=res.skipped,
             skip_reason=res.skip_reason,
         )
+
+    def _spawned(self) -> None:
+        if self.first_spawn is None:
+            self.first_spawn = datetime.now(UTC)
+            if self.on_first_spawn is not None:
+                self.on_first_spawn(self.first_spawn)
 
     def _open_cgroup(self) -> None:
         parent, self.cgroup_why = cgroup_parent(self.config.sandbox_cgroup)
@@ -245,17 +263,6 @@ def daycare_places(paths: Paths) -> list[Path]:
 def forbidden_targets(paths: Paths) -> list[Path]:
     """Where `sandbox.read`/`sandbox.write` entries may not point: inside any of those."""
     return daycare_places(paths)
-
-
-def disk_usage(roots: list[Path]) -> int:
-    """Bytes on disk under `roots` (allocated blocks; links not followed)."""
-    total = 0
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return total
 
 
 def _mib(n: int) -> str:

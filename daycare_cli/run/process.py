@@ -94,6 +94,7 @@ async def run_process(
     timeout: float,
     stdout_cap: int,
     on_output: Callable[[bytes], None] | None = None,
+    on_spawn: Callable[[], None] | None = None,
 ) -> Finished:
     """Spawn `launch`, feed it `script(channel fd)` on stdin, and wait (at most `timeout`
     seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
@@ -151,6 +152,8 @@ async def run_process(
             raise SpawnError(exc) from exc
         pid = transport.get_pid()
         proto.pid = pid
+        if on_spawn is not None:
+            on_spawn()  # issue 12: the run's `block_started_at`
         if transport.get_returncode() is None:
             LIVE.add(pid)
     finally:

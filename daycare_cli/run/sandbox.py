@@ -108,6 +108,8 @@ class BlockSpec:
     # Live view (issue 8): called on the event loop with each piece of stdout as it is
     # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
     on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
+    # Issue 12: called on the event loop once the block's process is spawned.
+    on_spawn: Callable[[], None] | None = field(default=None, compare=False)
     isolation: str = "bubblewrap"
     bwrap: str | None = None
     forbidden: Sequence[Path] = ()
@@ -416,6 +418,7 @@ async def _execute(
             timeout=spec.timeout,
             stdout_cap=spec.stdout_cap,
             on_output=spec.on_output,
+            on_spawn=spec.on_spawn,
         )
     except SpawnError as exc:
         return BlockOutcome(
