@@ -390,18 +390,27 @@ class Daemon:
                 t.cancel(STOPPED)  # the runner records them `interrupted`
             if still:
                 await asyncio.wait(still, timeout=5)
+            recorded: list[asyncio.Future[Any]] = []
             for run_id, t in active:
                 if t in still:
-                    self.writer.post(
-                        writes.finish_run(
-                            run_id,
-                            status="interrupted",
-                            error=STOPPED,
-                            event=("daemon", "run.finished", {"status": "interrupted"}),
-                        ),
-                        f"the interruption of run {run_id}",
+                    recorded.append(
+                        self.writer.submit(
+                            writes.finish_run(
+                                run_id,
+                                status="interrupted",
+                                error=STOPPED,
+                                event=("daemon", "run.finished", {"status": "interrupted"}),
+                            )
+                        )
                     )
                     log.warning("run %s interrupted by shutdown", run_id)
+            if recorded:
+                # Committed before the streams end, so a `task run` following one of them
+                # reads its final status, not `running`.
+                await asyncio.wait(recorded, timeout=2)
+                for f in recorded:
+                    if f.done() and f.exception() is not None:
+                        log.error("could not record an interrupted run: %s", f.exception())
         # Queued webhook, catch-up and scheduled runs stay queued: the next start runs them.
         scheduler.settle_on_stop()
         # End every stream (logs -f, run-now followers) so the servers stop at once.

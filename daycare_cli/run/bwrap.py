@@ -10,6 +10,7 @@ block's own launch plan), so what works in the probe is what blocks get.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from daycare_cli.core.task import MIB
 from daycare_cli.run.identity import SAFE_PATH, Identity, reachable
-from daycare_cli.run.view import SYSTEM_DIRS, Entry, homes, in_view
+from daycare_cli.run.view import SYSTEM_DIRS, Entry, homes, in_view, within
 
 TMP_SIZE = 64 * MIB
 SHM_SIZE = 16 * MIB
@@ -35,6 +36,7 @@ class Bwrap:
     version: str
     disable_userns: bool
     sized_tmpfs: bool
+    gate: bool = False  # --args and --info-fd: spawned with no Python before exec
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ Trial = Callable[[Bwrap], tuple[bool, str]]  # (it ran, why not)
 
 def probe(trial: Trial, configured: str | None = None) -> tuple[Bwrap | None, str]:
     """Find bubblewrap (`configured`, config `sandbox.bwrap`, else on PATH) and check
-    with `trial` that it works here: with every option it offers, else with none.
+    with `trial` that it works here: with every option it offers, else without the
+    gate (`Bwrap.gate`: it sets limits on a process of another uid, which root cannot
+    do without CAP_SYS_RESOURCE, nor anyone on a setuid bubblewrap), else with none.
     Returns (bwrap or None, a one-line reason)."""
     if sys.platform != "linux":
         return None, "bubblewrap needs Linux"
@@ -95,8 +99,11 @@ def probe(trial: Trial, configured: str | None = None) -> tuple[Bwrap | None, st
     usage = helped.stdout + helped.stderr
     name = version.stdout.strip() or "bubblewrap"
     full = Bwrap(path, name, "--disable-userns" in usage, "--size" in usage)
+    tries = [full, Bwrap(path, name, False, False)]
+    if "--args" in usage and "--info-fd" in usage:
+        tries.insert(0, dataclasses.replace(full, gate=True))
     why = ""
-    for bwrap in (full, Bwrap(path, name, False, False)):
+    for bwrap in tries:
         ok, why = trial(bwrap)
         if ok:
             return bwrap, f"{name} ({path})"
@@ -145,7 +152,7 @@ def bwrap_argv(
         a += ["--ro-bind", str(p), str(p)]
     staged = [Path(t) for t in tops]
     for e in paths.entries:
-        by_path = any(_is_within(e.path, t) for t in staged)
+        by_path = any(within(e.path, t) for t in staged)
         if by_path:
             a += ["--bind" if e.writable else "--ro-bind", str(e.path), str(e.path)]
         else:
@@ -185,7 +192,7 @@ def _resolver_binds() -> list[str]:
         target = Path(os.path.realpath("/etc/resolv.conf"))
     except OSError:
         return []
-    if _is_within(target, Path("/run")) and target.is_file():
+    if within(target, Path("/run")) and target.is_file():
         return ["--ro-bind", str(target), str(target)]
     return []
 
@@ -213,11 +220,7 @@ def _hidden_paths(
             continue
         # Under a staged tmpfs or behind a directory the user cannot enter, it is
         # already out of sight, and bubblewrap could not mount over it anyway.
-        if any(_is_within(p, Path(t)) for t in tops) or not reachable(p, ident):
+        if any(within(p, Path(t)) for t in tops) or not reachable(p, ident):
             continue
         out.append(p)
     return out
-
-
-def _is_within(path: Path, top: Path) -> bool:
-    return path == top or top in path.parents

@@ -8,10 +8,11 @@ config `sandbox.cgroup` names one), each run gets a child cgroup with
 - `pids.max` = the process budget of a block;
 - `cpu.max` = one CPU's worth of time.
 
-Every block process is moved into it between fork and exec (`identity.preexec` writes
-to an fd of its `cgroup.procs` opened beforehand), and `cgroup.kill` ends whatever is
-left when the run ends. Where no delegated cgroup exists, `doctor` says so and the
-per-process limits alone apply.
+Every block process is born in it: bubblewrap's pid is written to an fd of its
+`cgroup.procs` opened beforehand while bubblewrap waits for its options
+(`process.Gate`), else the child writes "0" there between fork and exec
+(`identity.preexec`); `cgroup.kill` ends whatever is left when the run ends. Where no
+delegated cgroup exists, `doctor` says so and the per-process limits alone apply.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Totals:
 
 @dataclass
 class RunCgroup:
-    """One run's cgroup; `procs_fd` is what a block's child writes "0" to in order to join."""
+    """One run's cgroup; `procs_fd` is its `cgroup.procs`, where a block joins."""
 
     path: Path
     procs_fd: int

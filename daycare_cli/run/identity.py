@@ -12,8 +12,11 @@
   a private mount namespace (the "stage") lays a tmpfs over that directory and binds the
   needed directories back at their own paths, so paths are the same inside and outside.
 - Always: rlimits, umask 077, a parent-death signal, the run's cgroup when there is one,
-  and (without bubblewrap, which loads it itself) the seccomp filter, all set between
-  fork and exec (`preexec`).
+  and (without bubblewrap, which loads it itself) the seccomp filter. Without
+  bubblewrap, or with a stage, they are set between fork and exec (`preexec`); under
+  bubblewrap otherwise, Popen drops the uid and sets the umask, and the limits and the
+  cgroup are given to bubblewrap before it makes anything (`process.Gate`), with no
+  Python between fork and exec.
 """
 
 from __future__ import annotations
@@ -315,19 +318,25 @@ def _libc() -> Any:
 def _process_count(uid: int) -> int:
     """How many processes `uid` runs (what RLIMIT_NPROC counts).
 
-    A stat of each /proc entry, not psutil: this runs before every block, and psutil
-    reads each process's status file instead (0.65 ms here against 6.9 ms, 80 processes).
+    A stat of each /proc entry relative to /proc, not psutil: this runs before every
+    block, and psutil reads each process's status file instead (0.65 ms here against
+    6.9 ms, 80 processes).
     """
     count = 0
     try:
-        with os.scandir("/proc") as it:
-            for entry in it:
-                if entry.name.isdigit():
-                    with contextlib.suppress(OSError):
-                        if entry.stat().st_uid == uid:
-                            count += 1
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return 0
+    try:
+        for name in os.listdir(proc):
+            if name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.stat(name, dir_fd=proc).st_uid == uid:
+                        count += 1
+    except OSError:
+        return 0
+    finally:
+        os.close(proc)
     return count
 
 

@@ -1,6 +1,6 @@
 """The Python source run before a block's code inside the sandbox (DESIGN.md §5 items 2–4).
 
-`sandbox.py` sends `PRELUDE` followed by one call, `_daycare_main(...)`, on the
+`sandbox.py` sends `stdin_head()` followed by one call, `_daycare_main(...)`, on the
 interpreter's stdin. The prelude then:
 
 - defines `skip(reason="")`, `payload`, `task` and `run` as builtins and globals;
@@ -15,12 +15,23 @@ interpreter's stdin. The prelude then:
 
 The source must run on any Python >= 3.8 (the sandbox may use the system interpreter),
 so it avoids newer syntax. It is a string, not imported code: the daemon never runs it.
-Its fast path imports only C modules (`_ast`, `_json`, `builtins`): `ast`, `json` and
-`traceback` would double the interpreter's start-up time, so they are imported only
-when a payload, a container value or an exception needs them.
+
+Every block pays for it, so it is kept cheap (bench/bench_sandbox.py, DESIGN.md §10):
+
+- it travels compiled: `marshal` data of the daemon's own compilation, as hex, run as
+  such by an interpreter with the same bytecode (magic number) and compiled from the
+  source that travels beside it by any other; parsing the 200 lines before each block
+  cost more than the interpreter's whole start-up beyond `python -c pass`;
+- its fast path loads no module from disk: `json`, `traceback` and `_json` (for a string
+  that is not plain printable text) are imported only when a payload, a container value,
+  such a string or an exception needs them. The AST types cost 0.7 ms, but compile()
+  sets them up on its first call anyway, so finding the last statement with them is free.
 """
 
 from __future__ import annotations
+
+import functools
+import marshal
 
 PRELUDE = r'''
 import os as _os
@@ -32,9 +43,7 @@ TEXT_MAX = 8192
 
 
 def _daycare_main(code, fd, task, run, payload_text, cap, reap):
-    import _ast
     import builtins
-    from _json import encode_basestring_ascii as quote
 
     main_pid = _os.getpid()
     try:
@@ -54,9 +63,9 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
             elif val is True:
                 val = "true"
             else:
-                val = quote(str(val))
-            parts.append(quote(key) + ": " + val)
-        data = ("{" + ", ".join(parts) + "}\n").encode("ascii")
+                val = _quote(str(val))
+            parts.append(_quote(key) + ": " + val)
+        data = ("{" + ", ".join(parts) + "}\n").encode("utf-8")
         try:
             while data:
                 data = data[_os.write(fd, data):]
@@ -129,6 +138,10 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
     error = None
     value = None
     status = 0
+    # compile() sets up the AST types on its first call anyway (0.7 ms), so finding the
+    # last statement through the AST costs nothing more.
+    import _ast
+
     try:
         tree = compile(code, "<block>", "exec", _ast.PyCF_ONLY_AST)
     except (SyntaxError, ValueError) as exc:
@@ -164,6 +177,15 @@ def _daycare_main(code, fd, task, run, payload_text, cap, reap):
         _os._exit(1 if error else 0)
     send(error=error, value=value)
     return status
+
+
+def _quote(text):
+    """`text` as a JSON string: printable text as it is, the rest through _json."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
+    from _json import encode_basestring_ascii
+
+    return encode_basestring_ascii(text)
 
 
 def _render(result, cap):
@@ -240,3 +262,26 @@ def _become_reaper(main_pid):
     atexit.register(kill_all)
     _signal.signal(15, on_term)  # SIGTERM
 '''
+
+
+@functools.cache
+def stdin_head(source: bool = True) -> str:
+    """The start of a block's stdin: the prelude, compiled by this interpreter and sent
+    as `marshal` data (hex: the quickest literal to parse), run as such by an
+    interpreter of the same bytecode (magic number) and, with `source`, compiled from
+    its source by any other (an interpreter that is this one's own binary does not need
+    it). The call to `_daycare_main` follows."""
+    from importlib.util import MAGIC_NUMBER
+
+    code = compile(PRELUDE, "<stdin>", "exec", dont_inherit=True, optimize=0)
+    blob = marshal.dumps(code).hex()
+    head = (
+        "import sys as _sys\n"
+        "_magic = getattr(_sys.modules.get('_frozen_importlib_external'), 'MAGIC_NUMBER', 0)\n"
+        f"if _magic == {MAGIC_NUMBER!r}:\n"
+        "    import marshal as _marshal\n"
+        f"    exec(_marshal.loads(bytes.fromhex({blob!r})))\n"
+    )
+    if source:
+        head += f"else:\n    exec(compile({PRELUDE!r}, '<stdin>', 'exec'))\n"
+    return head

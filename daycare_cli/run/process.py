@@ -1,13 +1,17 @@
 """A block's process: spawn it, read its capped pipes, stop it and what it left behind.
 
 The process is spawned from the event-loop thread in a new session with the launch
-plan's argv, clean environment and `preexec`; its script goes on stdin, stdout and stderr
-are read with caps and a deadline, and results come back on a private pipe (the
-"channel"). On cap or deadline the process group gets SIGTERM, 0.5 s of grace, then
-SIGKILL; after a normal exit it gets SIGKILL too. The block's process tree is frozen
-and killed as well, even what left the group: under bubblewrap that includes its
-pid-namespace init (its own session, immune to SIGTERM as an init, killed with SIGKILL
-from outside), and with it everything in the namespace.
+plan's argv and clean environment; its script goes on stdin, stdout and stderr are read
+with caps and a deadline, and results come back on a private pipe (the "channel"). On
+cap or deadline the process group gets SIGTERM, 0.5 s of grace, then SIGKILL; after a
+normal exit it gets SIGKILL too. The block's process tree is frozen and killed as well,
+even what left the group: under bubblewrap that includes its pid-namespace init (its own
+session, immune to SIGTERM as an init, killed with SIGKILL from outside), and with it
+everything in the namespace.
+
+Spawning is on the path of every block, so it is lean (bench/bench_sandbox.py): the
+spawn itself is `launch.py` (under bubblewrap with no Python between fork and exec), the
+pipes and the exit are watched by `pipes.py` without asyncio's subprocess transport.
 
 Without a pid namespace (`orphans_of`: the uid blocks run as), the spawning process is a
 child subreaper, so what a block leaves behind when it dies by os._exit or a signal
@@ -19,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,12 +33,12 @@ from typing import Any
 
 import psutil
 
-from daycare_cli.core.task import MIB
+from daycare_cli.run.launch import Launch, spawn
+from daycare_cli.run.pipes import BlockPipes
 
-STDERR_CAP = 64 * 1024
-CHANNEL_CAP = 8 * MIB
 GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to wait for pipes to close once the process is gone
+KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes to be gone
 PR_SET_CHILD_SUBREAPER = 36
 
 # Pids of blocks running now (the orphan sweep leaves them alone), and spawns under way
@@ -44,26 +46,6 @@ PR_SET_CHILD_SUBREAPER = 36
 # born for an orphan).
 LIVE: set[int] = set()
 SPAWNING: set[int] = set()
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to spawn one block (or the probe's `true`): built by sandbox's launch plan."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    preexec: Callable[[], None]
-    tree_kill: bool  # sweep the process tree on stop
-    pass_fds: tuple[int, ...] = ()  # open descriptors the child keeps (bind-fd, seccomp)
-    # No pid namespace: the block's uid for the orphan sweep, and (when that uid is also
-    # ours) a line its environment starts with, so our own other children are spared.
-    orphans_of: int | None = None
-    orphan_env: bytes | None = None
-    # Sweep after a normal exit too (no pid namespace: a block that dies by os._exit
-    # leaves its children to us). Under bubblewrap, a normal exit ends the namespace
-    # and all in it; only a block we stopped can leave its init behind.
-    sweep_after_exit: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,14 +61,6 @@ class Finished:
     timed_out: bool
 
 
-class SpawnError(Exception):
-    """The process could not be started; `cause` is the OSError or SubprocessError."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 async def run_process(
     launch: Launch,
     script: Callable[[int], bytes],
@@ -100,193 +74,90 @@ async def run_process(
     seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
 
     Raises SpawnError when the process cannot start. When cancelled, the process and its
-    tree are killed and the pipes closed before the cancellation propagates.
+    tree are killed and the pipes closed before the cancellation propagates. `on_spawn`
+    is called once the process is spawned (its program exec'd).
     """
     loop = asyncio.get_running_loop()
     if launch.orphans_of is not None:
         _become_subreaper()
     read_fd, write_fd = os.pipe()
-    channel = _ChannelProtocol()
     stdin_data = script(write_fd)
-
-    async def spawn() -> tuple[asyncio.BaseTransport, asyncio.SubprocessTransport, Any]:
-        ch, _ = await loop.connect_read_pipe(lambda: channel, os.fdopen(read_fd, "rb", buffering=0))
-        try:
-            made = await loop.subprocess_exec(
-                lambda: _BlockProtocol(stdout_cap, on_output),
-                *launch.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=launch.env,
-                cwd=launch.cwd,
-                pass_fds=(write_fd, *launch.pass_fds),
-                start_new_session=True,
-                preexec_fn=launch.preexec,
-            )
-        except BaseException:
-            ch.close()
-            raise
-        return ch, *made
-
-    # A cancellation does not interrupt the spawn: asyncio's clean-up of a half-made
-    # subprocess kills the direct child only, and bubblewrap's pid-namespace init (a
-    # session of its own) outlived it, re-parented to pid 1. The process is made whole,
-    # then stopped as a tree below, and the cancellation raised after that.
-    cancelled: asyncio.CancelledError | None = None
-    token = id(channel)
+    # The spawn is synchronous: no cancellation can cut it in half, and no sweep on
+    # this loop runs while it is under way (SPAWNING is for sweeps of other threads).
+    token = id(stdin_data)
     SPAWNING.add(token)
     try:
-        spawning = asyncio.ensure_future(spawn())
-        while not spawning.done():
-            try:
-                await asyncio.shield(spawning)
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-            except BaseException:
-                break  # the spawn failed: its result() below raises it
-        os.close(write_fd)
-        try:
-            ch_transport, transport, proto = spawning.result()
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise SpawnError(exc) from exc
-        pid = transport.get_pid()
-        proto.pid = pid
-        if on_spawn is not None:
-            on_spawn()  # issue 12: the run's `block_started_at`
-        if transport.get_returncode() is None:
-            LIVE.add(pid)
+        proc, info_fd = spawn(launch, (write_fd,))
+        LIVE.add(proc.pid)
+    except BaseException:
+        os.close(read_fd)
+        raise
     finally:
         SPAWNING.discard(token)
+        os.close(write_fd)
+    pid = proc.pid
+    if on_spawn is not None:
+        on_spawn()  # the run's `block_started_at` (issue 12)
+    block = BlockPipes(
+        loop, proc, read_fd, info_fd, stdin_data, stdout_cap, on_output, lambda: LIVE.discard(pid)
+    )
 
-    # Compared with psutil's creation times of what the block left: the same clock
-    # (boot time plus ticks), which can differ from time.time() by a good part of a second.
-    try:
-        since = psutil.Process(pid).create_time()
-    except psutil.Error:
-        since = time.time() - 1.0
+    # Only what a sweep needs (under bubblewrap, only after a stop): the block's creation
+    # time, read while it exists.
+    since = _created(pid) if launch.sweep_after_exit else None
+    killed: list[psutil.Process] = []  # what we SIGKILLed: gone before we return
     timed_out = False
-    stopped = cancelled is not None
+    stopped = False
     try:
-        if cancelled is not None:
-            raise cancelled
-        stdin = transport.get_pipe_transport(0)
-        if stdin is not None:
-            stdin.write(stdin_data)  # type: ignore[attr-defined]
-            stdin.close()
-        ended = await _first(proto.exited, proto.overflow, timeout=timeout)
+        ended = await _first(block.exited, block.overflow, timeout=timeout)
         timed_out = not ended
-        if not proto.exited.is_set():
+        if not block.exited.is_set():
             stopped = True
-            await _stop(pid, proto, launch.tree_kill)
+            since = since or _created(pid)
+            killed += await _stop(pid, block, launch.tree_kill)
         # After an exit, what outlived the block is no longer below it: the orphan
         # sweep (we are the subreaper it was re-parented to) finds it.
         _kill_group(pid, signal.SIGKILL)
-        await _first(proto.pipes_closed, timeout=DRAIN)
-        await _first(channel.closed, timeout=DRAIN)
+        await _first(block.pipes_closed, timeout=DRAIN)
+        await _first(block.channel_closed, timeout=DRAIN)
     finally:
         try:
-            if transport.get_returncode() is None:
+            if proc.returncode is None:
                 # Cancelled (the run was cancelled or the daemon is stopping): kill now,
-                # and give the kernel a moment to tear the namespace down. The tree goes
-                # first: once the block is dead, its children are no longer below it.
+                # and wait for the kernel to tear it down. The tree goes first: once the
+                # block is dead, its children are no longer below it.
                 stopped = True
+                since = since or _created(pid)
                 if launch.tree_kill:
-                    _freeze_and_kill(pid)
+                    killed += _freeze_and_kill(pid)
                 _kill_group(pid, signal.SIGKILL)
-                await _settle(proto)
+                await _settle(block)
         finally:
-            transport.close()
-            ch_transport.close()
+            block.close()
             again: asyncio.CancelledError | None = None
-            if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
-                try:
+            try:
+                if launch.orphans_of is not None and (stopped or launch.sweep_after_exit):
                     await _uncancelled(_spawns_settled())
-                except asyncio.CancelledError as exc:
-                    again = exc  # raised after the sweep
-                # The block's own process stays in LIVE until asyncio has reaped it.
-                sweep_orphans(launch.orphans_of, since, launch.orphan_env)
-            if transport.get_returncode() is not None:
+                    # The block's own process stays in LIVE until it is reaped.
+                    killed += sweep_orphans(launch.orphans_of, since or 0.0, launch.orphan_env)
+                # "It leaves no process behind" holds when this returns, however loaded
+                # the machine: what was killed has exited (and what is ours, reaped).
+                await _uncancelled(_gone(killed))
+            except asyncio.CancelledError as exc:
+                again = exc  # raised once the clean-up is over
+            if proc.returncode is not None:
                 LIVE.discard(pid)
             if again is not None:
                 raise again
     return Finished(
-        stdout=bytes(proto.stdout),
-        truncated=proto.truncated,
-        stderr=bytes(proto.stderr),
-        stderr_truncated=proto.stderr_truncated,
-        messages=channel.messages(),
-        returncode=transport.get_returncode(),
+        stdout=bytes(block.stdout),
+        truncated=block.truncated,
+        stderr=bytes(block.stderr),
+        stderr_truncated=block.stderr_truncated,
+        messages=block.messages(),
+        returncode=proc.returncode,
         timed_out=timed_out,
     )
-
-
-class _BlockProtocol(asyncio.SubprocessProtocol):
-    """Collects capped stdout/stderr and notices exit and stdout overflow."""
-
-    def __init__(self, stdout_cap: int, on_output: Callable[[bytes], None] | None = None) -> None:
-        self.stdout_cap = stdout_cap
-        self.on_output = on_output  # live lines for `task run` and followers
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self.truncated = False
-        self.stderr_truncated = False
-        self.exited = asyncio.Event()
-        self.overflow = asyncio.Event()
-        self.pipes_closed = asyncio.Event()
-        self._open = {1, 2}
-        self.pid = 0  # set once spawned
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            if self.truncated:
-                return
-            room = self.stdout_cap - len(self.stdout)
-            self.stdout += data[:room]
-            if self.on_output is not None and room > 0:
-                with contextlib.suppress(Exception):  # a listener must not break the block
-                    self.on_output(data[:room])
-            if len(data) > room:
-                self.truncated = True
-                self.overflow.set()
-        elif fd == 2:
-            room = STDERR_CAP - len(self.stderr)
-            self.stderr += data[: max(room, 0)]
-            if len(data) > room:
-                self.stderr_truncated = True
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self._open.discard(fd)
-        if not self._open:
-            self.pipes_closed.set()
-
-    def process_exited(self) -> None:
-        self.exited.set()
-        LIVE.discard(self.pid)
-
-
-class _ChannelProtocol(asyncio.Protocol):
-    """The private result pipe: JSON lines from the prelude."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        if len(self.data) < CHANNEL_CAP:
-            self.data += data[: CHANNEL_CAP - len(self.data)]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set()
-
-    def messages(self) -> list[dict[str, Any]]:
-        out = []
-        for line in bytes(self.data).splitlines():
-            with contextlib.suppress(ValueError):
-                msg = json.loads(line)
-                if isinstance(msg, dict):
-                    out.append(msg)
-        return out
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> bool:
@@ -302,16 +173,46 @@ async def _first(*events: asyncio.Event, timeout: float) -> bool:
     return bool(done)
 
 
-async def _settle(proto: _BlockProtocol) -> None:
-    """Wait (at most DRAIN each) for the killed block to be reaped and its pipes to
-    close, even through another cancellation. Once it is reaped, what it left is
-    re-parented to us and the orphan sweep finds it."""
+async def _settle(block: BlockPipes) -> None:
+    """Wait for the killed block to be reaped (at most KILL_WAIT: SIGKILL only fails to
+    end a process stuck in the kernel) and its pipes to close (at most DRAIN), even
+    through another cancellation. Once it is reaped, what it left is re-parented to us
+    and the orphan sweep finds it."""
 
     async def both() -> None:
-        await _first(proto.exited, timeout=DRAIN)
-        await _first(proto.pipes_closed, timeout=DRAIN)
+        await _first(block.exited, timeout=KILL_WAIT)
+        await _first(block.pipes_closed, timeout=DRAIN)
 
     await _uncancelled(both())
+
+
+async def _gone(procs: list[psutil.Process]) -> None:
+    """Wait (at most KILL_WAIT, without blocking the loop) until every process in
+    `procs`, all SIGKILLed, has exited; reap those that are our children."""
+    deadline = time.monotonic() + KILL_WAIT
+    left = procs
+    while left:
+        still = []
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(p.pid, os.WNOHANG)  # ours: reap it; else its parent will
+                elif p.is_running():
+                    still.append(p)
+        left = still
+        if not left or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.005)
+
+
+def _created(pid: int) -> float:
+    """When `pid` started, on psutil's clock (boot time plus ticks), which is the one the
+    sweep compares with and can differ from time.time() by a good part of a second."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return time.time() - 1.0
 
 
 async def _spawns_settled() -> None:
@@ -335,20 +236,21 @@ async def _uncancelled(work: Any) -> None:
         raise cancelled
 
 
-async def _stop(pid: int, proto: _BlockProtocol, tree_kill: bool) -> None:
-    """SIGTERM the group, 0.5 s of grace, then SIGKILL it (and, without a pid namespace,
-    everything descended from the block, even what left the group)."""
+async def _stop(pid: int, block: BlockPipes, tree_kill: bool) -> list[psutil.Process]:
+    """SIGTERM the group, 0.5 s of grace, then SIGKILL it (and everything descended
+    from the block, even what left the group). Returns what was SIGKILLed by name."""
     snapshot = _tree(pid) if tree_kill else []
     _kill_group(pid, signal.SIGTERM)
-    await _first(proto.exited, timeout=GRACE)
-    if tree_kill and not proto.exited.is_set():
-        _freeze_and_kill(pid)
+    await _first(block.exited, timeout=GRACE)
+    killed = _freeze_and_kill(pid) if tree_kill and not block.exited.is_set() else []
     _kill_group(pid, signal.SIGKILL)
     for p in snapshot:
         # psutil refuses to signal a pid that another process has taken since.
         with contextlib.suppress(psutil.Error):
             p.kill()
-    await _first(proto.exited, timeout=DRAIN)
+            killed.append(p)
+    await _first(block.exited, timeout=DRAIN)
+    return killed
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -365,8 +267,9 @@ def _tree(root: int) -> list[psutil.Process]:
         return []
 
 
-def _freeze_and_kill(root: int) -> None:
-    """Stop the whole tree (stopped processes cannot fork), then SIGKILL all of it."""
+def _freeze_and_kill(root: int) -> list[psutil.Process]:
+    """Stop the whole tree (stopped processes cannot fork), then SIGKILL all of it;
+    returns what was killed."""
     stopped: dict[int, psutil.Process] = {}
     for _ in range(200):
         new = [p for p in _tree(root) if p.pid not in stopped]
@@ -379,6 +282,7 @@ def _freeze_and_kill(root: int) -> None:
     for p in stopped.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
+    return list(stopped.values())
 
 
 _subreaper = False
@@ -396,10 +300,11 @@ def _become_subreaper() -> None:
     _subreaper = True
 
 
-def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
-    """SIGKILL and reap what blocks left behind: our children, running as `uid`, started
-    since `since`, that are not a running block, and (with `env`) whose environment holds
-    that line. Returns how many were killed."""
+def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> list[psutil.Process]:
+    """SIGKILL what blocks left behind: our children, running as `uid`, started since
+    `since`, that are not a running block, and (with `env`) whose environment holds that
+    line, with their descendants. Returns what was killed (`_gone` waits for it and
+    reaps it)."""
     found = []
     for child in _children_of(os.getpid()):
         with contextlib.suppress(psutil.Error):
@@ -421,23 +326,18 @@ def sweep_orphans(uid: int, since: float, env: bytes | None = None) -> int:
             except psutil.Error:
                 continue
             found.append(p)
+    killed = []
     for p in found:
-        stopped = [p]
+        tree = [p]
         with contextlib.suppress(psutil.Error):
-            stopped += p.children(recursive=True)
-        for q in stopped:
+            tree += p.children(recursive=True)
+        for q in tree:
             with contextlib.suppress(psutil.Error):
                 q.kill()
-        # Reap it (it is ours now); never block the loop on one that will not go.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(p.pid, os.WNOHANG)[0] != 0:
-                    break
-            except ChildProcessError:
-                break
-            time.sleep(0.002)
-    return len(found)
+                killed.append(q)
+        if p not in killed:
+            killed.append(p)  # a zombie: nothing to kill, still to reap
+    return killed
 
 
 def _children_of(parent: int) -> list[int]:

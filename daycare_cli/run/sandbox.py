@@ -6,14 +6,17 @@ stdin to `python -I -B -X utf8 -`, with a clean environment. One function,
 
 - `identity.py`: the user a block runs as (as root, a uid of the task's own), its
   interpreter, rlimits, umask, the parent-death signal, the run's cgroup, and the
-  private mounts that make a workspace below a 0700 directory reachable to that user;
+  private mounts that make a workspace below a 0700 directory reachable to that user
+  (set between fork and exec, or, under bubblewrap, given to it at its gate);
 - `view.py` and `bwrap.py`: the allow-list filesystem view (system read-only, homes,
   /tmp and /run empty, daycare's own places masked, the block's directories and the
   task's `sandbox.read`/`sandbox.write` entries, resolved without following symlinks),
   namespaces, no network unless `sandbox.network`; bubblewrap is probed once;
 - `seccomp.py`: the system calls no block may make;
-- `process.py`: spawning, capped pipes, the deadline, and the kill of the block's whole
-  process tree (the pid-namespace init of bubblewrap included);
+- `process.py`: spawning (under bubblewrap without Python between fork and exec:
+  bubblewrap waits at `--args` until the limits and the cgroup bind it), capped pipes,
+  the deadline, and the kill of the block's whole process tree (the pid-namespace init
+  of bubblewrap included);
 - `outcome.py`: what a failure says beyond the interpreter's words (signals, limits, a
   path outside the view).
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -54,9 +58,11 @@ from daycare_cli.run.identity import (
     sandbox_python,
     stage_plan,
 )
+from daycare_cli.run.launch import Gate, Launch, SpawnError, gate_options, run_to_end
 from daycare_cli.run.outcome import exit_error, view_hint
-from daycare_cli.run.prelude import PRELUDE
-from daycare_cli.run.process import STDERR_CAP, Finished, Launch, SpawnError, run_process
+from daycare_cli.run.pipes import STDERR_CAP
+from daycare_cli.run.prelude import stdin_head
+from daycare_cli.run.process import Finished, run_process
 from daycare_cli.run.seccomp import Filter, seccomp_filter
 from daycare_cli.run.view import close_entries, homes, in_view, resolve_entries
 
@@ -186,7 +192,7 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
             duration_ms=_ms_since(started),
         )
     try:
-        out = await _execute(spec, launch, payload_text, level, started)
+        out = await _execute(spec, launch, payload_text, level, started, python)
     finally:
         _close(paths, seccomp_fd)
     if bwrap is not None and out.error:
@@ -240,6 +246,8 @@ def _try_bwrap(bwrap: Bwrap) -> tuple[bool, str]:
     flt = seccomp_filter()[0]
     with tempfile.TemporaryDirectory(prefix="daycare-probe-") as tmp:
         base = Path(tmp)
+        # Enterable by the sandbox user, as a workspace is: no stage, so the gate is tried.
+        base.chmod(0o755)
         spec = BlockSpec(
             code="", files_dir=base / "files", artifacts_dir=base / "art", workspace=base
         )
@@ -248,25 +256,15 @@ def _try_bwrap(bwrap: Bwrap) -> tuple[bool, str]:
             paths = _prepare_dirs(spec, ident, (), true, True)
             seccomp_fd = flt.memfd() if flt is not None else None
             launch = _launch_plan(spec, paths, bwrap, ident, [true], flt, seccomp_fd)
-            done = subprocess.run(
-                launch.argv,
-                env=launch.env,
-                cwd=launch.cwd,
-                preexec_fn=launch.preexec,
-                pass_fds=launch.pass_fds,
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
+            returncode, stderr = run_to_end(launch, timeout=20)
+        except (OSError, SpawnError, subprocess.SubprocessError) as exc:
             return False, _one_line(exc)
         finally:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
-    if done.returncode != 0:
-        return False, (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    if returncode != 0:
+        text = stderr.decode("utf-8", "replace")
+        return False, (text.strip().splitlines() or [f"exit {returncode}"])[-1]
     return True, ""
 
 
@@ -293,14 +291,6 @@ def _launch_plan(
             ident,
         )
     rlimits = limits(spec.sandbox, spec.timeout, ident)
-    # bubblewrap loads the filter itself, after its own mounts; without it, the child does.
-    child = preexec(
-        ident,
-        rlimits,
-        stage,
-        seccomp=flt if bwrap is None else None,
-        cgroup_fd=spec.cgroup_fd,
-    )
     # Without a pid namespace, and with one too: bubblewrap's init runs in a session
     # of its own, out of reach of the group kill, so the whole tree is swept.
     tree_kill = sys.platform == "linux"
@@ -310,6 +300,8 @@ def _launch_plan(
     uid = ident.uid if ident is not None else os.getuid()
     mark = None if ident is not None else f"DAYCARE_RUN_ID={env['DAYCARE_RUN_ID']}".encode()
     if bwrap is None:
+        # The child loads the filter itself; limits, uid and cgroup between fork and exec.
+        child = preexec(ident, rlimits, stage, seccomp=flt, cgroup_fd=spec.cgroup_fd)
         return Launch(
             command,
             env,
@@ -321,17 +313,23 @@ def _launch_plan(
         )
     tops = stage.tops if stage else ()
     view = bwrap_argv(bwrap, paths, spec.sandbox.network, spec.hide, ident, tops, seccomp_fd)
-    fds = paths.fds + ((seccomp_fd,) if seccomp_fd is not None else ())
+    # No Python between fork and exec when no mounts must be made as root first (the
+    # stage): bubblewrap gets the limits and the cgroup while it waits for its options
+    # (process.Gate), the uid and the umask from Popen itself.
+    gated = stage is None and bwrap.gate and len(gate_options(view[1:])) <= select.PIPE_BUF
     return Launch(
         [*view, "--", *command],
         env,
         "/",
-        child,
+        None if gated else preexec(ident, rlimits, stage, cgroup_fd=spec.cgroup_fd),
         tree_kill=tree_kill,
-        pass_fds=fds,
+        pass_fds=paths.fds + ((seccomp_fd,) if seccomp_fd is not None else ()),
         orphans_of=uid,
         orphan_env=mark,
         sweep_after_exit=False,
+        user=(ident.uid, ident.gid) if gated and ident is not None else None,
+        umask=0o077 if gated else -1,
+        gate=Gate(len(view), rlimits, spec.cgroup_fd) if gated else None,
     )
 
 
@@ -406,10 +404,20 @@ def _read_payload(path: Path | None) -> str | None:
 
 
 async def _execute(
-    spec: BlockSpec, launch: Launch, payload_text: str | None, level: str, started: float
+    spec: BlockSpec,
+    launch: Launch,
+    payload_text: str | None,
+    level: str,
+    started: float,
+    python: str,
 ) -> BlockOutcome:
+    # The prelude reaps the block's descendants itself only without a pid namespace:
+    # under bubblewrap the namespace ends with the block, and all in it (its ctypes
+    # import alone cost 2 ms a block there).
+    reap = launch.tree_kill and level == "reduced"
+
     def script(fd: int) -> bytes:
-        return _script(spec, fd, payload_text, reap=launch.tree_kill)
+        return _script(spec, fd, payload_text, reap=reap, python=python)
 
     try:
         done = await run_process(
@@ -478,16 +486,25 @@ def _outcome(spec: BlockSpec, done: Finished, level: str, started: float) -> Blo
     return out
 
 
-def _script(spec: BlockSpec, fd: int, payload_text: str | None, reap: bool) -> bytes:
+def _script(
+    spec: BlockSpec, fd: int, payload_text: str | None, reap: bool, python: str = ""
+) -> bytes:
     """The interpreter's stdin: the prelude, then one call with the block as literals.
 
     Arguments travel as Python literals (plain str/int/dict after a JSON round trip), so
-    the prelude needs no JSON parser to read them.
+    the prelude needs no JSON parser to read them. The prelude's source comes along
+    unless `python` is the daemon's own interpreter (run_block's caller's).
     """
     task, run = (json.loads(json.dumps(dict(m), default=str)) for m in (spec.task, spec.run))
     args = (spec.code, fd, task, run, payload_text, spec.stdout_cap, reap)
     call = f"\n_sys.exit(_daycare_main(*{args!r}))\n"
-    return (PRELUDE + call).encode("utf-8", "surrogateescape")
+    source = os.path.realpath(python) != _own_python()
+    return (stdin_head(source) + call).encode("utf-8", "surrogateescape")
+
+
+@functools.cache
+def _own_python() -> str:
+    return os.path.realpath(sys.executable or "python3")
 
 
 def _one_line(what: object) -> str:

@@ -72,17 +72,17 @@ def homes(extra: Iterable[str] = ()) -> list[Path]:
 
 def in_system(path: Path) -> bool:
     """Whether `path` lies in the read-only system part of the view (before binds)."""
-    return any(_within(path, Path(d)) for d in SYSTEM_DIRS) and not any(
-        _within(path, Path(d)) for d in PRIVATE_DIRS
+    return any(within(path, d) for d in SYSTEM_DIRS) and not any(
+        within(path, d) for d in PRIVATE_DIRS
     )
 
 
 def in_view(path: Path, shown: Sequence[Path], home_dirs: Sequence[Path]) -> bool:
     """Whether a block could see host `path`: in the system part and not under a home,
     or under one of the directories bound for it (`shown`)."""
-    if any(_within(path, p) for p in shown):
+    if any(within(path, p) for p in shown):
         return True
-    return in_system(path) and not any(_within(path, h) for h in home_dirs)
+    return in_system(path) and not any(within(path, h) for h in home_dirs)
 
 
 def resolve_entries(
@@ -164,9 +164,11 @@ def _resolve_one(
             path=where,
             hint=f"write it as an absolute path or `~/…`, e.g. {name}: [/srv/data]",
         )
-    path = Path(os.path.normpath(path))
+    # normpath keeps a leading `//` (POSIX leaves its meaning open; Linux reads `/`), which
+    # would hide the entry from the checks below.
+    path = Path("/" + os.path.normpath(path).lstrip("/"))
     for place in forbidden:
-        if _within(path, place):
+        if within(path, place):
             raise SandboxError(
                 f"{key} entry {raw!r} is inside daycare's own files ({place})",
                 path=where,
@@ -200,5 +202,8 @@ def _passwd_home(uid: int) -> str:
         return ""
 
 
-def _within(path: Path, top: Path) -> bool:
-    return path == top or top in path.parents
+def within(path: Path | str, top: Path | str) -> bool:
+    """Whether normalized absolute `path` is `top` or below it, lexically (`top in
+    path.parents`, as strings: this runs for every place and home before every block)."""
+    p, t = str(path), str(top)
+    return p == t or p.startswith(t if t.endswith("/") else t + "/")

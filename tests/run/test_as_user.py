@@ -317,3 +317,66 @@ def test_reduced_mode_as_a_user_is_refused_unless_allowed(user: User) -> Any:
     assert (allowed["status"], allowed["output"].strip()) == ("succeeded", "ok")
     ls = user.cli("task", "ls", "--json")
     assert {t["id"]: t.get("isolation") for t in json.loads(ls.stdout)}["fine"] == "reduced"
+
+
+LIMITS = r"""
+import asyncio, json, os, sys, tempfile
+from pathlib import Path
+from daycare_cli.run import sandbox
+from daycare_cli.run.identity import sandbox_python
+
+CODE = '''
+import json, os
+limits = {}
+for line in open("/proc/self/limits").read().splitlines()[1:]:
+    name = line[:26].strip()
+    limits[name] = line[26:].split()[:2]
+old = os.umask(0)
+print(json.dumps({"limits": limits, "umask": old}))
+'''
+base = Path(tempfile.mkdtemp(dir="/var/tmp"))
+out = {"gate": sandbox._probe(None)[0].gate}
+# Bound 200 times: bubblewrap's options no longer fit in one pipe write, so that launch
+# takes the preexec path.
+for name, dirs in (("gated", ()), ("preexec", (Path("/usr/share"),) * 200)):
+    spec = sandbox.BlockSpec(code=CODE, files_dir=base / "f", artifacts_dir=base / "a",
+                             workspace=base, run={"id": "r"}, env_dirs=dirs)
+    ran = asyncio.run(sandbox.run_block(spec))
+    bwrap = sandbox._probe(None)[0]
+    paths = sandbox._prepare_dirs(spec, None, (), sandbox_python(None), True)
+    launch = sandbox._launch_plan(spec, paths, bwrap, None, ["python3"], None, None)
+    out[name] = {"error": ran.error, "seen": json.loads(ran.output or "{}"),
+                 "gated": launch.gate is not None and launch.preexec is None}
+print(json.dumps(out))
+"""
+
+
+def test_a_users_blocks_get_the_same_limits_without_python_before_exec(user: User) -> None:
+    """As a user, bubblewrap is spawned with no Python between fork and exec (a vfork):
+    it waits at its gate for the limits (launch.Gate). A block sees the same limits and
+    umask through the gate as through the preexec path (taken when the options do not
+    fit in one pipe write)."""
+    done = subprocess.run(
+        user.as_user(user.python, "-c", LIMITS),
+        env=user.env,
+        cwd=user.home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["gate"] is True
+    gated, preexec = out["gated"], out["preexec"]
+    assert (gated["gated"], preexec["gated"]) == (True, False)
+    assert gated["error"] is None and preexec["error"] is None, (gated, preexec)
+    seen = gated["seen"]["limits"]
+    assert seen["Max address space"] == [str(512 * 1024 * 1024)] * 2
+    assert seen["Max file size"] == [str(64 * 1024 * 1024)] * 2
+    assert seen["Max open files"] == ["256", "256"]
+    assert seen["Max core file size"] == ["0", "0"]
+    assert seen["Max cpu time"] == ["61", "62"]  # timeout 60 s + 1, SIGKILL a second later
+    assert 128 <= int(seen["Max processes"][0]) < 128 + 4096
+    assert gated["seen"]["umask"] == preexec["seen"]["umask"] == 0o077
+    for name in ("Max address space", "Max file size", "Max open files", "Max cpu time"):
+        assert preexec["seen"]["limits"][name] == seen[name]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 import pytest
 
 from daycare_cli.core.task import SandboxSpec
+from daycare_cli.run import sandbox
+from daycare_cli.run.prelude import stdin_head
 from daycare_cli.run.sandbox import isolation_level
 
 # (code, output, error)
@@ -20,6 +23,8 @@ CASES = [
     ("x = 2\nx * 21", "42", None),
     ("{'a': [1, 2], 'b': None}", '{"a": [1, 2], "b": null}', None),
     ("['é', 1]", '["é", 1]', None),
+    ("'é, \"quoted\", back\\\\slash'", 'é, "quoted", back\\slash', None),
+    ("'two\\nlines\\tand a tab'", "two\nlines\tand a tab", None),
     ("(1, 'two')", '[1, "two"]', None),
     ("x = 1", "", None),
     ("None", "", None),
@@ -55,6 +60,20 @@ def test_traceback_names_block_lines(block, isolation):
     assert 'File "<block>", line 6, in <module>' in out.stderr
     assert 'File "<block>", line 4, in f' in out.stderr
     assert "return 1 / 0" in out.stderr
+    assert "_daycare_main" not in out.stderr
+
+
+def test_prelude_from_source_for_another_bytecode(block, isolation, monkeypatch):
+    """An interpreter whose bytecode differs from the daemon's (another magic number)
+    compiles the prelude from its source instead of loading the daemon's compilation."""
+    head = stdin_head(source=True)
+    other = head.replace(repr(MAGIC_NUMBER), repr(b"\0\0\r\n"), 1)
+    assert other != head
+    monkeypatch.setattr(sandbox, "stdin_head", lambda source: other)
+    assert block("x = 2\nx * 21").output == "42"
+    out = block("def f():\n    return 1 / 0\n\nf()")
+    assert out.error == "ZeroDivisionError: division by zero"
+    assert 'File "<block>", line 2, in f' in out.stderr
     assert "_daycare_main" not in out.stderr
 
 
@@ -212,6 +231,50 @@ def test_missing_interpreter_is_a_sandbox_error(block, isolation, monkeypatch):
     out = block("print('hi')")
     assert out.error is not None and out.error.startswith("SandboxError:")
     assert out.output == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="prctl is Linux's")
+def test_the_prelude_reaps_only_without_a_pid_namespace(block, isolation):
+    """Reduced isolation: the block's interpreter is a child subreaper that kills what
+    it leaves. Under bubblewrap the pid namespace ends with the block, so the prelude
+    spends nothing on it (ctypes alone cost 2 ms a block)."""
+    code = (
+        "import ctypes\n"
+        "flag = ctypes.c_int(-1)\n"
+        "ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER\n"
+        "print(flag.value)"
+    )
+    assert block(code).output == ("1" if isolation == "reduced" else "0")
+
+
+def test_exit_seen_without_a_pidfd(block, isolation, monkeypatch):
+    """Where the kernel has no pidfd (before 5.3, or not Linux), a thread waits for the
+    block instead; outcomes and the deadline are the same."""
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    out = block("print('still here')")
+    assert (out.output, out.error, out.exit_code) == ("still here", None, 0)
+    out = block("import time\ntime.sleep(30)", timeout=1)
+    assert out.error == "TimeoutError: block exceeded 1s"
+
+
+def _can_limit_another_uid() -> bool:
+    """Whether prlimit(2) may set limits on a process of another uid: not as root
+    without CAP_SYS_RESOURCE (bit 24), as in most containers."""
+    if os.geteuid() != 0:
+        return True
+    with open("/proc/self/status") as f:
+        caps = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> 24 & 1)
+
+
+def test_gate_where_limits_can_be_set(require_bwrap):
+    """bubblewrap is spawned with no Python before exec wherever the limits can be set
+    on it from outside (launch.Gate); elsewhere the preexec path is taken, and blocks
+    run either way (the tests above)."""
+    bwrap = sandbox._probe(None)[0]
+    assert bwrap is not None
+    setuid = bool(os.stat(bwrap.path).st_mode & 0o4000)
+    assert bwrap.gate == (_can_limit_another_uid() and not setuid)
 
 
 def test_isolation_level(monkeypatch):

@@ -468,10 +468,11 @@ def test_symlink_in_an_entry_is_refused(block, base, isolation, kind):
     still_fine(block)
 
 
-def test_entry_inside_daycare_is_refused(block, base, isolation):
+@pytest.mark.parametrize("slashes", ["/", "//", "///"])
+def test_entry_inside_daycare_is_refused(block, base, isolation, slashes):
     daycare_home = base / "dchome"
     (daycare_home / "tasks").mkdir(parents=True)
-    spec = SandboxSpec(write=(str(daycare_home / "tasks"),))
+    spec = SandboxSpec(write=(slashes + str(daycare_home / "tasks").lstrip("/"),))
     out = block("print('x')", sandbox=spec, forbidden=[daycare_home])
     assert out.error is not None and "inside daycare's own files" in out.error
     still_fine(block)
