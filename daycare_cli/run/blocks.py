@@ -87,10 +87,13 @@ class RunBlocks:
     # `block_started_at`, the third instant its lateness is measured at.
     first_spawn: datetime | None = None
     on_first_spawn: Callable[[datetime], None] | None = None
+    # daycare's own places (realpaths: system calls), found once per run off the loop.
+    places: list[Path] | None = None
 
     def spec(self, block: Block) -> BlockSpec:
         """The launch spec of one block of this run."""
         env = self.envs.get(block.index)
+        places = self.places if self.places is not None else daycare_places(self.paths)
         return BlockSpec(
             code=block.code,
             files_dir=self.files_dir,
@@ -102,10 +105,10 @@ class RunBlocks:
             task={"id": self.task.id, "name": self.task.name},
             run=self.run,
             payload_file=self.payload_file,
-            hide=daycare_places(self.paths),
+            hide=list(places),
             isolation=self.config.sandbox_isolation,
             bwrap=self.config.sandbox_bwrap,
-            forbidden=forbidden_targets(self.paths),
+            forbidden=list(places),  # forbidden_targets: the same places
             where=self.task.path or str(self.paths.task_file(self.task.id)),
             cgroup_fd=self.cgroup.procs_fd if self.cgroup is not None else None,
             python=env.python if env is not None else None,
@@ -123,17 +126,20 @@ class RunBlocks:
             self.emit("isolation", level="none", reason=reason)
             raise RunRefused(reason)
         self.isolation = level
-        self._open_cgroup()
-        before = self.disk_before
-        if before is None:
-            before = await asyncio.to_thread(disk_usage, [self.files_dir, self.artifacts_dir])
+        # Off the loop (issue 12): the cgroup's set-up reads /proc even when there is none
+        # to make, and the disk count walks the workspace. Cancelled, it is undone once done.
+        setting_up = asyncio.ensure_future(asyncio.to_thread(self._set_up))
+        try:
+            before = await asyncio.shield(setting_up)
+        except asyncio.CancelledError:
+            setting_up.add_done_callback(lambda _: self._close_cgroup())
+            raise
         try:
             expansion = await expand_prompt(
                 self.task.body, lambda b: self._run_one(b, before), execute=True
             )
         finally:
-            if self.cgroup is not None:
-                self.cgroup.close()
+            self._close_cgroup()
         self.emit("isolation", level=level, reason=reason, totals=self.cgroup_why)
         return expansion
 
@@ -189,6 +195,23 @@ class RunBlocks:
             self.first_spawn = datetime.now(UTC)
             if self.on_first_spawn is not None:
                 self.on_first_spawn(self.first_spawn)
+
+    def _set_up(self) -> int:
+        """Open the run's cgroup, find daycare's places and return the bytes its blocks
+        start from (blocking)."""
+        self.places = daycare_places(self.paths)
+        self._open_cgroup()
+        try:
+            if self.disk_before is not None:
+                return self.disk_before
+            return disk_usage([self.files_dir, self.artifacts_dir])
+        except BaseException:
+            self._close_cgroup()
+            raise
+
+    def _close_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close()
 
     def _open_cgroup(self) -> None:
         parent, self.cgroup_why = cgroup_parent(self.config.sandbox_cgroup)
