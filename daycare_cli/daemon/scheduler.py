@@ -202,16 +202,15 @@ class Scheduler:
         """Write the run row (unique per slot), apply overlap, and start or queue the run.
 
         The row, its `run.fired` event, its directory and the trigger's last slot are one
-        transaction, handed to the writer; the run awaits its commit (`req.row`: the row,
-        or None when the slot or delivery had one) before anything, and is written
-        `running` in it when it can start at once. A webhook run is always written
-        `queued`, with its payload: a 202 promises it runs even if the daemon dies.
+        transaction, handed to the writer, which stamps `queued_at` as it writes the row;
+        the run takes its lock and prepares its workspace meanwhile, and awaits the commit
+        (`req.row`: the row, or None when the slot or delivery had one) before anything
+        runs. A webhook run is written with its payload: a 202 promises it runs even if
+        the daemon dies.
         """
         task = sched.task
         now = self.clock.now()
         decision = self._decide(sched, kind)
-        gate_free = len(self.gate.active) < self.gate.limit and not self.gate.pending
-        starts_now = decision in ("start", "cancel_and_start") and gate_free and kind != "webhook"
         skip_reason = None
         if decision == "skip":
             skip_reason = f"a run of this task is still active (overlap: {task.overlap})"
@@ -222,7 +221,7 @@ class Scheduler:
         }
         runs_dir = self.paths.workspace(task.id) / "runs"
         run_id = new_run_id(now)
-        status = "skipped" if skip_reason else "running" if starts_now else "queued"
+        status = "skipped" if skip_reason else "queued"
         row = self.writer.submit(
             writes.create_run(
                 task.id,
@@ -239,6 +238,7 @@ class Scheduler:
                 payload=payload if status == "queued" and kind == "webhook" else None,
                 skip_reason=skip_reason,
                 delivery_id=delivery_id,
+                clock=self.clock.now,
             )
         )
         self.fires += 1
@@ -250,7 +250,6 @@ class Scheduler:
             attempt=attempt,
             payload=payload,
             run_id=run_id,
-            started=starts_now,
             row=row,
         )
         if skip_reason:

@@ -32,6 +32,7 @@ from daycare_cli.daemon.queued import RESUMED
 from daycare_cli.daemon.reload import config_change
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.daemon.supervisor import Supervisor
+from daycare_cli.run.runner import STOPPED
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive
@@ -389,7 +390,7 @@ class Daemon:
         if active:
             _done, still = await asyncio.wait([t for _, t in active], timeout=grace)
             for t in still:
-                t.cancel()
+                t.cancel(STOPPED)  # the runner records them `interrupted`
             if still:
                 await asyncio.wait(still, timeout=5)
             recorded: list[asyncio.Future[Any]] = []
@@ -400,7 +401,7 @@ class Daemon:
                             writes.finish_run(
                                 run_id,
                                 status="interrupted",
-                                error="daemon stopped before the run finished",
+                                error=STOPPED,
                                 event=("daemon", "run.finished", {"status": "interrupted"}),
                             )
                         )

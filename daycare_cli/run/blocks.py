@@ -16,13 +16,14 @@ secrets resolution, and the same run totals:
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import os
 import re
 import secrets as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from daycare_cli.core.task import MIB, SECRET_REF_RE, Task
 from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_cgroup
 from daycare_cli.run.identity import PROCESS_BUDGET
+from daycare_cli.run.rundir import disk_usage
 from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, refusal, run_block
 from daycare_cli.store.paths import Paths
 
@@ -78,10 +80,20 @@ class RunBlocks:
     errors: list[str] = field(default_factory=list)
     # Block index -> its Python environment (run/envs.py), prepared before any block runs.
     envs: dict[int, Env] = field(default_factory=dict)
+    # Bytes under files/ and artifacts/ before the first block (measured off the loop
+    # with the run's set-up, `RunContext.lock_and_prepare`); None: measured here.
+    disk_before: int | None = None
+    # When the first block's process was spawned (its interpreter started): the run's
+    # `block_started_at`, the third instant its lateness is measured at.
+    first_spawn: datetime | None = None
+    on_first_spawn: Callable[[datetime], None] | None = None
+    # daycare's own places (realpaths: system calls), found once per run off the loop.
+    places: list[Path] | None = None
 
     def spec(self, block: Block) -> BlockSpec:
         """The launch spec of one block of this run."""
         env = self.envs.get(block.index)
+        places = self.places if self.places is not None else daycare_places(self.paths)
         return BlockSpec(
             code=block.code,
             files_dir=self.files_dir,
@@ -93,10 +105,10 @@ class RunBlocks:
             task={"id": self.task.id, "name": self.task.name},
             run=self.run,
             payload_file=self.payload_file,
-            hide=daycare_places(self.paths),
+            hide=list(places),
             isolation=self.config.sandbox_isolation,
             bwrap=self.config.sandbox_bwrap,
-            forbidden=forbidden_targets(self.paths),
+            forbidden=list(places),  # forbidden_targets: the same places
             where=self.task.path or str(self.paths.task_file(self.task.id)),
             cgroup_fd=self.cgroup.procs_fd if self.cgroup is not None else None,
             python=env.python if env is not None else None,
@@ -114,15 +126,20 @@ class RunBlocks:
             self.emit("isolation", level="none", reason=reason)
             raise RunRefused(reason)
         self.isolation = level
-        self._open_cgroup()
-        before = disk_usage([self.files_dir, self.artifacts_dir])
+        # Off the loop (issue 12): the cgroup's set-up reads /proc even when there is none
+        # to make, and the disk count walks the workspace. Cancelled, it is undone once done.
+        setting_up = asyncio.ensure_future(asyncio.to_thread(self._set_up))
+        try:
+            before = await asyncio.shield(setting_up)
+        except asyncio.CancelledError:
+            setting_up.add_done_callback(lambda _: self._close_cgroup())
+            raise
         try:
             expansion = await expand_prompt(
                 self.task.body, lambda b: self._run_one(b, before), execute=True
             )
         finally:
-            if self.cgroup is not None:
-                self.cgroup.close()
+            self._close_cgroup()
         self.emit("isolation", level=level, reason=reason, totals=self.cgroup_why)
         return expansion
 
@@ -134,12 +151,13 @@ class RunBlocks:
         stream = OutputStream(
             lambda text: self.emit("block.output", block=block.index, text=self.redact(text))
         )
-        spec = dataclasses.replace(self.spec(block), on_output=stream.feed)
+        spec = dataclasses.replace(self.spec(block), on_output=stream.feed, on_spawn=self._spawned)
         try:
             res: BlockOutcome = await run_block(spec)
         finally:
             stream.close()
-        written = disk_usage([self.files_dir, self.artifacts_dir]) - before
+        roots = [self.files_dir, self.artifacts_dir]
+        written = await asyncio.to_thread(disk_usage, roots) - before
         limit = self.task.sandbox.disk
         if written > limit:
             self.disk_error = (
@@ -171,6 +189,29 @@ class RunBlocks:
             skipped=res.skipped,
             skip_reason=res.skip_reason,
         )
+
+    def _spawned(self) -> None:
+        if self.first_spawn is None:
+            self.first_spawn = datetime.now(UTC)
+            if self.on_first_spawn is not None:
+                self.on_first_spawn(self.first_spawn)
+
+    def _set_up(self) -> int:
+        """Open the run's cgroup, find daycare's places and return the bytes its blocks
+        start from (blocking)."""
+        self.places = daycare_places(self.paths)
+        self._open_cgroup()
+        try:
+            if self.disk_before is not None:
+                return self.disk_before
+            return disk_usage([self.files_dir, self.artifacts_dir])
+        except BaseException:
+            self._close_cgroup()
+            raise
+
+    def _close_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close()
 
     def _open_cgroup(self) -> None:
         parent, self.cgroup_why = cgroup_parent(self.config.sandbox_cgroup)
@@ -245,17 +286,6 @@ def daycare_places(paths: Paths) -> list[Path]:
 def forbidden_targets(paths: Paths) -> list[Path]:
     """Where `sandbox.read`/`sandbox.write` entries may not point: inside any of those."""
     return daycare_places(paths)
-
-
-def disk_usage(roots: list[Path]) -> int:
-    """Bytes on disk under `roots` (allocated blocks; links not followed)."""
-    total = 0
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return total
 
 
 def _mib(n: int) -> str:

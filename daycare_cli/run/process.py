@@ -1,13 +1,13 @@
 """A block's process: spawn it, read its capped pipes, stop it and what it left behind.
 
-The process is spawned from the event-loop thread in a new session with the launch
-plan's argv and clean environment; its script goes on stdin, stdout and stderr are read
-with caps and a deadline, and results come back on a private pipe (the "channel"). On
-cap or deadline the process group gets SIGTERM, 0.5 s of grace, then SIGKILL; after a
-normal exit it gets SIGKILL too. The block's process tree is frozen and killed as well,
-even what left the group: under bubblewrap that includes its pid-namespace init (its own
-session, immune to SIGTERM as an init, killed with SIGKILL from outside), and with it
-everything in the namespace.
+The process is spawned off the event loop, from a thread of its own, in a new session
+with the launch plan's argv and clean environment; its script goes on stdin, stdout and
+stderr are read with caps and a deadline, and results come back on a private pipe (the
+"channel"). On cap or deadline the process group gets SIGTERM, 0.5 s of grace, then
+SIGKILL; after a normal exit it gets SIGKILL too. The block's process tree is frozen and
+killed as well, even what left the group: under bubblewrap that includes its
+pid-namespace init (its own session, immune to SIGTERM as an init, killed with SIGKILL from
+outside), and with it everything in the namespace.
 
 Spawning is on the path of every block, so it is lean (bench/bench_sandbox.py): the
 spawn itself is `launch.py` (under bubblewrap with no Python between fork and exec), the
@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ PR_SET_CHILD_SUBREAPER = 36
 # born for an orphan).
 LIVE: set[int] = set()
 SPAWNING: set[int] = set()
+# The thread blocks are spawned from: one, living as long as the process (see run_process).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daycare-spawn")
 
 
 @dataclass(frozen=True)
@@ -68,32 +71,50 @@ async def run_process(
     timeout: float,
     stdout_cap: int,
     on_output: Callable[[bytes], None] | None = None,
+    on_spawn: Callable[[], None] | None = None,
 ) -> Finished:
     """Spawn `launch`, feed it `script(channel fd)` on stdin, and wait (at most `timeout`
     seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
 
     Raises SpawnError when the process cannot start. When cancelled, the process and its
-    tree are killed and the pipes closed before the cancellation propagates.
+    tree are killed and the pipes closed before the cancellation propagates. `on_spawn`
+    is called once the process is spawned (its program exec'd).
     """
     loop = asyncio.get_running_loop()
     if launch.orphans_of is not None:
         _become_subreaper()
     read_fd, write_fd = os.pipe()
     stdin_data = script(write_fd)
-    # The spawn is synchronous: no cancellation can cut it in half, and no sweep on
-    # this loop runs while it is under way (SPAWNING is for sweeps of other threads).
+    # A sweep waits while a spawn is under way (SPAWNING), or it could take a block being
+    # born for an orphan. The spawn (a fork and an exec: milliseconds each, and 20 runs
+    # due at once held the loop for 130 ms) is off the loop, in one lasting thread: a
+    # block's parent-death signal follows the thread that forked it. A cancellation does
+    # not cut it in half: the process is made whole, stopped below, then it is raised.
     token = id(stdin_data)
     SPAWNING.add(token)
+    cancelled: asyncio.CancelledError | None = None
     try:
-        proc, info_fd = spawn(launch, (write_fd,))
+        spawning = loop.run_in_executor(_SPAWNER, spawn, launch, (write_fd,))
+        while not spawning.done():
+            try:
+                await asyncio.shield(spawning)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except BaseException:
+                break  # the spawn failed: result() below raises it
+        proc, info_fd = spawning.result()
         LIVE.add(proc.pid)
     except BaseException:
         os.close(read_fd)
+        if cancelled is not None:
+            raise cancelled from None
         raise
     finally:
         SPAWNING.discard(token)
         os.close(write_fd)
     pid = proc.pid
+    if on_spawn is not None:
+        on_spawn()  # the run's `block_started_at` (issue 12)
     block = BlockPipes(
         loop, proc, read_fd, info_fd, stdin_data, stdout_cap, on_output, lambda: LIVE.discard(pid)
     )
@@ -105,6 +126,8 @@ async def run_process(
     timed_out = False
     stopped = False
     try:
+        if cancelled is not None:
+            raise cancelled
         ended = await _first(block.exited, block.overflow, timeout=timeout)
         timed_out = not ended
         if not block.exited.is_set():

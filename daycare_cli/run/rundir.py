@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from daycare_cli.store.paths import LockBusy, TaskLock
 
 
 @dataclass
@@ -29,6 +34,10 @@ class RunContext:
     log_path: Path
     secrets: list[str] = field(default_factory=list)
     log: TextIO | None = None
+    # Bytes under files/ and artifacts/ when the run started (runs with blocks): what the
+    # blocks add is held against `sandbox.disk`.
+    disk_before: int | None = None
+    block_started_at: datetime | None = None  # when its first block was spawned
     # `close` runs in a worker thread: a line logged meanwhile must not meet a half-closed file.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -56,6 +65,36 @@ class RunContext:
         if payload is not None:
             (self.run_dir / "payload.json").write_bytes(payload)
         self.log = self.log_path.open("a", encoding="utf-8")
+
+    def lock_and_prepare(
+        self, lock: TaskLock | None, payload: bytes | None, measure: bool
+    ) -> LockBusy | None:
+        """Take the task's lock (when given) and prepare the run's directory, counting the
+        disk its blocks may add to (`measure`): a run's whole set-up in one worker thread.
+
+        Returns LockBusy, with nothing prepared, when another process holds the lock.
+        """
+        from daycare_cli.store.paths import LockBusy
+
+        if lock is not None:
+            try:
+                lock.acquire(0.0)
+            except LockBusy as busy:
+                return busy
+        self.prepare(payload)
+        if measure:
+            self.disk_before = disk_usage([self.files_dir, self.artifacts_dir])
+        return None
+
+    def note_block_started(self, at: datetime) -> None:
+        """Remember when the run's first block was spawned."""
+        if self.block_started_at is None:
+            self.block_started_at = at
+
+    def discard(self) -> None:
+        """Close the log and remove the run's directory: the run did not start."""
+        self.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def log_line(self, line: str, *, flush: bool = False) -> None:
         """Append one line to the run's log; a full disk loses the line, not the run."""
@@ -87,3 +126,15 @@ def remove_dirs(paths: list[str]) -> None:
     for path in paths:
         if path:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def disk_usage(roots: list[Path]) -> int:
+    """Bytes on disk under `roots` (allocated blocks; links not followed). Blocking: a
+    workspace may hold many files, so the runner calls it off the loop."""
+    total = 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total

@@ -46,8 +46,21 @@ log = logging.getLogger("daycare.runner")
 FLUSH_AFTER = frozenset({"block.end", "model.end"})
 # What an outcome of `_execute` may hold, recorded in the run's row.
 RECORDED: tuple[str, ...] = ("error", "skip_reason", "output", "response", "model")
-RECORDED += ("input_tokens", "output_tokens", "isolation")
+RECORDED += ("input_tokens", "output_tokens", "isolation", "block_started_at")
 EventSink = Callable[[dict[str, Any]], None]
+# The message a stopping daemon cancels its runs with: they end `interrupted`, with it.
+STOPPED = "daemon stopped before the run finished"
+
+
+def _undo(prepared: asyncio.Future[LockBusy | None], ctx: RunContext, lock: TaskLock) -> None:
+    """A run that will not start: once its set-up thread is done, release the lock it
+    took and remove the directory it made (off the loop). Never waits."""
+
+    def done(_: asyncio.Future[LockBusy | None]) -> None:
+        lock.release()
+        asyncio.get_running_loop().run_in_executor(None, ctx.discard)
+
+    prepared.add_done_callback(done)
 
 
 @dataclass
@@ -62,7 +75,6 @@ class RunRequest:
     payload: bytes | None = None
     run_id: str | None = None  # set when the row already exists (daemon, webhook)
     wait_for_lock: float | None = None  # None: per the task's overlap policy
-    started: bool = False  # the row was written `running` already (the daemon's fast path)
     # The pending commit of the row the daemon wrote for this run: the row, or None when
     # its slot (or webhook delivery) had one already. None: the row is committed.
     row: asyncio.Future[Run | None] | None = None
@@ -116,6 +128,7 @@ class Runner:
         error, and only a cancellation goes on to the caller (recorded `cancelled`).
         """
         task = req.task
+        row = req.row
         if req.run_id is None:
             created = await self.writer.commit(
                 writes.create_run(
@@ -130,47 +143,98 @@ class Runner:
             )
             if created is None:
                 return None
-            run_id = created.id
+            run_id, row = created.id, None
         else:
             run_id = req.run_id
-            if req.row is not None and await req.row is None:
-                return None  # its slot or delivery had a row already
-        try:
-            return await self._run_row(req, run_id)
-        except (asyncio.CancelledError, WriterClosed):
-            raise
-        except Exception as exc:
-            return await self._settle_crash(task, run_id, exc)
-
-    async def _run_row(self, req: RunRequest, run_id: str) -> Run | None:
-        task = req.task
+        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
         lock = TaskLock(self.paths.workspace(task.id) / ".lock")
         try:
-            if task.overlap != "allow":
-                wait = req.wait_for_lock
-                if wait is None:
-                    wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
-                try:
-                    await acquire_lock(lock, wait)
-                except asyncio.CancelledError:
-                    self._record_cancelled(run_id, "cancelled while waiting for the previous run")
-                    raise
-                except LockBusy as busy:
-                    reason = (
-                        f"another run of this task is active (pid {busy.holder_pid}); "
-                        f"overlap: {task.overlap}"
-                    )
-                    return await self.writer.commit(
-                        writes.finish_run(
-                            run_id,
-                            status="skipped",
-                            skip_reason=reason,
-                            event=(self.actor, "run.skipped", {"reason": reason}),
-                        )
-                    )
-            return await self._run_locked(req, run_id)
+            # The lock and the workspace are made ready while the row is being committed
+            # (they run nothing); nothing runs before both and the commit are done.
+            ready = await self._get_ready(req, ctx, lock, row)
+            if ready is None:
+                return None  # its slot or delivery had a row already
+            if isinstance(ready, Run):
+                return ready  # skipped (another run holds the lock), or its set-up failed
+            try:
+                return await self._run_started(req, ctx)
+            except (asyncio.CancelledError, WriterClosed):
+                raise
+            except Exception as exc:
+                return await self._settle_crash(task, run_id, exc)
         finally:
+            ctx.close()
             lock.release()
+
+    async def _get_ready(
+        self,
+        req: RunRequest,
+        ctx: RunContext,
+        lock: TaskLock,
+        row: asyncio.Future[Run | None] | None,
+    ) -> Run | bool | None:
+        """Take the task's lock (per its overlap policy) and prepare the workspace, in one
+        worker thread while the row's commit is under way; then await the commit.
+
+        True when the run may start; None when its row was not written (its slot or
+        delivery had one); the finished row when it ended here (skipped for a busy
+        lock, or failed to set up).
+        """
+        task, run_id = req.task, ctx.run_id
+        locking = task.overlap != "allow"
+        prepared = asyncio.ensure_future(
+            asyncio.to_thread(
+                ctx.lock_and_prepare, lock if locking else None, req.payload, task.execute
+            )
+        )
+        try:
+            created = True if row is None else await row
+        except BaseException:
+            _undo(prepared, ctx, lock)
+            raise
+        if created is None:
+            _undo(prepared, ctx, lock)
+            return None
+        try:
+            busy = await asyncio.shield(prepared)
+        except asyncio.CancelledError:
+            _undo(prepared, ctx, lock)
+            self._record_cancelled(run_id, "run cancelled")
+            raise
+        except Exception as exc:  # no descriptor for the lock, a full disk: the run ends
+            return await self._settle_crash(task, run_id, exc)
+        if busy is None:
+            return True
+        wait = req.wait_for_lock
+        if wait is None:
+            wait = task.run_timeout if task.overlap in ("queue", "replace") else 0.0
+        try:
+            if wait <= 0:
+                raise busy
+            await acquire_lock(lock, wait)
+        except asyncio.CancelledError:
+            self._record_cancelled(run_id, "cancelled while waiting for the previous run")
+            raise
+        except LockBusy as held:
+            reason = (
+                f"another run of this task is active (pid {held.holder_pid}); "
+                f"overlap: {task.overlap}"
+            )
+            return await self.writer.commit(
+                writes.finish_run(
+                    run_id,
+                    status="skipped",
+                    skip_reason=reason,
+                    event=(self.actor, "run.skipped", {"reason": reason}),
+                )
+            )
+        except Exception as exc:
+            return await self._settle_crash(task, run_id, exc)
+        try:
+            await asyncio.to_thread(ctx.lock_and_prepare, None, req.payload, task.execute)
+        except Exception as exc:
+            return await self._settle_crash(task, run_id, exc)
+        return True
 
     @staticmethod
     def _crashed(task: Task, run_id: str, exc: Exception) -> str:
@@ -198,38 +262,32 @@ class Runner:
             )
         )
 
-    # -- steps ------------------------------------------------------------------------
-
-    async def _run_locked(self, req: RunRequest, run_id: str) -> Run | None:
-        task = req.task
+    async def _run_started(self, req: RunRequest, ctx: RunContext) -> Run | None:
+        task, run_id = req.task, ctx.run_id
         started = time.monotonic()
-        # The start is recorded first: lateness is measured up to here, not after set-up.
-        if not req.started:
-            started_detail = dict(
-                trigger=req.trigger, trigger_id=req.trigger_id, attempt=req.attempt
-            )
-            await self.writer.commit(
-                writes.start_run(
-                    run_id,
-                    pid=os.getpid(),
-                    now=datetime.now(UTC),
-                    task=task.id,
-                    run_dir=self.paths.workspace(task.id) / "runs" / run_id,
-                    event=(self.actor, "run.started", started_detail),
-                )
-            )
-        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
-        try:
-            return await self._run_steps(req, ctx, started)
-        finally:
-            ctx.close()
+        # Lock taken, workspace ready, row committed: the run starts now. Recorded without
+        # waiting (the writer commits it before the run's end, in order).
+        self.writer.post(
+            writes.start_run(
+                run_id,
+                pid=os.getpid(),
+                now=datetime.now(UTC),
+                task=task.id,
+                run_dir=ctx.run_dir,
+                event=(
+                    self.actor,
+                    "run.started",
+                    {"trigger": req.trigger, "trigger_id": req.trigger_id, "attempt": req.attempt},
+                ),
+            ),
+            f"the start of run {run_id}",
+        )
+        return await self._run_steps(req, ctx, started)
 
     async def _run_steps(self, req: RunRequest, ctx: RunContext, started: float) -> Run | None:
         task, run_id = req.task, ctx.run_id
         outcome: dict[str, Any] = {}
         try:
-            # Directories and files off the loop: on a busy disk each takes milliseconds.
-            await asyncio.to_thread(ctx.prepare, req.payload)
             self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
@@ -240,12 +298,13 @@ class Runner:
                 "status": "timed_out",
                 "error": f"run exceeded its run_timeout of {task.run_timeout:g}s",
             }
-        except asyncio.CancelledError:
-            self._record_cancelled(run_id, "run cancelled", ctx)
+        except asyncio.CancelledError as exc:
+            self._record_cancelled(run_id, "run cancelled", ctx, exc)
             raise
         except Exception as exc:  # a bug in a step, a full disk: the row still ends
             outcome = {"status": "failed", "error": self._crashed(task, run_id, exc)}
 
+        outcome["block_started_at"] = ctx.block_started_at
         for key in ("skip_reason", "error", "output", "response"):
             if outcome.get(key):
                 outcome[key] = self._redact(str(outcome[key]), ctx)
@@ -314,6 +373,8 @@ class Runner:
                 emit=lambda event, **fields: self._emit(ctx, event, **fields),
                 redact=lambda text: self._redact(text, ctx),
                 envs=envs,
+                disk_before=ctx.disk_before,
+                on_first_spawn=ctx.note_block_started,
             )
             try:
                 expansion = await blocks.expand()
@@ -429,17 +490,39 @@ class Runner:
 
     # -- recording --------------------------------------------------------------------
 
-    def _record_cancelled(self, run_id: str, error: str, ctx: RunContext | None = None) -> None:
-        """Record a cancelled run; never raises or waits, so the cancellation itself goes on."""
+    def _record_cancelled(
+        self,
+        run_id: str,
+        error: str,
+        ctx: RunContext | None = None,
+        exc: asyncio.CancelledError | None = None,
+    ) -> None:
+        """Record a cancelled run; never raises or waits, so the cancellation itself goes on.
+
+        A run cancelled by a stopping daemon (`Task.cancel(STOPPED)`) is `interrupted`.
+        `run.end` is emitted once the row says so (a follower that reads the row on that
+        event finds the end there), or at once when it cannot be recorded.
+        """
+        status = "cancelled"
+        if exc is not None and exc.args == (STOPPED,):
+            status, error = "interrupted", STOPPED
         try:
-            self.writer.post(
-                writes.finish_run(run_id, status="cancelled", error=error, now=datetime.now(UTC)),
-                f"the cancellation of run {run_id}",
+            done = self.writer.submit(
+                writes.finish_run(run_id, status=status, error=error, now=datetime.now(UTC))
             )
-            if ctx is not None:
-                self._emit(ctx, "run.end", status="cancelled")
         except Exception:
-            log.exception("could not record run %s as cancelled", run_id)
+            log.exception("could not record run %s as %s", run_id, status)
+            if ctx is not None:
+                self._emit(ctx, "run.end", status=status)
+            return
+
+        def recorded(fut: asyncio.Future[Run]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("could not record run %s as %s: %s", run_id, status, fut.exception())
+            if ctx is not None:
+                self._emit(ctx, "run.end", status=status)
+
+        done.add_done_callback(recorded)
 
     def _secrets(self, ctx: RunContext) -> list[str]:
         """Values never recorded: config secrets and those the task's env took from them."""
@@ -454,7 +537,7 @@ class Runner:
         from daycare_cli.run.notify import redact_values
 
         record = {
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "event": event,
             "run": ctx.run_id,
             **redact_values(fields, self._secrets(ctx)),

@@ -31,6 +31,7 @@ block; it hides no file (docs/security.md).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -115,6 +116,8 @@ class BlockSpec:
     # Live view (issue 8): called on the event loop with each piece of stdout as it is
     # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
     on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
+    # Issue 12: called on the event loop once the block's process is spawned.
+    on_spawn: Callable[[], None] | None = field(default=None, compare=False)
     isolation: str = "bubblewrap"
     bwrap: str | None = None
     forbidden: Sequence[Path] = ()
@@ -161,35 +164,18 @@ async def run_block(spec: BlockSpec) -> BlockOutcome:
             duration_ms=_ms_since(started),
         )
     bwrap = _probe(spec.bwrap)[0] if level == "bubblewrap" else None
-    paths: BlockPaths | None = None
-    seccomp_fd: int | None = None
+    # The plan (identity, directories, /proc read for the process limit, bubblewrap's
+    # argv) takes milliseconds of system calls: off the loop, or every block due at once
+    # holds up the others' starts (issue 12). Cancelled, the plan is closed when made.
+    planning = asyncio.ensure_future(asyncio.to_thread(_plan, spec, bwrap, level, started))
     try:
-        ident = sandbox_identity(str(spec.task.get("id") or "") or None)
-        python = _block_python(spec) or sandbox_python(ident)
-        entries = resolve_entries(
-            spec.sandbox.read,
-            spec.sandbox.write,
-            forbidden=spec.forbidden,
-            where=spec.where or "the task file",
-            read_at=spec.sandbox.read_at,
-            write_at=spec.sandbox.write_at,
-        )
-        paths = _prepare_dirs(spec, ident, tuple(entries), python, bwrap is not None)
-        flt = seccomp_filter()[0]
-        if bwrap is not None and flt is not None:
-            seccomp_fd = flt.memfd()
-        launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS], flt, seccomp_fd)
-        payload_text = _read_payload(spec.payload_file)
-    except (OSError, SandboxError) as exc:
-        _close(paths, seccomp_fd)
-        why = (
-            f"{exc.where}: {exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
-        )
-        return BlockOutcome(
-            error=f"SandboxError: {_one_line(why)}",
-            isolation=level,
-            duration_ms=_ms_since(started),
-        )
+        plan = await asyncio.shield(planning)
+    except asyncio.CancelledError:
+        planning.add_done_callback(_drop_plan)
+        raise
+    if isinstance(plan, BlockOutcome):
+        return plan
+    paths, seccomp_fd, launch, payload_text, python = plan
     try:
         out = await _execute(spec, launch, payload_text, level, started, python)
     finally:
@@ -223,6 +209,52 @@ def isolation_level(policy: str = "bubblewrap", bwrap: str | None = None) -> tup
     if policy == "reduced":
         return "reduced", f'{reason}; allowed by sandbox.isolation = "reduced"'
     return "refused", reason
+
+
+_Plan = tuple[BlockPaths, int | None, Launch, str | None, str]
+
+
+def _plan(spec: BlockSpec, bwrap: Bwrap | None, level: str, started: float) -> _Plan | BlockOutcome:
+    """What `run_block` needs to spawn the block (blocking: run off the loop), or the
+    outcome of a sandbox that cannot start."""
+    paths: BlockPaths | None = None
+    seccomp_fd: int | None = None
+    try:
+        ident = sandbox_identity(str(spec.task.get("id") or "") or None)
+        python = _block_python(spec) or sandbox_python(ident)
+        entries = resolve_entries(
+            spec.sandbox.read,
+            spec.sandbox.write,
+            forbidden=spec.forbidden,
+            where=spec.where or "the task file",
+            read_at=spec.sandbox.read_at,
+            write_at=spec.sandbox.write_at,
+        )
+        paths = _prepare_dirs(spec, ident, tuple(entries), python, bwrap is not None)
+        flt = seccomp_filter()[0]
+        if bwrap is not None and flt is not None:
+            seccomp_fd = flt.memfd()
+        launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS], flt, seccomp_fd)
+        return paths, seccomp_fd, launch, _read_payload(spec.payload_file), python
+    except (OSError, SandboxError) as exc:
+        _close(paths, seccomp_fd)
+        why = (
+            f"{exc.where}: {exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
+        )
+        return BlockOutcome(
+            error=f"SandboxError: {_one_line(why)}",
+            isolation=level,
+            duration_ms=_ms_since(started),
+        )
+
+
+def _drop_plan(planning: asyncio.Future[_Plan | BlockOutcome]) -> None:
+    """Close what a plan holds when its block will not run (cancelled meanwhile)."""
+    if planning.cancelled() or planning.exception() is not None:
+        return
+    plan = planning.result()
+    if not isinstance(plan, BlockOutcome):
+        _close(plan[0], plan[1])
 
 
 def _close(paths: BlockPaths | None, seccomp_fd: int | None) -> None:
@@ -425,6 +457,7 @@ async def _execute(
             timeout=spec.timeout,
             stdout_cap=spec.stdout_cap,
             on_output=spec.on_output,
+            on_spawn=spec.on_spawn,
         )
     except SpawnError as exc:
         return BlockOutcome(

@@ -117,7 +117,19 @@ def m003_finished_runs_index(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_run_payload, m003_finished_runs_index)
+def m004_block_started_at(db: sqlite3.Connection) -> None:
+    """When a run's first block was spawned, beside when its row was written (`queued_at`)
+    and when it started (`started_at`: lock taken, workspace ready): the three instants
+    its lateness is measured at."""
+    db.execute("ALTER TABLE runs ADD COLUMN block_started_at TEXT")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    m001_initial,
+    m002_run_payload,
+    m003_finished_runs_index,
+    m004_block_started_at,
+)
 
 
 # --- applying them --------------------------------------------------------------------

@@ -195,7 +195,7 @@ class TaskLock:
         # must not leave the lock taken with nobody to release it.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
+            os.write(fd, f"{os.getpid()} {time.time():.6f}\n".encode())
         self.fd = fd
 
     def release(self) -> None:

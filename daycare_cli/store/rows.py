@@ -43,8 +43,13 @@ def aware_now(now: datetime | None) -> datetime:
 
 
 def stamp(dt: datetime) -> str:
-    """A recorded time as stored: UTC, milliseconds, `+00:00`; fixed width sorts as text."""
-    return aware_now(dt).astimezone(UTC).isoformat(timespec="milliseconds")
+    """A recorded time as stored: UTC, microseconds, `+00:00`; fixed width sorts as text.
+
+    Microseconds, as slots keep them (an `every` anchor is an instant of the daemon's
+    start): a time cut to milliseconds could read as earlier than the slot it is late for.
+    Rows written with milliseconds (before m004) still sort right against these.
+    """
+    return aware_now(dt).astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def slot_text(slot: datetime | str | None) -> str | None:
@@ -113,6 +118,7 @@ class Run:
     pid: int | None
     isolation: str | None
     payload: bytes | None = None  # a queued webhook run's body, until it starts; not in JSON
+    block_started_at: datetime | None = None  # when its first block was spawned
 
     @property
     def active(self) -> bool:
@@ -145,6 +151,7 @@ class Run:
             pid=row["pid"],
             isolation=row["isolation"],
             payload=row["payload"],
+            block_started_at=parse_time(row["block_started_at"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -169,6 +176,7 @@ class Run:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "isolation": self.isolation,
+            "block_started_at": _iso(self.block_started_at),
         }
 
 

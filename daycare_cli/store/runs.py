@@ -284,6 +284,7 @@ def finish_run(
     isolation: str | None,
     event: Ledger | None,
     only_active: bool = False,
+    block_started_at: datetime | None = None,
 ) -> Run:
     """Record how a run ended; fields left None keep what the row already has.
 
@@ -303,7 +304,8 @@ def finish_run(
                model = COALESCE(?, model),
                input_tokens = COALESCE(?, input_tokens),
                output_tokens = COALESCE(?, output_tokens),
-               isolation = COALESCE(?, isolation)
+               isolation = COALESCE(?, isolation),
+               block_started_at = COALESCE(?, block_started_at)
            WHERE id = ?""",
         (
             status,
@@ -317,6 +319,7 @@ def finish_run(
             input_tokens,
             output_tokens,
             isolation,
+            None if block_started_at is None else stamp(block_started_at),
             run_id,
         ),
     )

@@ -63,6 +63,7 @@ def create_run(
     run_id: str | None = None,
     payload: bytes | None = None,
     skip_reason: str | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Transaction[Run | None]:
     """Write a run row before anything runs; None when the run already exists.
 
@@ -76,7 +77,9 @@ def create_run(
     transaction: the scheduler's whole bookkeeping for a fire is one commit. `run_id`
     is the id to use (the daemon draws it before the commit; see `runs.new_run_id`),
     `payload` a webhook body kept until the run starts, so a queued webhook run
-    survives a restart.
+    survives a restart. With `clock`, the row's time (`queued_at`) is read from it as
+    the transaction runs: when the row is written (in the daemon's writer thread), not
+    when it was handed over.
     """
     slot_key = runs.check_new_run(trigger, trigger_id, slot, status, attempt)
     at = aware_now(now)
@@ -90,7 +93,7 @@ def create_run(
         slot_key,
         status=status,
         attempt=attempt,
-        now=at,
+        now=at if clock is None else aware_now(clock()),
         pid=pid,
         delivery_id=delivery_id,
         event=event,
@@ -136,6 +139,7 @@ def finish_run(
     input_tokens: int | None = None,
     output_tokens: int | None = None,
     isolation: str | None = None,
+    block_started_at: datetime | None = None,
     event: Ledger | None = None,
     only_active: bool = False,
 ) -> Transaction[Run]:
@@ -162,6 +166,7 @@ def finish_run(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         isolation=isolation,
+        block_started_at=block_started_at,
         event=event,
         only_active=only_active,
     )

@@ -80,10 +80,11 @@ def test_a_new_migration_runs_once_on_an_existing_database(db_path: Path) -> Non
             "m001_initial",
             "m002_run_payload",
             "m003_finished_runs_index",
+            "m004_block_started_at",
             "m099_add_note",
         ]
     with State.open(db_path, migrations=(*MIGRATIONS, m099_add_note)) as st:
-        assert len(st.migrations()) == 4
+        assert len(st.migrations()) == 5
     db = sqlite3.connect(db_path)
     columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
     db.close()
@@ -99,7 +100,12 @@ def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     db.close()
     assert "half_done" not in tables
-    assert applied == {"m001_initial", "m002_run_payload", "m003_finished_runs_index"}
+    assert applied == {
+        "m001_initial",
+        "m002_run_payload",
+        "m003_finished_runs_index",
+        "m004_block_started_at",
+    }
 
 
 def test_database_file_is_private_and_wal_is_on(db_path: Path) -> None:
@@ -220,6 +226,7 @@ def test_processes_racing_for_the_same_slots_create_each_once(tmp_path: Path) ->
             "m001_initial",
             "m002_run_payload",
             "m003_finished_runs_index",
+            "m004_block_started_at",
         ]
 
 
@@ -339,6 +346,7 @@ def test_run_lifecycle_and_json(state: State) -> None:
         "input_tokens",
         "output_tokens",
         "isolation",
+        "block_started_at",
     ]
     assert doc["slot"] == "2026-11-22T09:00:00+00:00"
     assert doc["started_at"] == "2026-11-22T09:01:00+00:00"
@@ -569,7 +577,7 @@ def test_tokens_issue_rotate_lookup(state: State) -> None:
         "SELECT token_hash, revoked_at FROM webhook_tokens WHERE token = ?", (new,)
     ).fetchone()
     assert row["token_hash"] == hashlib.sha256(new.encode()).hexdigest()
-    assert row["revoked_at"] == "2026-11-22T09:03:00.000+00:00"
+    assert row["revoked_at"] == "2026-11-22T09:03:00.000000+00:00"  # microseconds (m004)
 
 
 # --- deliveries ---------------------------------------------------------------------------
