@@ -108,7 +108,7 @@ class RunBlocks:
             hide=list(places),
             isolation=self.config.sandbox_isolation,
             bwrap=self.config.sandbox_bwrap,
-            forbidden=list(places),  # forbidden_targets: the same places
+            forbidden=list(places),  # entries may not point inside them either
             where=self.task.path or str(self.paths.task_file(self.task.id)),
             cgroup_fd=self.cgroup.procs_fd if self.cgroup is not None else None,
             python=env.python if env is not None else None,
@@ -281,11 +281,6 @@ def daycare_places(paths: Paths) -> list[Path]:
             if form not in out:
                 out.append(form)
     return out
-
-
-def forbidden_targets(paths: Paths) -> list[Path]:
-    """Where `sandbox.read`/`sandbox.write` entries may not point: inside any of those."""
-    return daycare_places(paths)
 
 
 def _mib(n: int) -> str:

@@ -412,58 +412,23 @@ class Runner:
             outcome["status"] = "failed" if block_errors else "succeeded"
             return outcome
 
-        from daycare_cli.run.agent import AgentRequest, run_agent
+        from daycare_cli.run.handoff import hand_off
 
-        payload_text = None
-        if req.payload is not None and not (task.execute and "payload" in task.body):
-            payload_text = req.payload.decode("utf-8", "replace")
-        self._emit(ctx, "model.start", model=model)
-        result = await run_agent(
-            AgentRequest(
-                model_id=model,
-                prompt=text,
-                system=task.system,
-                task_id=task.id,
-                task_name=task.name,
-                trigger=req.trigger,
-                now=datetime.now(UTC),
-                tz=effective_zone(task, None, self.config.timezone),
-                memory_path=ctx.workspace / "memory.md",
-                payload_text=payload_text,
-                secrets=tuple(self._secrets(ctx)),
-                redact_input=task.redact_model_input,
-            ),
-            on_event=lambda name, fields: self._emit(ctx, name, **fields),
+        step = await hand_off(
+            task,
+            model,
+            text,
+            trigger=req.trigger,
+            payload=req.payload,
+            zone=effective_zone(task, None, self.config.timezone),
+            memory_path=ctx.workspace / "memory.md",
+            response_path=ctx.run_dir / "response.md",
+            secrets=tuple(self._secrets(ctx)),
+            emit=lambda event, **fields: self._emit(ctx, event, **fields),
+            redact=lambda text: self._redact(text, ctx),
         )
-        self._emit(
-            ctx,
-            "model.end",
-            model=model,
-            status=result.status,
-            duration_ms=result.duration_ms,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            tool_calls=result.tool_calls,
-            error=result.error,
-            attempts=result.attempts,
-            retries=result.retries,
-        )
-        # A model that called skip has nothing to deliver: text it wrote beside the call
-        # is not a response (as with a block's skip, its output is discarded).
-        response = result.response if result.status != "skipped" else ""
-        if response:
-            await write_file(ctx.run_dir / "response.md", self._redact(response, ctx))
-        outcome.update(
-            model=model,
-            response=response or None,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-        )
-        if result.status == "skipped":
-            outcome.update(status="skipped", skip_reason=result.skip_reason or "skipped by model")
-        elif result.status == "failed":
-            outcome.update(status="failed", error=result.error or "model failed")
-        else:
+        outcome.update(step)
+        if "status" not in step:
             outcome["status"] = "failed" if block_errors else "succeeded"
         return outcome
 
