@@ -281,6 +281,43 @@ class Plan:
 
     # -- planning ---------------------------------------------------------------------
 
+    def replan_unplanned(self, now: datetime) -> list[str]:
+        """Plan afresh every enabled task with a time trigger that has no current fire in
+        the heap (its slots since the last fire go to catch-up); returns their ids."""
+        planned = {
+            (f.task_id, f.trigger_id)
+            for f in self.heap
+            if (s := self.tasks.get(f.task_id)) is not None and f.generation == s.generation
+        }
+        lost = []
+        for sched in list(self.tasks.values()):
+            task = sched.task
+            if not task.enabled:
+                continue
+            for trigger in task.triggers:
+                timed = isinstance(trigger, EveryTrigger) or (
+                    isinstance(trigger, CronTrigger) and not trigger.reboot
+                )
+                if isinstance(trigger, AtTrigger):
+                    at = at_instant(trigger, self.zone(task, trigger))
+                    timed = at.timestamp() > now.timestamp()
+                if timed and (task.id, trigger.id) not in planned:
+                    lost.append(task.id)
+                    break
+        for task_id in lost:
+            sched = self.tasks[task_id]
+            sched.generation += 1  # fires planned before are void
+            self.plan_task(sched, catch_up=True, starting=False)
+        self.flush_planned()
+        return lost
+
+    def replan_all(self) -> None:
+        """Plan every task afresh, without catch-up (the default zone changed)."""
+        for sched in list(self.tasks.values()):
+            sched.generation += 1
+            self.plan_task(sched, catch_up=False, starting=False)
+        self.flush_planned()
+
     def plan_task(self, sched: Scheduled, *, catch_up: bool, starting: bool) -> None:
         """Push the next fire of every trigger; with `catch_up`, first handle missed slots."""
         task = sched.task

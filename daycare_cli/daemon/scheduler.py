@@ -25,8 +25,8 @@ from daycare_cli.core.policy import (
     detect_clock_jump,
     plan_retry,
 )
-from daycare_cli.core.schedule import at_instant, slots_between, upcoming
-from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger
+from daycare_cli.core.schedule import slots_between, upcoming
+from daycare_cli.core.task import CronTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
@@ -445,40 +445,9 @@ class Scheduler:
             self.plan.archive(task.id, reason="ran")
 
     def replan_lost(self) -> list[str]:
-        """Plan again the tasks a failure of the loop left without a next fire.
-
-        A fire is taken off the heap before it is handled, so an exception while handling
-        it loses the trigger's next fire. After a restart of the loop, every task with a
-        time trigger that has no fire in the heap is planned afresh (its slots since the
-        last fire go to catch-up). Returns the ids of those tasks.
-        """
-        plan = self.plan
-        planned = {
-            (f.task_id, f.trigger_id)
-            for f in plan.heap
-            if (s := plan.tasks.get(f.task_id)) is not None and f.generation == s.generation
-        }
-        now = self.clock.now()
-        lost = []
-        for sched in list(plan.tasks.values()):
-            task = sched.task
-            if not task.enabled:
-                continue
-            for trigger in task.triggers:
-                timed = isinstance(trigger, EveryTrigger) or (
-                    isinstance(trigger, CronTrigger) and not trigger.reboot
-                )
-                if isinstance(trigger, AtTrigger):
-                    at = at_instant(trigger, plan.zone(task, trigger))
-                    timed = at.timestamp() > now.timestamp()
-                if timed and (task.id, trigger.id) not in planned:
-                    lost.append(task.id)
-                    break
-        for task_id in lost:
-            sched = plan.tasks[task_id]
-            sched.generation += 1  # fires planned before are void
-            plan.plan_task(sched, catch_up=True, starting=False)
-        plan.flush_planned()
+        """Plan again the tasks a failure of the loop left without a next fire (a fire is
+        taken off the heap before it is handled); returns their ids."""
+        lost = self.plan.replan_unplanned(self.clock.now())
         if lost:
             log.warning("re-planned %d task(s) the loop's failure left unplanned", len(lost))
             self.wake.set()
@@ -486,10 +455,7 @@ class Scheduler:
 
     def replan_all(self) -> None:
         """Plan every task afresh (the default zone changed); no catch-up."""
-        for sched in list(self.plan.tasks.values()):
-            sched.generation += 1
-            self.plan.plan_task(sched, catch_up=False, starting=False)
-        self.plan.flush_planned()
+        self.plan.replan_all()
         self.wake.set()
 
     def submit(
