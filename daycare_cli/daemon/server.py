@@ -193,11 +193,12 @@ class WebhookServer:
         self.site = None
         self.bound = None
         self.url = ""
-        with contextlib.suppress(FileNotFoundError):
-            (self.paths.runtime_dir / "webhook.url").unlink()
         if self.runner is not None:
             runner, self.runner = self.runner, None
             await runner.cleanup()
+        # Withdrawn once the port is closed: while the file exists, the port is ours.
+        with contextlib.suppress(FileNotFoundError):
+            (self.paths.runtime_dir / "webhook.url").unlink()
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.stopping:

@@ -141,7 +141,9 @@ def test_the_listener_starts_and_stops_as_webhook_tasks_come_and_go(daemon: Daem
     daemon.wait_for(published(daemon).exists, 5, "the listener to start")
     url = published(daemon).read_text().strip()
     assert fire_webhook(daemon, "hook").status_code == 202
-    assert any("webhooks listening on" in x for x in daemon.lines)
+    daemon.wait_for(
+        lambda: any("webhooks listening on" in x for x in daemon.lines), 5, "the log line"
+    )
 
     hook.unlink()
     daemon.wait_for(lambda: not published(daemon).exists(), 5, "the listener to stop")
