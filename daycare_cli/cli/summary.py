@@ -208,20 +208,29 @@ def last_runs(cli: CliContext) -> dict[str, Run]:
 
     A state database that cannot be read is a warning: the listing goes on without it.
     """
+    return run_history(cli, isolation=False)[0]
+
+
+def run_history(cli: CliContext, *, isolation: bool) -> tuple[dict[str, Run], dict[str, str]]:
+    """The newest run of each task and, when asked, the isolation each task's latest run
+    with blocks got ("bubblewrap", "reduced", "none" when refused): one read of state.db.
+
+    A state database that cannot be read is a warning: the listing goes on without it.
+    """
     db = cli.paths.state_db
     if not db.exists():
-        return {}
+        return {}, {}
     from daycare_cli.core.errors import UserError
     from daycare_cli.store.state import State
 
     try:
         with State.open(db) as state:
-            return state.latest_runs()
+            return state.latest_runs(), state.last_isolation() if isolation else {}
     except UserError as err:
         from daycare_cli.cli.render import warn
 
         warn(f"{err.message}; last runs are not shown ({err.where})")
-        return {}
+        return {}, {}
 
 
 def last_run_record(run: Run | None) -> dict[str, Any] | None:
@@ -243,9 +252,9 @@ def list_tasks(cli: CliContext, *, as_json: bool, tags: list[str]) -> None:
         # A file with errors has no readable tags; it stays listed so it is never hidden.
         entries = [e for e in entries if e.task is None or wanted & set(e.task.tags)]
     view = daemon_view(cli)
-    latest = last_runs(cli) if entries else {}
+    executes = any(e.task is not None and e.task.execute for e in entries)
+    latest, isolation = run_history(cli, isolation=executes) if entries else ({}, {})
     stored_slots(cli, [e.task for e in entries if e.task is not None])
-    isolation = last_isolation(cli, entries)
     rows = []
     for entry in entries:
         fires = task_fires(cli, entry.task, 1) if entry.task is not None else []
@@ -287,22 +296,6 @@ def last_run_cell(run: Run | None, now: datetime) -> tuple[str, str]:
         return (f"{run.status} {ago(since, now).removesuffix(' ago')}", style)
     when = run.finished_at or run.started_at or run.queued_at
     return (f"{ago(when, now)} {run.status}", style)
-
-
-def last_isolation(cli: CliContext, entries: list[TaskEntry]) -> dict[str, str]:
-    """The isolation the latest run of each `execute: true` task got ("bubblewrap",
-    "reduced", "none" when refused); read only when such a task is listed."""
-    if not any(e.task is not None and e.task.execute for e in entries):
-        return {}
-    if not cli.paths.state_db.exists():
-        return {}
-    from daycare_cli.store.state import State
-
-    try:
-        with State.open(cli.paths.state_db) as state:
-            return state.last_isolation()
-    except Exception:  # the listing never fails for want of history
-        return {}
 
 
 def print_task_table(

@@ -494,6 +494,15 @@ def running_runs(db: sqlite3.Connection, task: str | None, include_queued: bool)
     return [Run.from_row(row) for row in db.execute(sql, params).fetchall()]
 
 
+def last_isolation(db: sqlite3.Connection) -> dict[str, str]:
+    """Per task, the isolation its latest run with blocks got (`task ls`)."""
+    rows = db.execute(
+        "SELECT task, isolation FROM runs WHERE isolation IS NOT NULL "
+        "ORDER BY COALESCE(started_at, queued_at), rowid"
+    ).fetchall()
+    return {str(r["task"]): str(r["isolation"]) for r in rows}  # the latest wins
+
+
 def latest_runs(db: sqlite3.Connection) -> dict[str, Run]:
     """The newest run of every task that has runs (by queue time, then id): `task ls`'s
     LAST RUN. One pass over the `runs_task` index."""

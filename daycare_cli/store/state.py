@@ -226,13 +226,7 @@ class State:
 
     def last_isolation(self) -> dict[str, str]:
         """Per task, the isolation its latest run with blocks got (`task ls`)."""
-        rows = self._read(
-            lambda db: db.execute(
-                "SELECT task, isolation FROM runs WHERE isolation IS NOT NULL "
-                "ORDER BY COALESCE(started_at, queued_at), rowid"
-            ).fetchall()
-        )
-        return {str(r["task"]): str(r["isolation"]) for r in rows}  # the latest wins
+        return self._read(runs.last_isolation)
 
     record_outcome = _committed(writes.record_outcome)
 
