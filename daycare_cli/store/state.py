@@ -170,11 +170,12 @@ class State:
         self,
         task: str,
         *,
-        keep: int = 100,
-        max_age_days: float = 30,
+        keep: int,
+        max_age_days: float,
         now: datetime | None = None,
     ) -> list[str]:
-        """Delete a task's finished runs beyond the newest `keep` or older than `max_age_days`.
+        """Delete a task's finished runs beyond the newest `keep` or older than `max_age_days`
+        (the caller passes the config's `retention.*`).
 
         The last `succeeded` run and the last failed or timed-out run are always kept, as
         are queued and running ones. Deliveries older than the age limit go too. Returns

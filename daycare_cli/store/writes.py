@@ -188,8 +188,8 @@ def end_run(
     status: str,
     actor: str,
     threshold: int = DEFAULT_THRESHOLD,
-    keep: int = 100,
-    max_age_days: float = 30,
+    keep: int,
+    max_age_days: float,
     now: datetime | None = None,
     event: Ledger | None = None,
     **fields: Any,
@@ -316,7 +316,7 @@ def record_catch_up(
 
 
 def prune(
-    task: str, *, keep: int = 100, max_age_days: float = 30, now: datetime | None = None
+    task: str, *, keep: int, max_age_days: float, now: datetime | None = None
 ) -> Transaction[list[str]]:
     """Delete a task's finished runs beyond the newest `keep` or older than `max_age_days`.
 

@@ -251,7 +251,7 @@ def test_run_ids_stay_unique_when_retention_deletes_rows_of_the_same_second(
         assert run is not None
         state.start_run(run.id, now=T0)
         state.finish_run(run.id, status="succeeded", now=T0)
-        state.prune("burst", keep=3, now=T0)
+        state.prune("burst", keep=3, max_age_days=30, now=T0)
         seen.add(run.id)
     assert len(seen) == 1000
 
