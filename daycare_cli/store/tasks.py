@@ -237,6 +237,16 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
     return [_read_or_none(p) for p in paths]
 
 
+def _same_content(path: Path, key: tuple[int, int, int], digest: str) -> bool:
+    """True when the file still has the stat key and the content (digest) of a cached
+    parse: a racily clean cache entry is then right, and the file need not be parsed."""
+    try:
+        data, st = _read_bytes(path)
+    except OSError:
+        return False
+    return stat_key(st) == key and hashlib.sha256(data).hexdigest() == digest
+
+
 class TaskStore:
     """Task files of one tasks directory."""
 
@@ -272,8 +282,8 @@ class TaskStore:
                 st = path.stat()
             except OSError:
                 continue  # removed since listed
-            hit = cache.get(path.name, st)
-            if hit is None:
+            hit, trusted = cache.lookup(path.name, st)
+            if hit is None or not (trusted or _same_content(path, hit.key, hit.digest)):
                 misses.append((path, st))
             else:
                 task_id = path.name[:-3]
