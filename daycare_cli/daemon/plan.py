@@ -47,7 +47,7 @@ CATCH_UP_LIMIT = 100
 CATCH_UP_SCAN = 1000  # newest missed slots looked at after a long sleep
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Fire:
     """One planned fire of a trigger: when to start and which slot it is for."""
 
@@ -73,7 +73,7 @@ class PlanningFailed(Exception):
         super().__init__("; ".join(f"{task}: {type(e).__name__}: {e}" for task, e in failures))
 
 
-@dataclass
+@dataclass(slots=True)
 class Scheduled:
     """A task as the daemon holds it: the last good version and what is running."""
 

@@ -23,11 +23,11 @@ from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import Task
 
-FORMAT = 1
+FORMAT = 2  # 2: slotted Task and triggers
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cached:
     """One parsed file as it was: the stat key, its digest, and the task or its error."""
 

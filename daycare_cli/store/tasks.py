@@ -271,6 +271,7 @@ class TaskStore:
         files = self.files()
         if not cached:
             return [read_entry(p) for p in files]
+        from daycare_cli.core.taskshare import SharedParts
         from daycare_cli.store.taskcache import Cached, TaskCache
 
         cache = TaskCache(self.paths.home, self.dir)
@@ -288,9 +289,13 @@ class TaskStore:
             else:
                 task_id = path.name[:-3]
                 found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+        shared = SharedParts()
         for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
             if entry is None:
                 continue
+            if entry.task is not None:
+                # One copy of what tasks share; the cache, pickled from these, keeps it so.
+                entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
