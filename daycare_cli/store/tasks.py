@@ -287,7 +287,10 @@ class TaskStore:
             if hit is None or not (trusted or _same_content(path, hit.key, hit.digest)):
                 misses.append((path, st))
             else:
+                # The task's own id string (one copy per task held, not two).
                 task_id = path.name[:-3]
+                if hit.task is not None and hit.task.id == task_id:
+                    task_id = hit.task.id
                 found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
         shared = SharedParts()
         for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
