@@ -10,7 +10,9 @@ def parse(text: str, task_id: str) -> object:
     return parse_task(text.encode(), path=f"/t/{task_id}.md", task_id=task_id)
 
 
-CRON = '---\nname: {n}\nschedule: "5 9 * * 1-5"\ntimezone: Europe/Berlin\nmodel: none\n---\nBody {n}\n'
+CRON = (
+    '---\nname: {n}\nschedule: "5 9 * * 1-5"\ntimezone: Europe/Berlin\nmodel: none\n---\nBody {n}\n'
+)
 
 
 def test_equal_parts_of_two_tasks_become_one_object_and_the_tasks_stay_equal() -> None:
