@@ -28,7 +28,7 @@ SIGNATURES: tuple[str, ...] = ("github", "hmac-sha256")
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CronTrigger:
     """Fires at the slots of a 5-field cron expression (or `@` macro) in a zone.
 
@@ -52,7 +52,7 @@ class CronTrigger:
         return self.expr == "@reboot"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AtTrigger:
     """Fires once at an instant (aware datetime; zone from the trigger or the task)."""
 
@@ -65,7 +65,7 @@ class AtTrigger:
         return "at"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EveryTrigger:
     """Fires every `seconds` from the daemon's start or the last fire (1 s minimum)."""
 
@@ -77,7 +77,7 @@ class EveryTrigger:
         return "every"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WebhookTrigger:
     """Fires on `POST /hooks/<token>`; optional signature check with a config secret."""
 
@@ -93,7 +93,7 @@ class WebhookTrigger:
 Trigger = CronTrigger | AtTrigger | EveryTrigger | WebhookTrigger
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """The `sandbox:` mapping of a task.
 
@@ -113,7 +113,7 @@ class SandboxSpec:
     write_at: tuple[int, ...] = field(default=(), compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PythonSpec:
     """What blocks need of Python: the `python:` mapping, or a block's PEP 723 metadata.
 
@@ -131,7 +131,7 @@ class PythonSpec:
         return not self.dependencies and self.version is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
     """A validated task file. Defaults follow docs/task-file.md.
 

@@ -20,7 +20,7 @@ from typing import Any
 from daycare_cli.config import Config
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.policy import apply_jitter, default_catch_up_window, plan_catch_up
-from daycare_cli.core.schedule import at_instant, slots_between, upcoming
+from daycare_cli.core.schedule import at_instant, next_fires, slots_between, upcoming
 from daycare_cli.core.task import (
     AtTrigger,
     CronTrigger,
@@ -47,7 +47,7 @@ CATCH_UP_LIMIT = 100
 CATCH_UP_SCAN = 1000  # newest missed slots looked at after a long sleep
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Fire:
     """One planned fire of a trigger: when to start and which slot it is for."""
 
@@ -73,7 +73,7 @@ class PlanningFailed(Exception):
         super().__init__("; ".join(f"{task}: {type(e).__name__}: {e}" for task, e in failures))
 
 
-@dataclass
+@dataclass(slots=True)
 class Scheduled:
     """A task as the daemon holds it: the last good version and what is running."""
 
@@ -117,6 +117,8 @@ class Plan:
         self.planned: list[tuple[str, str, datetime]] = []  # new triggers, see flush_planned
         self.webhook_tasks: set[str] = set()  # tasks with a webhook trigger
         self.webhooks_changed = asyncio.Event()  # set when that set changes
+        # Every trigger's stored last slot, read in one query while a start loads the plan.
+        self.stored: dict[tuple[str, str], datetime | None] | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -134,12 +136,19 @@ class Plan:
         """
         seen: set[str] = set()
         failed: list[tuple[str, Exception]] = []
-        for entry in self.store.list() if entries is None else entries:
-            seen.add(entry.id)
-            try:
-                self.apply_entry(entry, starting=starting, actor=actor)
-            except Exception as exc:  # one task's planning must not keep the rest unloaded
-                failed.append((entry.id, exc))
+        if starting:
+            # Nothing else writes trigger state while a start loads: one query, not one
+            # per trigger (10,000 at 15 µs each).
+            self.stored = {(s.task, s.trigger_id): s.last_slot for s in self.state.trigger_states()}
+        try:
+            for entry in self.store.list() if entries is None else entries:
+                seen.add(entry.id)
+                try:
+                    self.apply_entry(entry, starting=starting, actor=actor)
+                except Exception as exc:  # one task's planning must not keep the rest unloaded
+                    failed.append((entry.id, exc))
+        finally:
+            self.stored = None
         for task_id in list(self.tasks):
             if task_id not in seen:
                 self.remove(task_id, actor=actor)
@@ -333,13 +342,13 @@ class Plan:
             if not isinstance(trigger, CronTrigger | AtTrigger | EveryTrigger):
                 continue
             tz = self.zone(task, trigger)
-            tstate = self.state.get_trigger_state(task.id, trigger.id)
-            last = _parse_time(tstate.last_slot) if tstate else None
+            last = self.last_slot(task.id, trigger.id)
             first = now
             if isinstance(trigger, EveryTrigger):
                 # Planned from the daemon's start (one instant for all, so simultaneous
                 # intervals fire in one wake-up), or from now for a task added later.
                 first = self.started_at if starting else now
+            known: list[datetime] | None = None  # the next slot, when catch-up found it
             if catch_up:
                 missed: list[datetime] = []
                 dropped: tuple[int, datetime | None] = (0, None)
@@ -350,7 +359,13 @@ class Plan:
                     ):
                         missed = [at]
                 elif last is not None:
-                    missed, dropped = self.missed_since(sched, trigger, last, now)
+                    after = next_fires(trigger, last, tz=tz, anchor=last)
+                    if after and after[0].timestamp() <= now.timestamp():
+                        missed, dropped = self.missed_since(sched, trigger, last, now)
+                    elif last.timestamp() <= now.timestamp():
+                        # Nothing missed (the common case at a restart): the slot after the
+                        # last is also the first after now, what upcoming() would give.
+                        known = after
                 if missed:
                     self.catch_up(sched, trigger, missed, now, dropped=dropped)
             if last is None:
@@ -358,9 +373,17 @@ class Plan:
             # The one answer to "when next" (docs/task-file.md, "schedule"), from the state just
             # read or
             # about to be recorded: what the CLI computes from state.db.
-            nxt = upcoming(trigger, now=now, last_slot=last or first, tz=tz)
-            if nxt:
-                self.schedule_fire(sched, trigger, nxt[0].at)
+            if known is None:
+                known = [f.at for f in upcoming(trigger, now=now, last_slot=last or first, tz=tz)]
+            if known:
+                self.schedule_fire(sched, trigger, known[0])
+
+    def last_slot(self, task_id: str, trigger_id: str) -> datetime | None:
+        """A trigger's stored last slot (or where it was first planned from); None if none."""
+        if self.stored is not None:
+            return _parse_time(self.stored.get((task_id, trigger_id)))
+        tstate = self.state.get_trigger_state(task_id, trigger_id)
+        return _parse_time(tstate.last_slot) if tstate else None
 
     def schedule_fire(
         self, sched: Scheduled, trigger: Trigger, slot: datetime, kind: str = "schedule"

@@ -23,11 +23,11 @@ from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import Task
 
-FORMAT = 1
+FORMAT = 2  # 2: slotted Task and triggers
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cached:
     """One parsed file as it was: the stat key, its digest, and the task or its error."""
 
@@ -83,15 +83,23 @@ class TaskCache:
 
     def get(self, name: str, st: os.stat_result) -> Cached | None:
         """The cached parse of a file, if the file is certainly unchanged since."""
+        hit, trusted = self.lookup(name, st)
+        return hit if trusted else None
+
+    def lookup(self, name: str, st: os.stat_result) -> tuple[Cached | None, bool]:
+        """The cached parse of a file with the same stat key, and whether it can be
+        trusted as is; an untrusted one is right only if the file's digest matches.
+
+        Racily clean: modified too close to the cache write to tell from the stat. The
+        caller reads the file; the cache is rewritten so a later look trusts the entry.
+        """
         hit = self.entries.get(name)
         if hit is None or hit.key != stat_key(st):
-            return None
+            return None, False
         if st.st_mtime_ns >= self.written_ns - RACY_NS:
-            # Racily clean: modified too close to the cache write to tell. Re-read it, and
-            # rewrite the cache so that a later look can trust the entry.
             self.dirty = True
-            return None
-        return hit
+            return hit, False
+        return hit, True
 
     def put(self, name: str, value: Cached) -> None:
         if self.entries.get(name) != value:

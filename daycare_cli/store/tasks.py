@@ -237,6 +237,16 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
     return [_read_or_none(p) for p in paths]
 
 
+def _same_content(path: Path, key: tuple[int, int, int], digest: str) -> bool:
+    """True when the file still has the stat key and the content (digest) of a cached
+    parse: a racily clean cache entry is then right, and the file need not be parsed."""
+    try:
+        data, st = _read_bytes(path)
+    except OSError:
+        return False
+    return stat_key(st) == key and hashlib.sha256(data).hexdigest() == digest
+
+
 class TaskStore:
     """Task files of one tasks directory."""
 
@@ -261,6 +271,7 @@ class TaskStore:
         files = self.files()
         if not cached:
             return [read_entry(p) for p in files]
+        from daycare_cli.core.taskshare import SharedParts
         from daycare_cli.store.taskcache import Cached, TaskCache
 
         cache = TaskCache(self.paths.home, self.dir)
@@ -272,15 +283,22 @@ class TaskStore:
                 st = path.stat()
             except OSError:
                 continue  # removed since listed
-            hit = cache.get(path.name, st)
-            if hit is None:
+            hit, trusted = cache.lookup(path.name, st)
+            if hit is None or not (trusted or _same_content(path, hit.key, hit.digest)):
                 misses.append((path, st))
             else:
+                # The task's own id string (one copy per task held, not two).
                 task_id = path.name[:-3]
+                if hit.task is not None and hit.task.id == task_id:
+                    task_id = hit.task.id
                 found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+        shared = SharedParts()
         for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
             if entry is None:
                 continue
+            if entry.task is not None:
+                # One copy of what tasks share; the cache, pickled from these, keeps it so.
+                entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
