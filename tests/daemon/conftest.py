@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -292,3 +293,31 @@ def module_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     finally:
         for home in homes:
             _teardown(home)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[Path, list[tuple[float, str]]]]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET: (address, messages)."""
+    address = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(address))
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        while not done.is_set():
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            messages.append((time.monotonic(), data.decode()))
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    try:
+        yield address, messages
+    finally:
+        done.set()
+        thread.join(2)
+        sock.close()

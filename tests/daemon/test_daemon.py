@@ -12,10 +12,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import socket
 import sqlite3
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -518,37 +516,16 @@ def test_max_concurrent_runs_one_never_overlaps(daemon: DaemonHome) -> None:
 # --- systemd ------------------------------------------------------------------------------
 
 
-def test_sd_notify_ready_watchdog_stopping(daemon: DaemonHome, tmp_path: Path) -> None:
-    address = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(address))
-    sock.settimeout(0.2)
-    messages: list[tuple[float, str]] = []
-    done = threading.Event()
-
-    def listen() -> None:
-        while not done.is_set():
-            try:
-                data = sock.recv(4096)
-            except TimeoutError:
-                continue
-            messages.append((time.monotonic(), data.decode()))
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    try:
-        daemon.write("tick", every())
-        daemon.start(env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "200000"})
-        daemon.wait_for(
-            lambda: sum(m == "WATCHDOG=1" for _, m in messages) >= 5, 5, "watchdog pings"
-        )
-        daemon.signal(signal.SIGTERM)
-        daemon.wait_for(lambda: any("STOPPING=1" in m for _, m in messages), 5, "STOPPING=1")
-        assert daemon.wait_exit(10) == 0
-    finally:
-        done.set()
-        thread.join(2)
-        sock.close()
+def test_sd_notify_ready_watchdog_stopping(
+    daemon: DaemonHome, notify_socket: tuple[Path, list[tuple[float, str]]]
+) -> None:
+    address, messages = notify_socket
+    daemon.write("tick", every())
+    daemon.start(env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "200000"})
+    daemon.wait_for(lambda: sum(m == "WATCHDOG=1" for _, m in messages) >= 5, 5, "watchdog pings")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_for(lambda: any("STOPPING=1" in m for _, m in messages), 5, "STOPPING=1")
+    assert daemon.wait_exit(10) == 0
 
     texts = [m for _, m in messages]
     ready = texts[0].split("\n")

@@ -12,10 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,34 +183,6 @@ def test_a_removed_control_socket_is_made_again(daemon: DaemonHome) -> None:
 
 
 # --- systemd's watchdog --------------------------------------------------------------------
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[Path, list[tuple[float, str]]]]:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET: (address, messages)."""
-    address = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(address))
-    sock.settimeout(0.2)
-    messages: list[tuple[float, str]] = []
-    done = threading.Event()
-
-    def listen() -> None:
-        while not done.is_set():
-            try:
-                data = sock.recv(4096)
-            except TimeoutError:
-                continue
-            messages.append((time.monotonic(), data.decode()))
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    try:
-        yield address, messages
-    finally:
-        done.set()
-        thread.join(2)
-        sock.close()
 
 
 def test_the_watchdog_ping_stops_while_the_loop_is_unhealthy(
