@@ -24,7 +24,6 @@ from daycare_cli.daemon.connections import BACKLOG, MAX_BODY, app_runner
 from daycare_cli.daemon.events import EventBus, Subscription
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.daemon.server import WebhookServer
-from daycare_cli.store import runs
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
 
@@ -241,14 +240,9 @@ class ControlServer:
             await self._pump(request, sub, resp, run_id)
         finally:
             sub.close()
+        # The row is final here: `run.end` is emitted once the end is committed, and a
+        # stopping daemon commits its interruptions before it ends the streams.
         run = self.state.get_run(run_id)
-        if run is not None and run.status in ("queued", "running"):
-            # A cancelled run's status is posted to the writer as the run ends: read it
-            # after the writes queued before this point (the writer keeps their order).
-            with contextlib.suppress(Exception):
-                run = await asyncio.wait_for(
-                    scheduler.writer.commit(lambda db: runs.get_run(db, run_id)), 2
-                )
         final = {"event": "run.result", "run": run_id, "result": run.to_json() if run else None}
         await resp.write(json.dumps(final, default=str).encode() + b"\n")
         await resp.write_eof()
