@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
+import site
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,13 +15,38 @@ DAYCARE = ROOT / ".venv" / "bin" / "daycare"
 READY = "daycare daemon ready"
 
 
-def start_daemon(home: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+def start_daemon(
+    home: Path, user: str | None = None
+) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
     """`daycare daemon run` on `home`; a thread drains stderr (it logs every run) and flags
-    the ready line."""
+    the ready line.
+
+    With `user` (root only), the daemon runs as that ordinary user, as a systemd user
+    service would: setpriv, the system's Python of our minor version (the venv's may sit
+    in a 0700 /root) with this checkout and the venv's packages on PYTHONPATH; `home` is
+    handed to the user first.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
     env["DAYCARE_HOME"] = str(home)
+    argv = [str(DAYCARE), "daemon", "run"]
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(home)], check=True)
+        python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        env.update(HOME=pw.pw_dir, USER=user, PYTHONPATH=f"{ROOT}:{site.getsitepackages()[0]}")
+        argv = [
+            "setpriv",
+            f"--reuid={pw.pw_uid}",
+            f"--regid={pw.pw_gid}",
+            "--init-groups",
+            python,
+            "-m",
+            "daycare_cli",
+            "daemon",
+            "run",
+        ]
     proc = subprocess.Popen(
-        [str(DAYCARE), "daemon", "run"],
+        argv,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -38,3 +66,19 @@ def start_daemon(home: Path) -> tuple[subprocess.Popen[str], list[str], threadin
 
     threading.Thread(target=drain, daemon=True).start()
     return proc, lines, ready
+
+
+def ordinary_user(wanted: str | None) -> str | None:
+    """The user a root benchmark runs the daemon as (the main deployment is a user's
+    daemon): `wanted`, else `daycare-tester` when it exists; None when not root or "-"."""
+    if os.geteuid() != 0 or wanted == "-":
+        return None
+    name = wanted or "daycare-tester"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        if wanted:
+            sys.exit(f"no user {wanted!r}: create it (useradd -m {wanted}) or pass --user -")
+        return None
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    return name if os.access(python, os.X_OK) else None

@@ -340,3 +340,31 @@ def test_sandbox_read_and_write_paths(block, base, require_bwrap, tmp_path_facto
     out = block(code, sandbox=SandboxSpec(read=(str(readable),), write=(str(writable),)))
     assert (out.output, out.error) == ("input", None)
     assert (writable / "o.txt").read_text() == "w"
+
+
+def test_process_budget_counts_the_users_processes_at_most_a_second_ago(monkeypatch):
+    """RLIMIT_NPROC is the user's processes plus the budget; blocks planned within
+    COUNT_FRESH share one count of /proc, and an older count is made again."""
+    import subprocess
+    import time
+
+    from daycare_cli.run import identity
+
+    def nproc() -> int:
+        found = identity.limits(SandboxSpec(), 10.0, None)
+        return next(soft for res, soft, _ in found if res == identity.resource.RLIMIT_NPROC)
+
+    monkeypatch.setattr(identity, "_COUNTS", {})
+    before = nproc()
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(5)]
+    try:
+        assert nproc() == before  # the same count, within the second
+        monkeypatch.setattr(identity, "COUNT_FRESH", 0.0)
+        time.sleep(0.01)
+        # Other processes of ours may come and go meanwhile; the five sleepers stay.
+        assert nproc() >= before + 5 - 2
+        assert nproc() - identity.PROCESS_BUDGET >= 5
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
