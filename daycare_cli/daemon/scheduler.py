@@ -155,8 +155,12 @@ class Scheduler:
                 )
             )
             return
-        if sched is None or sched.generation != fire.generation or not sched.task.enabled:
-            return  # the task changed or went away since this fire was planned
+        if sched is None or not sched.task.enabled:
+            return  # the task went away or was disabled since this fire was planned
+        if sched.generation != fire.generation and fire.kind != "retry":
+            # Re-planned since (an edit, a reload): its new fires replace this one. A retry
+            # is owed to a slot that failed, whatever the plan became; it keeps its time.
+            return
         trigger = sched.task.trigger(fire.trigger_id)
         if trigger is None:
             return

@@ -202,3 +202,45 @@ def test_overlap_replace_cancels_the_old_run_and_its_task(tmp_path: Path) -> Non
     assert first_run is not None and second_run is not None
     assert (first_run.status, first_run.error) == ("cancelled", "run cancelled")
     assert second_run.status == "succeeded"
+
+
+def test_a_planned_retry_survives_a_replan_of_its_task(tmp_path: Path) -> None:
+    # A failed run's retry waits in the loop's heap. Re-planning the task (a reload that
+    # changes the default zone, an edit) must not drop it: the slot is still owed a retry.
+    text = (
+        "---\ntriggers:\n  - every: 1h\nmodel: no-such-model\nretries: 1\n"
+        "retry_delay: 60s\n---\nhi\n"
+    )
+    paths = make_home(tmp_path, {"flaky": text})
+    clock = VirtualClock()
+
+    async def main() -> State:
+        async def replan_after_the_failure() -> None:
+            await clock.sleep(3600)
+            while not scheduler.plan.heap or scheduler.plan.heap[0].kind != "retry":
+                await clock.sleep(0.01)  # the run ends in real time, in small steps
+            scheduler.replan_all()
+            await clock.sleep(20)  # the retry is 45-75 s after the failure
+            (paths.tasks_dir / "flaky.md").write_text(text.replace("hi", "hi again"))
+            scheduler.plan.load_all(starting=False)
+
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state, clock=clock)
+        scheduler.plan.load_all(starting=True)
+        loop_task = asyncio.get_running_loop().create_task(scheduler.run_forever())
+        replanning = asyncio.get_running_loop().create_task(replan_after_the_failure())
+        await replanning
+        await clock.sleep(120)
+        scheduler.stopping = True
+        scheduler.wake.set()
+        await loop_task
+        await asyncio.gather(*scheduler.runs.values(), return_exceptions=True)
+        return state
+
+    state = asyncio.run(main())
+    rows = sorted(state.list_runs(task="flaky", limit=None), key=lambda r: r.attempt)
+    assert [(r.trigger, r.attempt, r.status) for r in rows] == [
+        ("schedule", 1, "failed"),
+        ("retry", 2, "failed"),
+    ]
+    assert rows[0].slot == rows[1].slot
