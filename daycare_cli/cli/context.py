@@ -95,11 +95,13 @@ class CliContext:
 
         self.check_home()
         configured = self.config.get("tasks_dir")
+        sock = self.config.get("socket")
         return Paths.resolve(
             self.home,
             self.tasks_dir,
             self.config_file,
             configured_tasks_dir=str(configured) if configured else None,
+            configured_socket=str(sock) if sock else None,
         )
 
     @cached_property

@@ -271,8 +271,8 @@ def resolve_env(task: Task, config: Config) -> tuple[dict[str, str], list[str]]:
 
 def daycare_places(paths: Paths) -> list[Path]:
     """What of daycare a block must never see: its home (state, logs, workspaces), the
-    config, the tasks directory and the runtime directory (control socket)."""
-    places = [paths.home, paths.tasks_dir, paths.runtime_dir, paths.config_file]
+    config, the tasks directory, the runtime directory and the control socket."""
+    places = [paths.home, paths.tasks_dir, paths.runtime_dir, paths.config_file, paths.socket]
     if paths.config_file.parent.name == "daycare":
         places.append(paths.config_file.parent)
     out: list[Path] = []

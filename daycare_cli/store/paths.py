@@ -26,6 +26,7 @@ class Paths:
     config_file: Path
     runtime_dir: Path
     cache: Path | None = None  # None: <home>/cache
+    socket_file: Path | None = None  # config `socket`; None: <runtime dir>/daycare.sock
 
     @property
     def cache_dir(self) -> Path:
@@ -46,7 +47,8 @@ class Paths:
 
     @property
     def socket(self) -> Path:
-        return self.runtime_dir / "daycare.sock"
+        """The control socket: config `socket`, else in the runtime directory."""
+        return self.socket_file or self.runtime_dir / "daycare.sock"
 
     @property
     def pid_file(self) -> Path:
@@ -71,13 +73,15 @@ class Paths:
         tasks_dir: str | Path | None = None,
         config_file: str | Path | None = None,
         configured_tasks_dir: str | None = None,
+        configured_socket: str | None = None,
     ) -> Paths:
         """Resolve paths from flags, then environment, then platformdirs defaults.
 
         An overridden home (flag or `DAYCARE_HOME`) is self-contained: its config file and
         control socket live inside it unless `DAYCARE_CONFIG` says otherwise, so a test or
         a second installation never touches the user's real one. So does its cache, unless
-        `DAYCARE_CACHE_DIR` names one (platformdirs' cache dir otherwise).
+        `DAYCARE_CACHE_DIR` names one (platformdirs' cache dir otherwise). A configured
+        `socket` (`~` expanded, relative to the home) is the control socket's path.
         """
         env_home = os.environ.get("DAYCARE_HOME")
         chosen = home or env_home
@@ -106,7 +110,10 @@ class Paths:
             runtime = home_path / "run"
         else:
             runtime = Path(xdg_runtime) / APP
-        return cls(home_path, tasks_path, config_path, runtime, cache)
+        sock = None
+        if configured_socket:
+            sock = (home_path / Path(configured_socket).expanduser()).absolute()
+        return cls(home_path, tasks_path, config_path, runtime, cache, sock)
 
 
 def _checked(task_id: str) -> str:

@@ -249,6 +249,29 @@ def test_start_without_a_home_flag_uses_the_socket_the_cli_looks_for(tmp_path: P
     assert stopped.returncode == 0 and "daemon stopped" in stopped.stdout
 
 
+def test_a_configured_socket_is_where_the_daemon_listens_and_the_cli_looks(
+    tmp_path: Path,
+) -> None:
+    """Config `socket` moves the control socket (relative to the home); the daemon makes
+    it 0600 there, every command finds it, and a stop removes it."""
+    home = tmp_path / "home"
+    (home / "tasks").mkdir(parents=True)
+    (home / "config.toml").write_text('socket = "sockets/control.sock"\n[webhook]\nport = 0\n')
+    sock = home / "sockets" / "control.sock"
+    started = daycare(home, "daemon", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        assert sock.is_socket() and (sock.stat().st_mode & 0o777) == 0o600
+        assert not (home / "run" / "daycare.sock").exists()
+        status = daycare(home, "daemon", "status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert '"running": true' in status.stdout
+    finally:
+        stopped = daycare(home, "daemon", "stop")
+    assert stopped.returncode == 0 and "daemon stopped" in stopped.stdout
+    assert not sock.exists()
+
+
 def test_install_writes_the_home_and_doctor_checks_it(tmp_path: Path) -> None:
     config_home = tmp_path / "xdg"
     bindir = tmp_path / "bin"
