@@ -84,6 +84,7 @@ class Scheduler:
         self.next_paced = 0.0
         self._pace_timer: asyncio.TimerHandle | None = None
         self.runs: dict[str, asyncio.Task[Any]] = {}
+        self.runs_dirs: dict[str, str] = {}  # task id -> its runs directory
         self.on_event = on_event
         self.fires = 0
 
@@ -219,7 +220,9 @@ class Scheduler:
             "trigger_id": trigger_id,
             "slot": slot.isoformat() if slot else None,
         }
-        runs_dir = self.paths.workspace(task.id) / "runs"
+        runs_dir = self.runs_dirs.get(task.id)
+        if runs_dir is None:  # built once per task: a webhook burst dispatches thousands
+            runs_dir = self.runs_dirs[task.id] = str(self.paths.workspace(task.id) / "runs")
         run_id = new_run_id(now)
         status = "skipped" if skip_reason else "queued"
         row = self.writer.submit(
@@ -232,7 +235,7 @@ class Scheduler:
                 attempt=attempt,
                 now=now,
                 event=(self._actor(kind), "run.fired", fired),
-                run_dir=lambda rid: runs_dir / rid,
+                run_dir=lambda rid: f"{runs_dir}/{rid}",
                 remember_slot=remember_slot,
                 run_id=run_id,
                 payload=payload if status == "queued" and kind == "webhook" else None,
