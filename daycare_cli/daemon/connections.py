@@ -115,8 +115,11 @@ async def read_body_in_time(
     length = request.content_length
     if request.body_exists and (length is None or length <= MAX_BODY):
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                await request.read()
+            if request.content.is_eof():
+                await request.read()  # it came with the head: no timer to arm
+            else:
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    await request.read()
         except TimeoutError:
             return web.json_response({"error": "request body not received in time"}, status=408)
         except web.HTTPRequestEntityTooLarge:

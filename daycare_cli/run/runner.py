@@ -63,6 +63,13 @@ def _undo(prepared: asyncio.Future[LockBusy | None], ctx: RunContext, lock: Task
     prepared.add_done_callback(done)
 
 
+def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
+    """Write out the run's log, then delete the directories retention removed."""
+    ctx.close()
+    if doomed:
+        remove_dirs(doomed)
+
+
 @dataclass
 class RunRequest:
     """What to run: a task, why (trigger kind and id), which slot, and an optional payload."""
@@ -332,11 +339,9 @@ class Runner:
             error=outcome.get("error"),
             skip_reason=outcome.get("skip_reason"),
         )
-        # Off the loop: on a busy disk, writing out the log or removing a directory tree
-        # takes milliseconds.
-        await asyncio.to_thread(ctx.close)
-        if ended.doomed:
-            await asyncio.to_thread(remove_dirs, ended.doomed)
+        # Off the loop, in one worker thread: on a busy disk, writing out the log or
+        # removing a directory tree takes milliseconds.
+        await asyncio.to_thread(_close_and_remove, ctx, ended.doomed)
         await self._deliver(task, ended.run, ended.change, ctx)
         return ended.run
 
