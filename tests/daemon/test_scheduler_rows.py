@@ -9,7 +9,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from daycare_cli.config import load_config
+from daycare_cli.daemon import scheduler as scheduler_module
 from daycare_cli.daemon.plan import Fire
 from daycare_cli.daemon.scheduler import BURST_RATE, Scheduler
 from daycare_cli.store.paths import Paths
@@ -103,3 +106,38 @@ def test_webhook_runs_start_paced_while_a_burst_arrives(tmp_path: Path) -> None:
     during = [s for s in starts if (s - first).total_seconds() < burst]
     assert len(during) <= burst * BURST_RATE + 2, (len(during), burst)
     assert len(during) < 40  # without pacing all 40 would have started at once
+
+
+def test_a_stream_longer_than_the_burst_window_drains_at_full_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests every 10 ms for 0.6 s: a steady stream, not a burst. Paced for the first
+    # BURST_WINDOW (0.1 s here) only; after it, runs start as fast as they come, so the
+    # queue does not grow toward its bound however long the stream lasts.
+    monkeypatch.setattr(scheduler_module, "BURST_WINDOW", 0.1)
+    monkeypatch.setattr(scheduler_module, "BURST_RATE", 5.0)
+    hook = "---\ntriggers:\n  - webhook: true\noverlap: allow\nexecute: false\nmodel: none\n"
+    paths = make_home(tmp_path, {"hook": hook + "---\nhi\n"})
+    (tmp_path / "config.toml").write_text("max_concurrent_runs = 100\n")
+
+    async def main() -> tuple[State, float]:
+        state = State.open(paths.state_db)
+        scheduler = Scheduler(paths, load_config(paths.config_file), state)
+        scheduler.plan.load_all(starting=True)
+        start = time.monotonic()
+        for _ in range(60):
+            scheduler.enqueue("hook", kind="webhook", trigger_id="webhook", payload=b"{}")
+            await asyncio.sleep(0.01)
+        stream = time.monotonic() - start
+        while scheduler.runs or scheduler.pending:
+            await asyncio.gather(*scheduler.runs.values())
+            await asyncio.sleep(0.01)
+        return state, stream
+
+    state, stream = asyncio.run(main())
+    runs = state.list_runs(limit=None)
+    assert len(runs) == 60 and {r.status for r in runs} == {"succeeded"}
+    starts = sorted(r.started_at for r in runs if r.started_at)
+    during = [s for s in starts if (s - starts[0]).total_seconds() < stream]
+    # Paced all along, at most 5 a second (+2) would have started during the stream.
+    assert len(during) > stream * 5.0 + 10, (len(during), stream)
