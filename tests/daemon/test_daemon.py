@@ -78,6 +78,17 @@ def succeeded(home: DaemonHome, task: str, n: int, timeout: float = 8.0) -> Rows
     )
 
 
+def run_log(run_dir: Path, wait: float = 5.0) -> list[str]:
+    """The events of a finished run's log.jsonl, once it ends with run.end (or `wait` s)."""
+    deadline = time.monotonic() + wait
+    while True:
+        lines = (run_dir / "log.jsonl").read_text().splitlines()
+        events = [json.loads(x)["event"] for x in lines]
+        if (events and events[-1] == "run.end") or time.monotonic() > deadline:
+            return events
+        time.sleep(0.02)
+
+
 def queued_after(home: DaemonHome, task: str, when: datetime) -> Rows:
     return [r for r in home.runs(task) if utc(r["queued_at"]) > when]
 
@@ -130,7 +141,9 @@ def test_every_second_fires_repeatedly_one_run_per_slot(steady: DaemonHome) -> N
         assert r["output"] == "tick\n"
         run_dir = Path(r["run_dir"])
         assert (run_dir / "prompt.md").read_text().strip() == "tick"
-        log = [json.loads(x)["event"] for x in (run_dir / "log.jsonl").read_text().splitlines()]
+        # The log is written out just after the end is committed (its run.end follows
+        # the row, as a follower's does): a moment later, it is whole.
+        log = run_log(run_dir)
         assert log[0] == "run.start" and log[-1] == "run.end"
     fired = steady.events("run.fired", "tick")
     assert {e["run"] for e in fired} >= {r["id"] for r in rows}
