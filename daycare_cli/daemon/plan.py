@@ -35,6 +35,7 @@ from daycare_cli.daemon.faults import fault_point
 from daycare_cli.run.runner import RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
+from daycare_cli.store.plancache import PlanCache
 from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
@@ -119,6 +120,8 @@ class Plan:
         self.webhooks_changed = asyncio.Event()  # set when that set changes
         # Every trigger's stored last slot, read in one query while a start loads the plan.
         self.stored: dict[tuple[str, str], datetime | None] | None = None
+        # Each trigger's next slot as the last start computed it (store/plancache.py).
+        self.plan_cache: PlanCache | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -140,8 +143,12 @@ class Plan:
             # Nothing else writes trigger state while a start loads: one query, not one
             # per trigger (10,000 at 15 µs each).
             self.stored = {(s.task, s.trigger_id): s.last_slot for s in self.state.trigger_states()}
+            if entries is None:
+                self.plan_cache = PlanCache(self.paths.home, self.paths.tasks_dir)
+                self.plan_cache.load()
         try:
-            for entry in self.store.list() if entries is None else entries:
+            listed = self.store.list(defer_save=starting) if entries is None else entries
+            for entry in listed:
                 seen.add(entry.id)
                 try:
                     self.apply_entry(entry, starting=starting, actor=actor)
@@ -149,6 +156,9 @@ class Plan:
                     failed.append((entry.id, exc))
         finally:
             self.stored = None
+            if self.plan_cache is not None:
+                self.plan_cache.save()
+                self.plan_cache = None
         for task_id in list(self.tasks):
             if task_id not in seen:
                 self.remove(task_id, actor=actor)
@@ -359,7 +369,7 @@ class Plan:
                     ):
                         missed = [at]
                 elif last is not None:
-                    after = next_fires(trigger, last, tz=tz, anchor=last)
+                    after = self.next_after(sched, trigger, tz, last)
                     if after and after[0].timestamp() <= now.timestamp():
                         missed, dropped = self.missed_since(sched, trigger, last, now)
                     elif last.timestamp() <= now.timestamp():
@@ -371,12 +381,47 @@ class Plan:
             if last is None:
                 self.planned.append((task.id, trigger.id, first))
             # The one answer to "when next" (docs/task-file.md, "schedule"), from the state just
-            # read or
-            # about to be recorded: what the CLI computes from state.db.
+            # read or about to be recorded: what the CLI computes from state.db.
             if known is None:
                 known = [f.at for f in upcoming(trigger, now=now, last_slot=last or first, tz=tz)]
+                if last is None and known and self.plan_cache is not None:
+                    self.keep_first(sched, trigger, tz, first, now, known[0])
             if known:
                 self.schedule_fire(sched, trigger, known[0])
+
+    def next_after(
+        self, sched: Scheduled, trigger: CronTrigger | EveryTrigger, tz: str, last: datetime
+    ) -> list[datetime]:
+        """The first slot after a trigger's last one: stored by the last start when it was
+        computed from the same file, zone and last slot (store/plancache.py), else computed."""
+        cache, task_id = self.plan_cache, sched.task.id
+        if cache is not None:
+            slot = cache.next_after(task_id, trigger.id, sched.digest, tz, last)
+            if slot is not None:
+                cache.record(task_id, trigger.id, sched.digest, tz, last, slot)
+                return [slot]
+        after = next_fires(trigger, last, tz=tz, anchor=last)
+        if cache is not None and after:
+            cache.record(task_id, trigger.id, sched.digest, tz, last, after[0])
+        return after
+
+    def keep_first(
+        self,
+        sched: Scheduled,
+        trigger: Trigger,
+        tz: str,
+        first: datetime,
+        now: datetime,
+        slot: datetime,
+    ) -> None:
+        """Store what the next start's `next_after` asks of a trigger first planned now:
+        the slot after `first`, its last slot in state.db from now on."""
+        assert self.plan_cache is not None
+        if isinstance(trigger, CronTrigger) and first is now:
+            # A cron's next fire depends on now alone: `slot` is the first after `first`.
+            self.plan_cache.record(sched.task.id, trigger.id, sched.digest, tz, first, slot)
+        elif isinstance(trigger, EveryTrigger):
+            self.next_after(sched, trigger, tz, first)  # arithmetic: cheap
 
     def last_slot(self, task_id: str, trigger_id: str) -> datetime | None:
         """A trigger's stored last slot (or where it was first planned from); None if none."""

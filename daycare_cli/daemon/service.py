@@ -19,6 +19,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -305,6 +306,12 @@ class Daemon:
             flush=True,
         )
         sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+        # The parse cache is written after the ready line, off the loop (store/tasks.py,
+        # `save_cache`): a cold start does not wait for it.
+        caches_stop = threading.Event()
+        caches = asyncio.ensure_future(
+            asyncio.to_thread(plan.store.save_cache, sleep=caches_stop.wait)
+        )
 
         sup.start(
             "scheduler", lambda part: run_scheduler(part, scheduler), critical=True, heartbeat=True
@@ -319,7 +326,12 @@ class Daemon:
                     self.reload_requested = False
                     await self.reload()
         finally:
+            caches_stop.set()
             await self._shutdown(scheduler, webhooks, control, watcher_stop)
+            try:
+                await asyncio.wait_for(caches, timeout=10.0)
+            except Exception as exc:  # only a slower next start
+                log.warning("the parse cache was not written: %s", exc)
         return self.exit_code
 
     async def reload(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
-from daycare_cli.store.taskcache import stat_key
+from daycare_cli.store.taskcache import TaskCache, read_bytes, same_content, stat_key
 
 # Editor droppings and partial writes the tasks directory may contain.
 IGNORED_SUFFIXES = (".swp", ".swx", ".swo", "~", ".tmp", ".bak")
@@ -89,24 +88,7 @@ def _read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
     """The first MAX_FILE_BYTES + 1 bytes of a regular file, and its stat before reading."""
     from daycare_cli.core.taskfile import MAX_FILE_BYTES
 
-    # O_NONBLOCK: a FIFO named like a task file must not hang the reader.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise OSError(0, f"it is {what}")
-        chunks: list[bytes] = []
-        left = MAX_FILE_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
+    return read_bytes(path, MAX_FILE_BYTES + 1)
 
 
 def _read_once(path: Path, task_id: str) -> TaskEntry:
@@ -237,22 +219,13 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
     return [_read_or_none(p) for p in paths]
 
 
-def _same_content(path: Path, key: tuple[int, int, int], digest: str) -> bool:
-    """True when the file still has the stat key and the content (digest) of a cached
-    parse: a racily clean cache entry is then right, and the file need not be parsed."""
-    try:
-        data, st = _read_bytes(path)
-    except OSError:
-        return False
-    return stat_key(st) == key and hashlib.sha256(data).hexdigest() == digest
-
-
 class TaskStore:
     """Task files of one tasks directory."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.dir = paths.tasks_dir
+        self.unsaved: TaskCache | None = None  # a cache `list(defer_save=True)` left
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
@@ -262,19 +235,22 @@ class TaskStore:
             return []
         return [self.dir / n for n in sorted(names) if is_task_file(n)]
 
-    def list(self, *, cached: bool = True) -> list[TaskEntry]:
+    def list(self, *, cached: bool = True, defer_save: bool = False) -> list[TaskEntry]:
         """Every task file, parsed, in id order; invalid files included with their error.
 
         Unchanged files come from the parse cache (`store/taskcache.py`); their entries
-        carry no text, so edits go through `load`, which always reads the file.
+        carry no text, so edits go through `load`, which always reads the file. With
+        `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
+        after its ready line) instead of being written now.
         """
         files = self.files()
         if not cached:
             return [read_entry(p) for p in files]
         from daycare_cli.core.taskshare import SharedParts
-        from daycare_cli.store.taskcache import Cached, TaskCache
+        from daycare_cli.store.taskcache import Cached
 
         cache = TaskCache(self.paths.home, self.dir)
+        cache.read_ns = time.time_ns()
         cache.load()
         found: dict[str, TaskEntry] = {}
         misses: list[tuple[Path, os.stat_result]] = []
@@ -284,7 +260,7 @@ class TaskStore:
             except OSError:
                 continue  # removed since listed
             hit, trusted = cache.lookup(path.name, st)
-            if hit is None or not (trusted or _same_content(path, hit.key, hit.digest)):
+            if hit is None or not (trusted or same_content(path, hit.key, hit.digest)):
                 misses.append((path, st))
             else:
                 # The task's own id string (one copy per task held, not two).
@@ -304,8 +280,20 @@ class TaskStore:
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
             found[path.name] = entry
         cache.retain(set(found))
-        cache.save()
+        if defer_save:
+            # Nothing to write and nothing to confirm: no need to hold the entries.
+            self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
+        else:
+            cache.save()
         return [found[p.name] for p in files if p.name in found]
+
+    def save_cache(
+        self, *, max_wait: float = 5.0, sleep: Callable[[float], bool] | None = None
+    ) -> int:
+        """Write the cache `list(defer_save=True)` kept, once its racily clean entries are
+        confirmed (`TaskCache.settle`); how many were. Blocking: call it in a thread."""
+        cache, self.unsaved = self.unsaved, None
+        return cache.settle(max_wait=max_wait, sleep=sleep) if cache is not None else 0
 
     def load(self, task_id: str) -> TaskEntry:
         """One task file by id; NotFoundError (with close matches) when absent.
