@@ -25,7 +25,7 @@ from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import Task
 
-FORMAT = 2  # 2: slotted Task and triggers
+FORMAT = 3  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
@@ -37,6 +37,10 @@ class Cached:
     digest: str
     task: Task | None
     error: TaskFileError | None
+
+    def __reduce__(self) -> tuple[type[Cached], tuple[Any, ...]]:
+        # Rebuilt by __init__: faster to load than a slotted dataclass's state.
+        return (Cached, (self.key, self.digest, self.task, self.error))
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
