@@ -171,6 +171,21 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code (1: the loop gave up)."""
+        before, after = raise_open_file_limit()
+        if after != before:
+            log.info("open-file limit raised from %d to %d", before, after)
+        self._take_lock()
+        # The sandbox probe (a bubblewrap start) runs in a thread meanwhile, so the first
+        # block does not stall the scheduler and the start does not wait for it alone.
+        probe = asyncio.ensure_future(asyncio.to_thread(_describe_sandbox, self.config))
+        try:
+            return await self._serve(probe)
+        finally:
+            await asyncio.wait([probe])
+            if not probe.cancelled():
+                probe.exception()  # seen: a start that failed first does not report it too
+
+    async def _serve(self, probe: asyncio.Future[dict[str, Any]]) -> int:
         from daycare_cli.daemon.control import ControlServer
         from daycare_cli.daemon.parts import (
             run_control,
@@ -181,10 +196,6 @@ class Daemon:
         )
         from daycare_cli.daemon.server import WebhookServer
 
-        before, after = raise_open_file_limit()
-        if after != before:
-            log.info("open-file limit raised from %d to %d", before, after)
-        self._take_lock()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self.log.handle_loop_exception)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -281,10 +292,7 @@ class Daemon:
         sup.start("webhooks", lambda part: run_webhooks(part, webhooks, plan))
         await sup.settled(["webhooks"], timeout=10.0)
 
-        from daycare_cli.run.blocks import describe_sandbox
-
-        # Probe once now, off the loop, so the first block does not stall the scheduler.
-        self.sandbox.update(await asyncio.to_thread(describe_sandbox, self.config))
+        self.sandbox.update(await probe)
         isolation = self.sandbox["isolation"]
         if isolation != "bubblewrap":
             log.warning("sandbox isolation: %s (%s)", isolation, self.sandbox["reason"])
@@ -451,6 +459,12 @@ class Daemon:
         with contextlib.suppress(OSError):
             self.paths.pid_file.unlink()
         log.info("stopped" if not self.exit_code else f"stopped with exit code {self.exit_code}")
+
+
+def _describe_sandbox(config: Config) -> dict[str, Any]:
+    from daycare_cli.run.blocks import describe_sandbox
+
+    return describe_sandbox(config)
 
 
 def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:
