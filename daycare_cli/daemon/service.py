@@ -38,6 +38,7 @@ from daycare_cli.store import writes
 from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
+from daycare_cli.store.tasks import TaskStore
 from daycare_cli.store.writer import ThreadWriter
 
 if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
@@ -175,17 +176,21 @@ class Daemon:
         if after != before:
             log.info("open-file limit raised from %d to %d", before, after)
         self._take_lock()
+        # Before any thread starts: with many task files and no parse cache, a forked
+        # child parses a share of them meanwhile (store/prefetch.py).
+        store = TaskStore(self.paths)
+        store.prepare(prefetch_dir=self.paths.runtime_dir)
         # The sandbox probe (a bubblewrap start) runs in a thread meanwhile, so the first
         # block does not stall the scheduler and the start does not wait for it alone.
         probe = asyncio.ensure_future(asyncio.to_thread(_describe_sandbox, self.config))
         try:
-            return await self._serve(probe)
+            return await self._serve(probe, store)
         finally:
             await asyncio.wait([probe])
             if not probe.cancelled():
                 probe.exception()  # seen: a start that failed first does not report it too
 
-    async def _serve(self, probe: asyncio.Future[dict[str, Any]]) -> int:
+    async def _serve(self, probe: asyncio.Future[dict[str, Any]], store: TaskStore) -> int:
         from daycare_cli.daemon.control import ControlServer
         from daycare_cli.daemon.parts import (
             run_control,
@@ -235,6 +240,7 @@ class Daemon:
             self.paths, self.config, state, on_event=self.events.publish, writer=writer
         )
         plan = scheduler.plan
+        plan.store = store  # with the child `prepare` started
         sup = self.supervisor
         sup.watch("state", writer)
         # Watch before the first scan: a file written between the scan and the watch

@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
 from daycare_cli.store.taskcache import TaskCache, read_bytes, same_content, stat_key
+
+if TYPE_CHECKING:
+    from daycare_cli.store.prefetch import Prefetch
 
 # Editor droppings and partial writes the tasks directory may contain.
 IGNORED_SUFFIXES = (".swp", ".swx", ".swo", "~", ".tmp", ".bak")
@@ -219,6 +223,10 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
     return [_read_or_none(p) for p in paths]
 
 
+# What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
+_Listing = tuple[list[Path], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
+
+
 class TaskStore:
     """Task files of one tasks directory."""
 
@@ -226,6 +234,7 @@ class TaskStore:
         self.paths = paths
         self.dir = paths.tasks_dir
         self.unsaved: TaskCache | None = None  # a cache `list(defer_save=True)` left
+        self.prefetch: Prefetch | None = None  # a child `prepare` started
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
@@ -241,14 +250,67 @@ class TaskStore:
         Unchanged files come from the parse cache (`store/taskcache.py`); their entries
         carry no text, so edits go through `load`, which always reads the file. With
         `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
-        after its ready line) instead of being written now.
+        after its ready line) instead of being written now. The files a child `prepare`
+        started has parsed are taken from it, when their stat is still the one it read.
         """
-        files = self.files()
         if not cached:
-            return [read_entry(p) for p in files]
+            return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
         from daycare_cli.store.taskcache import Cached
 
+        files, cache, found, misses = self._look()
+        prefetch, self.prefetch = self.prefetch, None
+        mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
+        read = dict(zip(mine, read_entries(mine), strict=True))
+        theirs: dict[Path, TaskEntry] = {}
+        if prefetch is not None:
+            theirs = prefetch.collect()
+            for path, st in misses:
+                if path in prefetch.paths:
+                    entry = theirs.get(path)
+                    # Read again when the child failed or the file changed since it read it.
+                    if entry is None or entry.key != stat_key(st):
+                        theirs.pop(path, None)
+                        read[path] = _read_or_none(path)
+        shared = SharedParts()
+        for path, st in misses:
+            entry = theirs.get(path) or read[path]
+            if entry is None:
+                continue
+            if entry.task is not None and path not in theirs:
+                # One copy of what tasks share; the cache, pickled from these, keeps it so.
+                entry.task = shared.task(entry.task)
+            # The key is the stat of the version parsed: a change after it shows next time.
+            key = entry.key or stat_key(st)
+            cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
+            found[path.name] = entry
+        cache.retain(set(found))
+        if defer_save:
+            # Nothing to write and nothing to confirm: no need to hold the entries.
+            self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
+        else:
+            cache.save()
+        return [found[p.name] for p in files if p.name in found]
+
+    def prepare(self, *, prefetch_dir: Path, min_files: int | None = None) -> int:
+        """At a daemon's start with no parse cache (the first, or after it was removed):
+        when there are many task files, fork a child that parses a share of them while
+        the start does its other work (`store/prefetch.py`); the next `list` takes what
+        it parsed. How many files the child parses. Called first thing, before any thread.
+        """
+        from daycare_cli.store.prefetch import CHILD_SHARE, MIN_FILES, Prefetch
+
+        if TaskCache(self.paths.home, self.dir).path.exists():
+            return 0  # a restart: the cache answers for most files
+        files = self.files()
+        if len(files) < (min_files or MIN_FILES):
+            return 0
+        self.prefetch = Prefetch.start(files[: int(len(files) * CHILD_SHARE)], prefetch_dir)
+        return len(self.prefetch.paths) if self.prefetch is not None else 0
+
+    def _look(self) -> _Listing:
+        """The task files, the cache, the entries it answers and the files to parse."""
+        files = self.files()
         cache = TaskCache(self.paths.home, self.dir)
         cache.read_ns = time.time_ns()
         cache.load()
@@ -268,24 +330,7 @@ class TaskStore:
                 if hit.task is not None and hit.task.id == task_id:
                     task_id = hit.task.id
                 found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
-        shared = SharedParts()
-        for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
-            if entry is None:
-                continue
-            if entry.task is not None:
-                # One copy of what tasks share; the cache, pickled from these, keeps it so.
-                entry.task = shared.task(entry.task)
-            # The key is the stat of the version parsed: a change after it shows next time.
-            key = entry.key or stat_key(st)
-            cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
-            found[path.name] = entry
-        cache.retain(set(found))
-        if defer_save:
-            # Nothing to write and nothing to confirm: no need to hold the entries.
-            self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
-        else:
-            cache.save()
-        return [found[p.name] for p in files if p.name in found]
+        return (files, cache, found, misses)
 
     def save_cache(
         self, *, max_wait: float = 5.0, sleep: Callable[[float], bool] | None = None
