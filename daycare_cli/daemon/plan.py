@@ -32,6 +32,7 @@ from daycare_cli.core.task import (
 )
 from daycare_cli.daemon.clock import Clock
 from daycare_cli.daemon.faults import fault_point
+from daycare_cli.daemon.queued import rows_of
 from daycare_cli.run.runner import RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
@@ -369,7 +370,12 @@ class Plan:
                     ):
                         missed = [at]
                 elif last is not None:
-                    after = self.next_after(sched, trigger, tz, last)
+                    if self.plan_cache is not None:  # the slot the last start stored
+                        after = self.plan_cache.first_after(
+                            task.id, sched.digest, trigger, tz, last
+                        )
+                    else:
+                        after = next_fires(trigger, last, tz=tz, anchor=last)
                     if after and after[0].timestamp() <= now.timestamp():
                         missed, dropped = self.missed_since(sched, trigger, last, now)
                     elif last.timestamp() <= now.timestamp():
@@ -385,43 +391,11 @@ class Plan:
             if known is None:
                 known = [f.at for f in upcoming(trigger, now=now, last_slot=last or first, tz=tz)]
                 if last is None and known and self.plan_cache is not None:
-                    self.keep_first(sched, trigger, tz, first, now, known[0])
+                    self.plan_cache.keep_first(
+                        task.id, sched.digest, trigger, tz, first, now, known[0]
+                    )
             if known:
                 self.schedule_fire(sched, trigger, known[0])
-
-    def next_after(
-        self, sched: Scheduled, trigger: CronTrigger | EveryTrigger, tz: str, last: datetime
-    ) -> list[datetime]:
-        """The first slot after a trigger's last one: stored by the last start when it was
-        computed from the same file, zone and last slot (store/plancache.py), else computed."""
-        cache, task_id = self.plan_cache, sched.task.id
-        if cache is not None:
-            slot = cache.next_after(task_id, trigger.id, sched.digest, tz, last)
-            if slot is not None:
-                cache.record(task_id, trigger.id, sched.digest, tz, last, slot)
-                return [slot]
-        after = next_fires(trigger, last, tz=tz, anchor=last)
-        if cache is not None and after:
-            cache.record(task_id, trigger.id, sched.digest, tz, last, after[0])
-        return after
-
-    def keep_first(
-        self,
-        sched: Scheduled,
-        trigger: Trigger,
-        tz: str,
-        first: datetime,
-        now: datetime,
-        slot: datetime,
-    ) -> None:
-        """Store what the next start's `next_after` asks of a trigger first planned now:
-        the slot after `first`, its last slot in state.db from now on."""
-        assert self.plan_cache is not None
-        if isinstance(trigger, CronTrigger) and first is now:
-            # A cron's next fire depends on now alone: `slot` is the first after `first`.
-            self.plan_cache.record(sched.task.id, trigger.id, sched.digest, tz, first, slot)
-        elif isinstance(trigger, EveryTrigger):
-            self.next_after(sched, trigger, tz, first)  # arithmetic: cheap
 
     def last_slot(self, task_id: str, trigger_id: str) -> datetime | None:
         """A trigger's stored last slot (or where it was first planned from); None if none."""
@@ -513,7 +487,7 @@ class Plan:
                 dropped[0],
                 task.catch_up,
             )
-        rows = _rows_of(created, [run_id for _, run_id, _ in to_run])
+        rows = rows_of(created, [run_id for _, run_id, _ in to_run])
         for (slot, run_id, start_at), row in zip(to_run, rows, strict=True):
             self.add_fire(start_at, sched, trigger.id, slot, "catch-up", run_id=run_id, row=row)
         if not plan.run and self.spent(task, now):
@@ -555,42 +529,6 @@ class Plan:
             if later:
                 slots[trigger_id] = later[0].at
         return slots
-
-
-def _rows_of(
-    created: asyncio.Future[list[Run]], run_ids: list[str]
-) -> list[asyncio.Future[Run | None]]:
-    """One future per run id out of a commit that creates several runs: the run, or None
-    when its slot had a row already. A failed commit fails them all."""
-    loop = asyncio.get_running_loop()
-    rows: list[asyncio.Future[Run | None]] = [loop.create_future() for _ in run_ids]
-
-    def split(done: asyncio.Future[list[Run]]) -> None:
-        if done.cancelled():
-            for row in rows:
-                row.cancel()
-            return
-        exc = done.exception()
-        made = {} if exc is not None else {run.id: run for run in done.result()}
-        for run_id, row in zip(run_ids, rows, strict=True):
-            if row.done():
-                continue
-            if exc is not None:
-                row.set_exception(exc)
-            else:
-                row.set_result(made.get(run_id))
-
-    if not rows:
-        # Nobody awaits the rows: a failure is still logged, not left unretrieved.
-        created.add_done_callback(_log_failure)
-    else:
-        created.add_done_callback(split)
-    return rows
-
-
-def _log_failure(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.error("a catch-up was not recorded: %s", done.exception())
 
 
 def _parse_time(value: datetime | str | None) -> datetime | None:

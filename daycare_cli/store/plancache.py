@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from daycare_cli.core.schedule import next_fires
+from daycare_cli.core.task import CronTrigger, EveryTrigger, Trigger
 from daycare_cli.store.paths import atomic_write
 from daycare_cli.store.taskcache import TaskCache
 
@@ -163,6 +165,36 @@ class PlanCache:
                 i += 1
             return None
         return None
+
+    def first_after(
+        self, task_id: str, digest: str, trigger: Trigger, tz: str, last: datetime
+    ) -> list[datetime]:
+        """The first slot of a trigger after its last one (`next_fires`), the stored one
+        when it was computed from the same file, zone and last slot; kept for the next
+        start either way."""
+        slot = self.next_after(task_id, trigger.id, digest, tz, last)
+        after = [slot] if slot is not None else next_fires(trigger, last, tz=tz, anchor=last)
+        if after:
+            self.record(task_id, trigger.id, digest, tz, last, after[0])
+        return after
+
+    def keep_first(
+        self,
+        task_id: str,
+        digest: str,
+        trigger: Trigger,
+        tz: str,
+        first: datetime,
+        now: datetime,
+        slot: datetime,
+    ) -> None:
+        """Keep what the next start's `first_after` asks of a trigger first planned now,
+        from `first` (its last slot in state.db from now on), whose next slot is `slot`."""
+        if isinstance(trigger, CronTrigger) and first is now:
+            # A cron's next fire depends on now alone: `slot` is the first after `first`.
+            self.record(task_id, trigger.id, digest, tz, first, slot)
+        elif isinstance(trigger, EveryTrigger):
+            self.first_after(task_id, digest, trigger, tz, first)  # arithmetic: cheap
 
     def record(
         self, task_id: str, trigger_id: str, digest: str, zone: str, last: datetime, nxt: datetime

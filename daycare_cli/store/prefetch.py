@@ -22,20 +22,19 @@ import pickle
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from daycare_cli.store.tasks import TaskEntry, read_entry
-
-if TYPE_CHECKING:
-    from daycare_cli.core.taskshare import SharedParts
+from typing import Generic, TypeVar
 
 MIN_FILES = 1000  # fewer new files than this: no child (a fork costs ~10 ms)
 CHILD_SHARE = 0.6  # the child starts first: it takes more than half
 
 
-class Prefetch:
-    """A child parsing some task files; `collect` gives what it parsed."""
+T = TypeVar("T")
+
+
+class Prefetch(Generic[T]):
+    """A child reading some task files; `collect` gives what it read."""
 
     def __init__(self, pid: int, paths: list[Path], out: Path) -> None:
         self.pid = pid
@@ -43,8 +42,12 @@ class Prefetch:
         self.out = out
 
     @classmethod
-    def start(cls, paths: list[Path], out_dir: Path) -> Prefetch | None:
-        """Fork a child that parses `paths`; None when it cannot (threads, no fork)."""
+    def start(
+        cls, paths: list[Path], out_dir: Path, read: Callable[[Path], T]
+    ) -> Prefetch[T] | None:
+        """Fork a child that reads `paths` with `read` (`store/tasks.py` gives a parse that
+        shares the tasks' common parts and drops the text: the daemon has no use for it);
+        None when it cannot (threads, no fork). A file `read` raises for is left out."""
         if threading.active_count() != 1 or not hasattr(os, "fork"):
             return None  # a fork with threads may copy a lock some thread holds
         # The parser's modules, imported before the fork: the child imports nothing.
@@ -64,43 +67,29 @@ class Prefetch:
         if pid == 0:  # the child
             code = 1
             try:
-                from daycare_cli.core.taskshare import SharedParts
-
-                shared = SharedParts()
-                entries = [_read(p, shared) for p in paths]
+                found = []
+                for path in paths:
+                    with contextlib.suppress(Exception):  # gone, or else: the daemon reads it
+                        found.append((path, read(path)))
                 with os.fdopen(fd, "wb") as f:
-                    pickle.dump(entries, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(found, f, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             finally:
                 os._exit(code)
         os.close(fd)
         return cls(pid, paths, Path(name))
 
-    def collect(self) -> dict[Path, TaskEntry]:
-        """Wait for the child; what it parsed, by path ({} if it failed). Its tasks share
-        their common parts already; its entries carry no text."""
+    def collect(self) -> dict[Path, T]:
+        """Wait for the child; what it read, by path ({} if it failed)."""
         try:
             _, status = os.waitpid(self.pid, 0)
             if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
                 return {}
             with self.out.open("rb") as f:
-                entries = pickle.load(f)
-            return {e.path: e for e in entries if isinstance(e, TaskEntry)}
-        except Exception:  # a dead child, a cut result: the files are parsed here
+                found = pickle.load(f)
+            return {path: value for path, value in found}
+        except Exception:  # a dead child, a cut result: the files are read by the daemon
             return {}
         finally:
             with contextlib.suppress(OSError):
                 self.out.unlink()
-
-
-def _read(path: Path, shared: SharedParts) -> TaskEntry | None:
-    """One file as the daemon keeps it: parts shared, and without its text (the daemon
-    has no use for it, and it would only be pickled and read back)."""
-    try:
-        entry = read_entry(path)
-    except Exception:  # gone since listed, or anything else: the daemon reads it itself
-        return None
-    if entry.task is not None:
-        entry.task = shared.task(entry.task)
-    entry.text = None
-    return entry

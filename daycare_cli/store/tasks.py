@@ -234,7 +234,7 @@ class TaskStore:
         self.paths = paths
         self.dir = paths.tasks_dir
         self.unsaved: TaskCache | None = None  # a cache `list(defer_save=True)` left
-        self.prefetch: Prefetch | None = None  # a child `prepare` started
+        self.prefetch: Prefetch[TaskEntry] | None = None  # a child `prepare` started
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
@@ -305,7 +305,19 @@ class TaskStore:
         files = self.files()
         if len(files) < (min_files or MIN_FILES):
             return 0
-        self.prefetch = Prefetch.start(files[: int(len(files) * CHILD_SHARE)], prefetch_dir)
+        from daycare_cli.core.taskshare import SharedParts
+
+        shared = SharedParts()  # the child's own
+
+        def read(path: Path) -> TaskEntry:
+            entry = read_entry(path)
+            if entry.task is not None:
+                entry.task = shared.task(entry.task)
+            entry.text = None  # the daemon has no use for it: not pickled and read back
+            return entry
+
+        share = files[: int(len(files) * CHILD_SHARE)]
+        self.prefetch = Prefetch.start(share, prefetch_dir, read)
         return len(self.prefetch.paths) if self.prefetch is not None else 0
 
     def _look(self) -> _Listing:
