@@ -18,7 +18,7 @@ from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
-from daycare_cli.store.taskcache import TaskCache, read_bytes, same_content, stat_key
+from daycare_cli.store.taskcache import Cached, TaskCache, read_bytes, same_content, stat_key
 
 if TYPE_CHECKING:
     from daycare_cli.store.prefetch import Prefetch
@@ -234,7 +234,7 @@ class TaskStore:
         self.paths = paths
         self.dir = paths.tasks_dir
         self.unsaved: TaskCache | None = None  # a cache `list(defer_save=True)` left
-        self.prefetch: Prefetch[TaskEntry] | None = None  # a child `prepare` started
+        self.prefetch: Prefetch[Cached] | None = None  # a child `prepare` started
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
@@ -256,28 +256,26 @@ class TaskStore:
         if not cached:
             return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
-        from daycare_cli.store.taskcache import Cached
 
         files, cache, found, misses = self._look()
         prefetch, self.prefetch = self.prefetch, None
         mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
-        read = dict(zip(mine, read_entries(mine), strict=True))
-        theirs: dict[Path, TaskEntry] = {}
-        if prefetch is not None:
-            theirs = prefetch.collect()
-            for path, st in misses:
-                if path in prefetch.paths:
-                    entry = theirs.get(path)
-                    # Read again when the child failed or the file changed since it read it.
-                    if entry is None or entry.key != stat_key(st):
-                        theirs.pop(path, None)
-                        read[path] = _read_or_none(path)
+        read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
+        theirs = prefetch.collect() if prefetch is not None else {}
         shared = SharedParts()
         for path, st in misses:
-            entry = theirs.get(path) or read[path]
+            hit = theirs.get(path)
+            if hit is not None and hit.key == stat_key(st):
+                # Parsed by the child, as the file still is (its parts shared already).
+                task_id = hit.task.id if hit.task is not None else path.name[:-3]
+                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+                cache.put(path.name, hit)
+                continue
+            # Read here: not the child's, or it failed, or the file changed since it read it.
+            entry = read[path] if path in read else _read_or_none(path)
             if entry is None:
                 continue
-            if entry.task is not None and path not in theirs:
+            if entry.task is not None:
                 # One copy of what tasks share; the cache, pickled from these, keeps it so.
                 entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
@@ -309,12 +307,11 @@ class TaskStore:
 
         shared = SharedParts()  # the child's own
 
-        def read(path: Path) -> TaskEntry:
+        def read(path: Path) -> Cached:
+            # What the cache keeps (no text, no path: the daemon has both or no use for them).
             entry = read_entry(path)
-            if entry.task is not None:
-                entry.task = shared.task(entry.task)
-            entry.text = None  # the daemon has no use for it: not pickled and read back
-            return entry
+            task = shared.task(entry.task) if entry.task is not None else None
+            return Cached(entry.key or (-1, -1, -1), entry.digest, task, entry.error)
 
         share = files[: int(len(files) * CHILD_SHARE)]
         self.prefetch = Prefetch.start(share, prefetch_dir, read)
