@@ -120,7 +120,7 @@ class Plan:
         self.webhook_tasks: set[str] = set()  # tasks with a webhook trigger
         self.webhooks_changed = asyncio.Event()  # set when that set changes
         # Every trigger's stored last slot, read in one query while a start loads the plan.
-        self.stored: dict[tuple[str, str], datetime | None] | None = None
+        self.stored: dict[tuple[str, str], str] | None = None
         # Each trigger's next slot as the last start computed it (store/plancache.py).
         self.plan_cache: PlanCache | None = None
 
@@ -143,7 +143,7 @@ class Plan:
         if starting:
             # Nothing else writes trigger state while a start loads: one query, not one
             # per trigger (10,000 at 15 µs each).
-            self.stored = {(s.task, s.trigger_id): s.last_slot for s in self.state.trigger_states()}
+            self.stored = self.state.last_slots()  # as text: parsed when asked
             if entries is None:
                 self.plan_cache = PlanCache(self.paths.home, self.paths.tasks_dir)
                 self.plan_cache.load()
