@@ -129,14 +129,22 @@ class TaskCache:
         """
         if not self.dirty:
             return
-        from daycare_cli.store.paths import atomic_write
-
         written = written_ns if written_ns is not None else (self.read_ns or time.time_ns())
-        data = pickle.dumps(
-            (self.header(), written, self.entries), protocol=pickle.HIGHEST_PROTOCOL
-        )
-        with contextlib.suppress(OSError):
-            atomic_write(self.path, data, mode=0o600)
+        # Pickled straight into a temporary file, renamed over the cache: no copy of the
+        # whole (3 MB for 10,000 tasks) in memory; a reader sees the old or the new one.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                value = (self.header(), written, self.entries)
+                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         self.dirty = False
 
     def racy_after_read(self) -> bool:
