@@ -32,9 +32,11 @@ from daycare_cli.core.task import (
 )
 from daycare_cli.daemon.clock import Clock
 from daycare_cli.daemon.faults import fault_point
+from daycare_cli.daemon.queued import rows_of
 from daycare_cli.run.runner import RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
+from daycare_cli.store.plancache import PlanCache
 from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
@@ -118,7 +120,9 @@ class Plan:
         self.webhook_tasks: set[str] = set()  # tasks with a webhook trigger
         self.webhooks_changed = asyncio.Event()  # set when that set changes
         # Every trigger's stored last slot, read in one query while a start loads the plan.
-        self.stored: dict[tuple[str, str], datetime | None] | None = None
+        self.stored: dict[tuple[str, str], str] | None = None
+        # Each trigger's next slot as the last start computed it (store/plancache.py).
+        self.plan_cache: PlanCache | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -139,9 +143,13 @@ class Plan:
         if starting:
             # Nothing else writes trigger state while a start loads: one query, not one
             # per trigger (10,000 at 15 µs each).
-            self.stored = {(s.task, s.trigger_id): s.last_slot for s in self.state.trigger_states()}
+            self.stored = self.state.last_slots()  # as text: parsed when asked
+            if entries is None:
+                self.plan_cache = PlanCache(self.paths.home, self.paths.tasks_dir)
+                self.plan_cache.load()
         try:
-            for entry in self.store.list() if entries is None else entries:
+            listed = self.store.list(defer_save=starting) if entries is None else entries
+            for entry in listed:
                 seen.add(entry.id)
                 try:
                     self.apply_entry(entry, starting=starting, actor=actor)
@@ -149,6 +157,9 @@ class Plan:
                     failed.append((entry.id, exc))
         finally:
             self.stored = None
+            if self.plan_cache is not None:
+                self.plan_cache.save()
+                self.plan_cache = None
         for task_id in list(self.tasks):
             if task_id not in seen:
                 self.remove(task_id, actor=actor)
@@ -359,7 +370,12 @@ class Plan:
                     ):
                         missed = [at]
                 elif last is not None:
-                    after = next_fires(trigger, last, tz=tz, anchor=last)
+                    if self.plan_cache is not None:  # the slot the last start stored
+                        after = self.plan_cache.first_after(
+                            task.id, sched.digest, trigger, tz, last
+                        )
+                    else:
+                        after = next_fires(trigger, last, tz=tz, anchor=last)
                     if after and after[0].timestamp() <= now.timestamp():
                         missed, dropped = self.missed_since(sched, trigger, last, now)
                     elif last.timestamp() <= now.timestamp():
@@ -371,10 +387,13 @@ class Plan:
             if last is None:
                 self.planned.append((task.id, trigger.id, first))
             # The one answer to "when next" (docs/task-file.md, "schedule"), from the state just
-            # read or
-            # about to be recorded: what the CLI computes from state.db.
+            # read or about to be recorded: what the CLI computes from state.db.
             if known is None:
                 known = [f.at for f in upcoming(trigger, now=now, last_slot=last or first, tz=tz)]
+                if last is None and known and self.plan_cache is not None:
+                    self.plan_cache.keep_first(
+                        task.id, sched.digest, trigger, tz, first, now, known[0]
+                    )
             if known:
                 self.schedule_fire(sched, trigger, known[0])
 
@@ -468,7 +487,7 @@ class Plan:
                 dropped[0],
                 task.catch_up,
             )
-        rows = _rows_of(created, [run_id for _, run_id, _ in to_run])
+        rows = rows_of(created, [run_id for _, run_id, _ in to_run])
         for (slot, run_id, start_at), row in zip(to_run, rows, strict=True):
             self.add_fire(start_at, sched, trigger.id, slot, "catch-up", run_id=run_id, row=row)
         if not plan.run and self.spent(task, now):
@@ -510,42 +529,6 @@ class Plan:
             if later:
                 slots[trigger_id] = later[0].at
         return slots
-
-
-def _rows_of(
-    created: asyncio.Future[list[Run]], run_ids: list[str]
-) -> list[asyncio.Future[Run | None]]:
-    """One future per run id out of a commit that creates several runs: the run, or None
-    when its slot had a row already. A failed commit fails them all."""
-    loop = asyncio.get_running_loop()
-    rows: list[asyncio.Future[Run | None]] = [loop.create_future() for _ in run_ids]
-
-    def split(done: asyncio.Future[list[Run]]) -> None:
-        if done.cancelled():
-            for row in rows:
-                row.cancel()
-            return
-        exc = done.exception()
-        made = {} if exc is not None else {run.id: run for run in done.result()}
-        for run_id, row in zip(run_ids, rows, strict=True):
-            if row.done():
-                continue
-            if exc is not None:
-                row.set_exception(exc)
-            else:
-                row.set_result(made.get(run_id))
-
-    if not rows:
-        # Nobody awaits the rows: a failure is still logged, not left unretrieved.
-        created.add_done_callback(_log_failure)
-    else:
-        created.add_done_callback(split)
-    return rows
-
-
-def _log_failure(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.error("a catch-up was not recorded: %s", done.exception())
 
 
 def _parse_time(value: datetime | str | None) -> datetime | None:

@@ -78,3 +78,39 @@ def unrun(run_id: str, status: str, why: str) -> Transaction[Run]:
         error=why if key == "error" else None,
         skip_reason=why if key == "skip_reason" else None,
     )
+
+
+def rows_of(
+    created: asyncio.Future[list[Run]], run_ids: list[str]
+) -> list[asyncio.Future[Run | None]]:
+    """One future per run id out of a commit that creates several runs: the run, or None
+    when its slot had a row already. A failed commit fails them all."""
+    loop = asyncio.get_running_loop()
+    rows: list[asyncio.Future[Run | None]] = [loop.create_future() for _ in run_ids]
+
+    def split(done: asyncio.Future[list[Run]]) -> None:
+        if done.cancelled():
+            for row in rows:
+                row.cancel()
+            return
+        exc = done.exception()
+        made = {} if exc is not None else {run.id: run for run in done.result()}
+        for run_id, row in zip(run_ids, rows, strict=True):
+            if row.done():
+                continue
+            if exc is not None:
+                row.set_exception(exc)
+            else:
+                row.set_result(made.get(run_id))
+
+    if not rows:
+        # Nobody awaits the rows: a failure is still logged, not left unretrieved.
+        created.add_done_callback(_log_failure)
+    else:
+        created.add_done_callback(split)
+    return rows
+
+
+def _log_failure(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("a catch-up was not recorded: %s", done.exception())

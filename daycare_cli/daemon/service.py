@@ -19,6 +19,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from daycare_cli.store import writes
 from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive
 from daycare_cli.store.state import State
+from daycare_cli.store.tasks import TaskStore
 from daycare_cli.store.writer import ThreadWriter
 
 if TYPE_CHECKING:  # aiohttp is imported only when the daemon serves
@@ -170,6 +172,25 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code (1: the loop gave up)."""
+        before, after = raise_open_file_limit()
+        if after != before:
+            log.info("open-file limit raised from %d to %d", before, after)
+        self._take_lock()
+        # Before any thread starts: with many task files and no parse cache, a forked
+        # child parses a share of them meanwhile (store/prefetch.py).
+        store = TaskStore(self.paths)
+        store.prepare(prefetch_dir=self.paths.runtime_dir)
+        # The sandbox probe (a bubblewrap start) runs in a thread meanwhile, so the first
+        # block does not stall the scheduler and the start does not wait for it alone.
+        probe = asyncio.ensure_future(asyncio.to_thread(_describe_sandbox, self.config))
+        try:
+            return await self._serve(probe, store)
+        finally:
+            await asyncio.wait([probe])
+            if not probe.cancelled():
+                probe.exception()  # seen: a start that failed first does not report it too
+
+    async def _serve(self, probe: asyncio.Future[dict[str, Any]], store: TaskStore) -> int:
         from daycare_cli.daemon.control import ControlServer
         from daycare_cli.daemon.parts import (
             run_control,
@@ -180,10 +201,6 @@ class Daemon:
         )
         from daycare_cli.daemon.server import WebhookServer
 
-        before, after = raise_open_file_limit()
-        if after != before:
-            log.info("open-file limit raised from %d to %d", before, after)
-        self._take_lock()
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self.log.handle_loop_exception)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -223,6 +240,7 @@ class Daemon:
             self.paths, self.config, state, on_event=self.events.publish, writer=writer
         )
         plan = scheduler.plan
+        plan.store = store  # with the child `prepare` started
         sup = self.supervisor
         sup.watch("state", writer)
         # Watch before the first scan: a file written between the scan and the watch
@@ -280,10 +298,7 @@ class Daemon:
         sup.start("webhooks", lambda part: run_webhooks(part, webhooks, plan))
         await sup.settled(["webhooks"], timeout=10.0)
 
-        from daycare_cli.run.blocks import describe_sandbox
-
-        # Probe once now, off the loop, so the first block does not stall the scheduler.
-        self.sandbox.update(await asyncio.to_thread(describe_sandbox, self.config))
+        self.sandbox.update(await probe)
         isolation = self.sandbox["isolation"]
         if isolation != "bubblewrap":
             log.warning("sandbox isolation: %s (%s)", isolation, self.sandbox["reason"])
@@ -305,6 +320,12 @@ class Daemon:
             flush=True,
         )
         sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+        # The parse cache is written after the ready line, off the loop (store/tasks.py,
+        # `save_cache`): a cold start does not wait for it.
+        caches_stop = threading.Event()
+        caches = asyncio.ensure_future(
+            asyncio.to_thread(plan.store.save_cache, sleep=caches_stop.wait)
+        )
 
         sup.start(
             "scheduler", lambda part: run_scheduler(part, scheduler), critical=True, heartbeat=True
@@ -319,7 +340,12 @@ class Daemon:
                     self.reload_requested = False
                     await self.reload()
         finally:
+            caches_stop.set()
             await self._shutdown(scheduler, webhooks, control, watcher_stop)
+            try:
+                await asyncio.wait_for(caches, timeout=10.0)
+            except Exception as exc:  # only a slower next start
+                log.warning("the parse cache was not written: %s", exc)
         return self.exit_code
 
     async def reload(self) -> None:
@@ -439,6 +465,12 @@ class Daemon:
         with contextlib.suppress(OSError):
             self.paths.pid_file.unlink()
         log.info("stopped" if not self.exit_code else f"stopped with exit code {self.exit_code}")
+
+
+def _describe_sandbox(config: Config) -> dict[str, Any]:
+    from daycare_cli.run.blocks import describe_sandbox
+
+    return describe_sandbox(config)
 
 
 def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:

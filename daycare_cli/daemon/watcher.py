@@ -18,8 +18,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError
 from daycare_cli.daemon.plan import Plan, PlanningFailed
@@ -31,6 +31,9 @@ from daycare_cli.store.tasks import (
     read_entry,
     read_settled,
 )
+
+if TYPE_CHECKING:  # multiprocessing is imported only when a big file needs the worker
+    from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger("daycare.watcher")
 
@@ -95,6 +98,7 @@ class ParseWorker:
         with self.lock:
             if self.pool is None:
                 import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
 
                 # spawn, not fork: the daemon has threads (SQLite, watchfiles, executors).
                 self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))

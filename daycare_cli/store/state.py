@@ -214,6 +214,10 @@ class State:
         """Every remembered trigger state (of one task), for the daemon's start."""
         return self._read(lambda db: taskstate.trigger_states(db, task))
 
+    def last_slots(self) -> dict[tuple[str, str], str]:
+        """Every trigger's stored last slot as text, by (task, trigger id): a start's read."""
+        return self._read(taskstate.last_slots)
+
     plan_from = _committed(writes.plan_from)
     set_trigger_state = _committed(writes.set_trigger_state)
 

@@ -13,8 +13,10 @@ import contextlib
 import hashlib
 import os
 import pickle
+import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import Task
 
-FORMAT = 2  # 2: slotted Task and triggers
+FORMAT = 3  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
@@ -35,6 +37,10 @@ class Cached:
     digest: str
     task: Task | None
     error: TaskFileError | None
+
+    def __reduce__(self) -> tuple[type[Cached], tuple[Any, ...]]:
+        # Rebuilt by __init__: faster to load than a slotted dataclass's state.
+        return (Cached, (self.key, self.digest, self.task, self.error))
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -52,6 +58,8 @@ class TaskCache:
         self.entries: dict[str, Cached] = {}
         self.written_ns = 0
         self.dirty = False
+        # When the files were looked at: an entry's parse (or digest check) is no older.
+        self.read_ns = 0
 
     def header(self) -> dict[str, Any]:
         """What must match for the cache to apply: versions, the reader's code, the dir."""
@@ -113,15 +121,119 @@ class TaskCache:
             del self.entries[name]
         self.dirty = self.dirty or bool(gone)
 
-    def save(self) -> None:
-        """Write the cache atomically when it changed; a failure to write is not an error."""
+    def save(self, written_ns: int | None = None) -> None:
+        """Write the cache atomically when it changed; a failure to write is not an error.
+
+        `written_ns`: when its entries were last known right (a save later than the read
+        must not pass as that time, or a racy edit in between would be trusted).
+        """
         if not self.dirty:
             return
-        from daycare_cli.store.paths import atomic_write
-
-        data = pickle.dumps(
-            (self.header(), time.time_ns(), self.entries), protocol=pickle.HIGHEST_PROTOCOL
-        )
-        with contextlib.suppress(OSError):
-            atomic_write(self.path, data, mode=0o600)
+        written = written_ns if written_ns is not None else (self.read_ns or time.time_ns())
+        # Pickled straight into a temporary file, renamed over the cache: no copy of the
+        # whole (3 MB for 10,000 tasks) in memory; a reader sees the old or the new one.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                value = (self.header(), written, self.entries)
+                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         self.dirty = False
+
+    def racy_after_read(self) -> bool:
+        """True when some entry is racily clean for a cache written as read."""
+        read = self.read_ns or time.time_ns()
+        return any(c.key[2] >= read - RACY_NS for c in self.entries.values())
+
+    def settle(
+        self,
+        *,
+        max_wait: float = 5.0,
+        now_ns: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> int:
+        """Save the cache so that the next load trusts every entry it can; returns how
+        many racily clean entries were confirmed by their digest.
+
+        Entries of files modified within RACY_NS of the read (a daemon started right
+        after the files were written) would each be read and digested again at the next
+        start. Here, once that window has passed (waiting up to `max_wait` seconds), each
+        is checked once against its file, and the cache is written with the time of that
+        check: the next load trusts them by their stat alone. An entry whose file changed
+        meanwhile is dropped (the next load parses it). `sleep(seconds)` waits and
+        returns True to cut the wait short (the daemon stops): the cache is then written
+        as read. Blocking: call it in a thread.
+        """
+        sleep = sleep or _sleep
+        read = self.read_ns or now_ns()
+        racy = [n for n, c in self.entries.items() if c.key[2] >= read - RACY_NS]
+        if not racy:
+            self.save(read)
+            return 0
+        newest = max(self.entries[n].key[2] for n in racy)
+        wait = (newest + RACY_NS - now_ns()) / 1e9 + 0.01
+        if wait > max_wait:  # a file time in the future, or a long wait: check next load
+            self.save(read)
+            return 0
+        if wait > 0 and sleep(wait):
+            self.save(read)
+            return 0
+        checked = now_ns()
+        confirmed = 0
+        for name in racy:
+            cached = self.entries[name]
+            if same_content(os.path.join(self.tasks_dir, name), cached.key, cached.digest):
+                confirmed += 1
+            else:
+                del self.entries[name]  # changed since it was parsed: parsed next time
+            if confirmed % 256 == 0:
+                sleep(0)  # leave the event loop's thread a turn at the GIL
+        self.dirty = True
+        self.save(checked)
+        return confirmed
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.stat_result]:
+    """The first `limit` bytes of a regular file, and its stat before reading."""
+    # O_NONBLOCK: a FIFO named like a task file must not hang the reader.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise OSError(0, f"it is {what}")
+        chunks: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def same_content(path: str | os.PathLike[str], key: tuple[int, int, int], digest: str) -> bool:
+    """True when the file still has the stat key and the content (digest) of a cached
+    parse: a racily clean cache entry is then right, and the file need not be parsed."""
+    from daycare_cli.core.taskfile import MAX_FILE_BYTES
+
+    try:
+        data, st = read_bytes(path, MAX_FILE_BYTES + 1)
+    except OSError:
+        return False
+    return stat_key(st) == key and hashlib.sha256(data).hexdigest() == digest

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
-from daycare_cli.store.taskcache import stat_key
+from daycare_cli.store.taskcache import Cached, TaskCache, read_bytes, same_content, stat_key
+
+if TYPE_CHECKING:
+    from daycare_cli.store.prefetch import Prefetch
 
 # Editor droppings and partial writes the tasks directory may contain.
 IGNORED_SUFFIXES = (".swp", ".swx", ".swo", "~", ".tmp", ".bak")
@@ -89,24 +92,7 @@ def _read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
     """The first MAX_FILE_BYTES + 1 bytes of a regular file, and its stat before reading."""
     from daycare_cli.core.taskfile import MAX_FILE_BYTES
 
-    # O_NONBLOCK: a FIFO named like a task file must not hang the reader.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise OSError(0, f"it is {what}")
-        chunks: list[bytes] = []
-        left = MAX_FILE_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks), st
-    finally:
-        os.close(fd)
+    return read_bytes(path, MAX_FILE_BYTES + 1)
 
 
 def _read_once(path: Path, task_id: str) -> TaskEntry:
@@ -237,14 +223,8 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
     return [_read_or_none(p) for p in paths]
 
 
-def _same_content(path: Path, key: tuple[int, int, int], digest: str) -> bool:
-    """True when the file still has the stat key and the content (digest) of a cached
-    parse: a racily clean cache entry is then right, and the file need not be parsed."""
-    try:
-        data, st = _read_bytes(path)
-    except OSError:
-        return False
-    return stat_key(st) == key and hashlib.sha256(data).hexdigest() == digest
+# What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
+_Listing = tuple[list[Path], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
 
 
 class TaskStore:
@@ -253,6 +233,8 @@ class TaskStore:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.dir = paths.tasks_dir
+        self.unsaved: TaskCache | None = None  # a cache `list(defer_save=True)` left
+        self.prefetch: Prefetch[Cached] | None = None  # a child `prepare` started
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
@@ -262,38 +244,35 @@ class TaskStore:
             return []
         return [self.dir / n for n in sorted(names) if is_task_file(n)]
 
-    def list(self, *, cached: bool = True) -> list[TaskEntry]:
+    def list(self, *, cached: bool = True, defer_save: bool = False) -> list[TaskEntry]:
         """Every task file, parsed, in id order; invalid files included with their error.
 
         Unchanged files come from the parse cache (`store/taskcache.py`); their entries
-        carry no text, so edits go through `load`, which always reads the file.
+        carry no text, so edits go through `load`, which always reads the file. With
+        `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
+        after its ready line) instead of being written now. The files a child `prepare`
+        started has parsed are taken from it, when their stat is still the one it read.
         """
-        files = self.files()
         if not cached:
-            return [read_entry(p) for p in files]
+            return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
-        from daycare_cli.store.taskcache import Cached, TaskCache
 
-        cache = TaskCache(self.paths.home, self.dir)
-        cache.load()
-        found: dict[str, TaskEntry] = {}
-        misses: list[tuple[Path, os.stat_result]] = []
-        for path in files:
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # removed since listed
-            hit, trusted = cache.lookup(path.name, st)
-            if hit is None or not (trusted or _same_content(path, hit.key, hit.digest)):
-                misses.append((path, st))
-            else:
-                # The task's own id string (one copy per task held, not two).
-                task_id = path.name[:-3]
-                if hit.task is not None and hit.task.id == task_id:
-                    task_id = hit.task.id
-                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+        files, cache, found, misses = self._look()
+        prefetch, self.prefetch = self.prefetch, None
+        mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
+        read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
+        theirs = prefetch.collect() if prefetch is not None else {}
         shared = SharedParts()
-        for (path, st), entry in zip(misses, read_entries([p for p, _ in misses]), strict=True):
+        for path, st in misses:
+            hit = theirs.get(path)
+            if hit is not None and hit.key == stat_key(st):
+                # Parsed by the child, as the file still is (its parts shared already).
+                task_id = hit.task.id if hit.task is not None else path.name[:-3]
+                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+                cache.put(path.name, hit)
+                continue
+            # Read here: not the child's, or it failed, or the file changed since it read it.
+            entry = read[path] if path in read else _read_or_none(path)
             if entry is None:
                 continue
             if entry.task is not None:
@@ -304,8 +283,71 @@ class TaskStore:
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
             found[path.name] = entry
         cache.retain(set(found))
-        cache.save()
+        if defer_save:
+            # Nothing to write and nothing to confirm: no need to hold the entries.
+            self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
+        else:
+            cache.save()
         return [found[p.name] for p in files if p.name in found]
+
+    def prepare(self, *, prefetch_dir: Path, min_files: int | None = None) -> int:
+        """At a daemon's start with no parse cache (the first, or after it was removed):
+        when there are many task files, fork a child that parses a share of them while
+        the start does its other work (`store/prefetch.py`); the next `list` takes what
+        it parsed. How many files the child parses. Called first thing, before any thread.
+        """
+        from daycare_cli.store.prefetch import CHILD_SHARE, MIN_FILES, Prefetch
+
+        if TaskCache(self.paths.home, self.dir).path.exists():
+            return 0  # a restart: the cache answers for most files
+        files = self.files()
+        if len(files) < (min_files or MIN_FILES):
+            return 0
+        from daycare_cli.core.taskshare import SharedParts
+
+        shared = SharedParts()  # the child's own
+
+        def read(path: Path) -> Cached:
+            # What the cache keeps (no text, no path: the daemon has both or no use for them).
+            entry = read_entry(path)
+            task = shared.task(entry.task) if entry.task is not None else None
+            return Cached(entry.key or (-1, -1, -1), entry.digest, task, entry.error)
+
+        share = files[: int(len(files) * CHILD_SHARE)]
+        self.prefetch = Prefetch.start(share, prefetch_dir, read)
+        return len(self.prefetch.paths) if self.prefetch is not None else 0
+
+    def _look(self) -> _Listing:
+        """The task files, the cache, the entries it answers and the files to parse."""
+        files = self.files()
+        cache = TaskCache(self.paths.home, self.dir)
+        cache.read_ns = time.time_ns()
+        cache.load()
+        found: dict[str, TaskEntry] = {}
+        misses: list[tuple[Path, os.stat_result]] = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # removed since listed
+            hit, trusted = cache.lookup(path.name, st)
+            if hit is None or not (trusted or same_content(path, hit.key, hit.digest)):
+                misses.append((path, st))
+            else:
+                # The task's own id string (one copy per task held, not two).
+                task_id = path.name[:-3]
+                if hit.task is not None and hit.task.id == task_id:
+                    task_id = hit.task.id
+                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+        return (files, cache, found, misses)
+
+    def save_cache(
+        self, *, max_wait: float = 5.0, sleep: Callable[[float], bool] | None = None
+    ) -> int:
+        """Write the cache `list(defer_save=True)` kept, once its racily clean entries are
+        confirmed (`TaskCache.settle`); how many were. Blocking: call it in a thread."""
+        cache, self.unsaved = self.unsaved, None
+        return cache.settle(max_wait=max_wait, sleep=sleep) if cache is not None else 0
 
     def load(self, task_id: str) -> TaskEntry:
         """One task file by id; NotFoundError (with close matches) when absent.

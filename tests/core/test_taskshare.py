@@ -41,3 +41,29 @@ def test_at_triggers_and_sandboxes_with_line_positions_keep_their_own() -> None:
 def test_a_number_never_stands_for_an_equal_one_of_another_type() -> None:
     shared = SharedParts()
     assert shared.one(1.0) == 1.0 and type(shared.one(1)) is int and type(shared.one(1.0)) is float
+
+
+def test_pickled_tasks_come_back_equal_with_their_settings_shared() -> None:
+    import dataclasses
+    import pickle
+
+    from daycare_cli.core.task import TASK_OWN, TASK_SETTINGS, Task
+
+    # Every field is pickled, once: a field added to Task must be added to one of them.
+    names = [f.name for f in dataclasses.fields(Task)]
+    assert sorted(names) == sorted(TASK_OWN + TASK_SETTINGS)
+    text = (
+        "---\nname: {n}\ndescription: d\nschedule: '5 9 * * 1-5'\ntimezone: Asia/Tokyo\n"
+        "model: echo\nsystem: be brief\ntimeout: 12s\nrun_timeout: 5m\noverlap: queue\n"
+        "catch_up: all\ncatch_up_window: 2h\nretries: 2\nretry_delay: 7s\njitter: 3s\n"
+        "enabled: false\nexecute: true\ndelete_after_run: true\nenv:\n  A: '1'\n"
+        "tags: [x]\nnotify: [mailto://a@b.c]\nnotify_on: [success]\n"
+        "python:\n  dependencies: [requests]\n---\nBody {n}\n"
+    )
+    tasks = [parse(text.format(n=n), n) for n in ("a", "b")]
+    again = pickle.loads(pickle.dumps(tasks))
+    assert again == tasks
+    for field in names:  # not only equal: each value as it was (no default crept in)
+        assert getattr(again[0], field) == getattr(tasks[0], field), field
+    assert again[0].timeout is again[1].timeout  # one object, not one per task
+    assert again[0].jitter is again[1].jitter and again[0].name != again[1].name

@@ -93,3 +93,50 @@ def test_a_racily_clean_file_with_the_same_content_is_not_parsed_again(tmp_path:
         f.write(path.read_bytes().replace(b"Alpha", b"Blpha"))
     os.utime(path, (now, now))
     assert names(store) == {"a": "Blpha"}
+
+
+def test_a_deferred_save_confirms_racy_entries_once(tmp_path: Path) -> None:
+    from daycare_cli.store.taskcache import RACY_NS, TaskCache
+
+    store = store_with(tmp_path, {"a.md": "---\nname: Alpha\n---\nx\n", "b.md": "B\n"})
+    # Written just now (a daemon started right after the files): racily clean.
+    recent = time.time() - RACY_NS / 1e9 + 0.2
+    for name in ("a.md", "b.md"):
+        os.utime(store.dir / name, (recent, recent))
+    assert names(TaskStore(store.paths)) == {"a": "Alpha", "b": None}
+    deferred = TaskStore(store.paths)
+    assert [e.text for e in deferred.list(defer_save=True)] == [None, None]  # from the cache
+    assert deferred.unsaved is not None
+    # b.md changes in place between the start's read and the save (same size and mtime).
+    path = store.dir / "b.md"
+    with path.open("r+b") as f:
+        f.write(b"C")
+    os.utime(path, (recent, recent))
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        waited.append(seconds)
+        time.sleep(seconds)
+        return False
+
+    assert deferred.save_cache(sleep=sleep) == 1  # a.md confirmed by its digest
+    assert waited and 0 < waited[0] < 0.5  # until the files were no longer racy
+    cache = TaskCache(store.paths.home, store.dir)
+    cache.load()
+    hit, trusted = cache.lookup("a.md", (store.dir / "a.md").stat())
+    assert hit is not None and trusted  # the next start reads it by its stat alone
+    assert "b.md" not in cache.entries  # changed since its parse: parsed again next time
+    entries = TaskStore(store.paths).list()
+    assert [e.text for e in entries] == [None, "C\n"]  # a from the cache, b parsed
+
+
+def test_a_deferred_save_cut_short_writes_the_cache_as_read(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {"a.md": "---\nname: Alpha\n---\nx\n"})
+    now = time.time()
+    os.utime(store.dir / "a.md", (now, now))
+    deferred = TaskStore(store.paths)
+    assert deferred.list(defer_save=True)[0].text is not None  # parsed, nothing cached yet
+    assert not list((tmp_path / "cache").glob("tasks-*"))
+    assert deferred.save_cache(sleep=lambda _s: True) == 0  # the daemon stops meanwhile
+    # Written, still racy: the next read checks the digest instead of parsing.
+    assert TaskStore(store.paths).list()[0].text is None
