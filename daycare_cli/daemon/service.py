@@ -186,6 +186,8 @@ class Daemon:
         try:
             return await self._serve(probe, store)
         finally:
+            if store.prefetch is not None:
+                store.prefetch.discard()  # the start failed before the plan took it
             await asyncio.wait([probe])
             if not probe.cancelled():
                 probe.exception()  # seen: a start that failed first does not report it too

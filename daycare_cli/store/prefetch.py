@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import sys
 import tempfile
 import threading
@@ -93,3 +94,12 @@ class Prefetch(Generic[T]):
         finally:
             with contextlib.suppress(OSError):
                 self.out.unlink()
+
+    def discard(self) -> None:
+        """Stop the child and remove its result (a start that failed before it took it)."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+        with contextlib.suppress(OSError):
+            self.out.unlink()

@@ -115,3 +115,23 @@ def test_few_files_or_a_parse_cache_mean_no_child(tmp_path: Path) -> None:
     big = home(tmp_path / "big")
     big.list()  # the cache is written: a restart
     assert big.prepare(prefetch_dir=tmp_path / "run", min_files=10) == 0
+
+
+def test_a_start_that_fails_before_the_listing_leaves_no_child_or_file(tmp_path: Path) -> None:
+    alone("_a_start_that_fails_before_the_listing_leaves_no_child_or_file", tmp_path)
+
+
+def _a_start_that_fails_before_the_listing_leaves_no_child_or_file(tmp_path: Path) -> None:
+    store = home(tmp_path)
+    started(store, tmp_path)
+    pid = child_pid(store)
+    assert list((tmp_path / "run").glob("prefetch-*"))
+    assert store.prefetch is not None
+    store.prefetch.discard()
+    assert not list((tmp_path / "run").glob("prefetch-*"))
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # reaped: nothing left
+    else:
+        raise AssertionError(f"the child {pid} was not reaped")
