@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from daemon_proc import user_env
+
 ROOT = Path(__file__).resolve().parent.parent
 DAYCARE = ROOT / ".venv" / "bin" / "daycare"
 GOAL_MS = 150.0
@@ -144,8 +146,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="daycare-bench-cli-") as tmp:
         home = make_home(Path(tmp), args.tasks)
         add_history(home, args.tasks)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-        env.update(DAYCARE_HOME=str(home), NO_COLOR="1", COLUMNS="200", TERM="dumb")
+        env = user_env(home)
+        env.update(NO_COLOR="1", COLUMNS="200", TERM="dumb")
         # A sanity check: every file is valid and listed.
         out = subprocess.run(
             [str(DAYCARE), "task", "ls", "--json"], env=env, check=True, capture_output=True

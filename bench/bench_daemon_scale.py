@@ -41,6 +41,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+from daemon_proc import user_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYCARE = ROOT / ".venv" / "bin" / "daycare"
@@ -100,8 +101,7 @@ class Daemon:
     """A `daycare daemon run` subprocess whose stderr a thread drains."""
 
     def __init__(self, home: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-        env["DAYCARE_HOME"] = str(home)
+        env = user_env(home)
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [str(DAYCARE), "daemon", "run"],

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon_proc import DAYCARE, start_daemon
+from daemon_proc import DAYCARE, start_daemon, user_env
 
 BODY = '{"ref": "refs/heads/main", "commits": [{"id": "0123456789abcdef", "message": "x"}]}'
 
@@ -157,8 +157,7 @@ class Daemon:
             sys.exit("daemon did not start:\n" + "\n".join(self.lines[-20:]))
 
     def url(self) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
-        env["DAYCARE_HOME"] = str(self.home)
+        env = user_env(self.home)
         res = subprocess.run(
             [str(DAYCARE), "webhook", "url", "hook"],
             env=env,
