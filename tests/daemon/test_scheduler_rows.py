@@ -77,33 +77,41 @@ def test_queued_runs_of_a_dead_daemon_run_once_or_end_with_a_reason(tmp_path: Pa
     assert "removed or disabled" in (runs["removed"].error or "")
 
 
-def test_webhook_runs_start_paced_while_a_burst_arrives(tmp_path: Path) -> None:
+def webhook_starts(
+    tmp_path: Path, cap: int, batches: int, size: int
+) -> tuple[list[datetime], float]:
+    """`batches` of `size` webhook requests 10 ms apart to a quick task; when each run
+    started (all succeeded), and how long the requests kept coming."""
     hook = "---\ntriggers:\n  - webhook: true\noverlap: allow\nexecute: false\nmodel: none\n"
     paths = make_home(tmp_path, {"hook": hook + "---\nhi\n"})
-    (tmp_path / "config.toml").write_text("max_concurrent_runs = 40\n")
+    (tmp_path / "config.toml").write_text(f"max_concurrent_runs = {cap}\n")
 
     async def main() -> tuple[State, float]:
         state = State.open(paths.state_db)
         scheduler = Scheduler(paths, load_config(paths.config_file), state)
         scheduler.plan.load_all(starting=True)
         start = time.monotonic()
-        for _ in range(10):  # a burst: 40 requests over ~90 ms, room for all in the cap
-            for _ in range(4):
+        for _ in range(batches):
+            for _ in range(size):
                 scheduler.enqueue("hook", kind="webhook", trigger_id="webhook", payload=b"{}")
             await asyncio.sleep(0.01)
-        burst = time.monotonic() - start
+        arriving = time.monotonic() - start
         while scheduler.runs or scheduler.pending:
             await asyncio.gather(*scheduler.runs.values())
             await asyncio.sleep(0.01)
-        return state, burst
+        return state, arriving
 
-    state, burst = asyncio.run(main())
+    state, arriving = asyncio.run(main())
     runs = state.list_runs(limit=None)
-    assert len(runs) == 40 and {r.status for r in runs} == {"succeeded"}
-    starts = sorted(r.started_at for r in runs if r.started_at)
-    first = starts[0]
+    assert len(runs) == batches * size and {r.status for r in runs} == {"succeeded"}
+    return sorted(r.started_at for r in runs if r.started_at), arriving
+
+
+def test_webhook_runs_start_paced_while_a_burst_arrives(tmp_path: Path) -> None:
+    # A burst: 40 requests over ~90 ms, room for all in the cap.
+    starts, burst = webhook_starts(tmp_path, cap=40, batches=10, size=4)
     # While requests arrived, runs started at most BURST_RATE a second (plus the first).
-    during = [s for s in starts if (s - first).total_seconds() < burst]
+    during = [s for s in starts if (s - starts[0]).total_seconds() < burst]
     assert len(during) <= burst * BURST_RATE + 2, (len(during), burst)
     assert len(during) < 40  # without pacing all 40 would have started at once
 
@@ -116,28 +124,7 @@ def test_a_stream_longer_than_the_burst_window_drains_at_full_speed(
     # queue does not grow toward its bound however long the stream lasts.
     monkeypatch.setattr(scheduler_module, "BURST_WINDOW", 0.1)
     monkeypatch.setattr(scheduler_module, "BURST_RATE", 5.0)
-    hook = "---\ntriggers:\n  - webhook: true\noverlap: allow\nexecute: false\nmodel: none\n"
-    paths = make_home(tmp_path, {"hook": hook + "---\nhi\n"})
-    (tmp_path / "config.toml").write_text("max_concurrent_runs = 100\n")
-
-    async def main() -> tuple[State, float]:
-        state = State.open(paths.state_db)
-        scheduler = Scheduler(paths, load_config(paths.config_file), state)
-        scheduler.plan.load_all(starting=True)
-        start = time.monotonic()
-        for _ in range(60):
-            scheduler.enqueue("hook", kind="webhook", trigger_id="webhook", payload=b"{}")
-            await asyncio.sleep(0.01)
-        stream = time.monotonic() - start
-        while scheduler.runs or scheduler.pending:
-            await asyncio.gather(*scheduler.runs.values())
-            await asyncio.sleep(0.01)
-        return state, stream
-
-    state, stream = asyncio.run(main())
-    runs = state.list_runs(limit=None)
-    assert len(runs) == 60 and {r.status for r in runs} == {"succeeded"}
-    starts = sorted(r.started_at for r in runs if r.started_at)
+    starts, stream = webhook_starts(tmp_path, cap=100, batches=60, size=1)
     during = [s for s in starts if (s - starts[0]).total_seconds() < stream]
     # Paced all along, at most 5 a second (+2) would have started during the stream.
     assert len(during) > stream * 5.0 + 10, (len(during), stream)
