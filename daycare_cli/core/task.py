@@ -200,8 +200,8 @@ class Task:
             settings = _SETTINGS.setdefault(settings, settings)
         except TypeError:  # an unhashable value: this task's settings are its own
             pass
-        own = (self.id, self.name, self.body, self.description, self.env, self.path)
-        return (_rebuild_task, (*own, self.body_line, settings))
+        own = [getattr(self, name) for name in TASK_OWN]
+        return (_rebuild_task, (*own, settings))
 
 
 # The fields of `Task.__reduce__`'s shared tuple, in order; the others are a task's own.
