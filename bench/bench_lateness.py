@@ -53,8 +53,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from daemon_proc import ordinary_user, start_daemon
+from daemon_proc import loop_lag, ordinary_user, start_daemon
 
 GOAL_P99_MS = 20.0
 
@@ -226,19 +225,6 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for rows in out:
         print("\n".join(rows))
-
-
-def loop_lag(home: Path, seconds: float) -> dict[str, Any]:
-    """The daemon's event-loop lag over the last `seconds` (its control API)."""
-    with httpx.Client(
-        transport=httpx.HTTPTransport(uds=str(home / "run" / "daycare.sock")),
-        base_url="http://daycare",
-        timeout=30,
-    ) as client:
-        lag: dict[str, Any] = client.get("/status", params={"lag_window": seconds}).json()[
-            "loop_lag_ms"
-        ]
-    return lag
 
 
 def phase_rows(

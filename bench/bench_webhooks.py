@@ -16,7 +16,9 @@ each phase against a fresh daemon:
 4. **kill -9 during the drain**: as 3, then `kill -9` once 1,000 runs have finished and
    while a run is `running`, a restart, and the wait until the queue is empty.
 
-After each phase the benchmark waits until no run is queued or running, then matches the
+Right after the load of each phase, the daemon's event-loop lag over it (`GET
+/status?lag_window=S`: sampled every 50 ms while the daemon is busy) is a column too. Then
+the benchmark waits until no run is queued or running, then matches the
 answers to the ledger (retention keeps only the newest 100 rows of a task; the ledger is
 never pruned): every 202's run id has exactly one `run.fired` event, exactly one
 `run.started` event and a final status (`run.finished`; or, after a kill -9, a row marked
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon_proc import DAYCARE, start_daemon, user_env
+from daemon_proc import DAYCARE, loop_lag, start_daemon, user_env
 
 BODY = '{"ref": "refs/heads/main", "commits": [{"id": "0123456789abcdef", "message": "x"}]}'
 
@@ -312,14 +314,22 @@ def match(daemon: Daemon, res: dict[str, Any], in_flight: int = 0) -> tuple[bool
     return ok, ("yes" if ok else "**no**") + ": " + text
 
 
-def row(phase: str, res: dict[str, Any], matched: str, drained: float, extra: str = "") -> str:
+def row(
+    phase: str,
+    res: dict[str, Any],
+    lag: dict[str, Any],
+    matched: str,
+    drained: float,
+    extra: str = "",
+) -> str:
     accepted = res["statuses"].get("202", 0)
     refused = res["requests"] - accepted
     st = ", ".join(f"{k}: {v}" for k, v in sorted(res["statuses"].items()))
     return (
         f"| {phase} | {res['generator']} | {res['requests']} in {res['seconds']:.2f} s "
         f"| {accepted / res['seconds']:.0f} | {res['p50_ms']:.1f} | {res['p99_ms']:.1f} "
-        f"| {res['max_ms']:.0f} | {st}; refused {refused}, errors {res['errors']} "
+        f"| {res['max_ms']:.0f} | {lag['p99']:.1f} ({lag['samples']}) "
+        f"| {st}; refused {refused}, errors {res['errors']} "
         f"| {matched}; queue empty {drained:.1f} s after the load{extra} |"
     )
 
@@ -337,29 +347,33 @@ def main() -> None:
             out = d.home / "load"
             out.mkdir()
             res = run_hey(d.url(), args.requests, out)
+            lag = loop_lag(d.home, res["seconds"])
             drained = d.drain()
-            rows.append(row("burst at 2,000/s", res, match(d, res)[1], drained))
+            rows.append(row("burst at 2,000/s", res, lag, match(d, res)[1], drained))
             d.stop()
         if shutil.which("wrk"):
             d = fresh(tmp, "wrk")
             out = d.home / "load"
             out.mkdir()
             res = run_wrk(d.url(), args.seconds, out)
+            lag = loop_lag(d.home, res["seconds"])
             drained = d.drain()
-            rows.append(row("saturation", res, match(d, res, in_flight=32)[1], drained))
+            rows.append(row("saturation", res, lag, match(d, res, in_flight=32)[1], drained))
             d.stop()
         d = fresh(tmp, "aiohttp")
         out = d.home / "load"
         out.mkdir()
         res = run_aiohttp(d.url(), args.requests, out)
+        lag = loop_lag(d.home, res["seconds"])
         drained = d.drain()
-        rows.append(row("burst, every answer read", res, match(d, res)[1], drained))
+        rows.append(row("burst, every answer read", res, lag, match(d, res)[1], drained))
         d.stop()
 
         d = fresh(tmp, "kill")
         out = d.home / "load"
         out.mkdir()
         res = run_aiohttp(d.url(), args.requests, out)
+        lag = loop_lag(d.home, res["seconds"])
         t0 = time.perf_counter()
         running = "SELECT count(*) FROM runs WHERE status = 'running'"
         # Past 1,000 finished runs, and at an instant when some run is running.
@@ -373,7 +387,7 @@ def main() -> None:
         drained = d.drain()
         text = match(d, res)[1]
         extra = f"; killed with {done_at_kill} runs finished and {waiting} queued or running"
-        rows.append(row("kill -9 during the drain", res, text, drained, extra))
+        rows.append(row("kill -9 during the drain", res, lag, text, drained, extra))
         d.stop()
     la = os.getloadavg()
     print(
@@ -383,9 +397,9 @@ def main() -> None:
     )
     print(
         "| phase | load generator | requests | accepted (202)/s | p50 ms | p99 ms | max ms "
-        "| statuses | every 202 matched by exactly one run that ran |"
+        "| loop lag p99 ms (samples) | statuses | every 202 matched by exactly one run that ran |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
     for line in rows:
         print(line)
 

@@ -9,6 +9,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYCARE = ROOT / ".venv" / "bin" / "daycare"
@@ -94,3 +97,16 @@ def ordinary_user(wanted: str | None) -> str | None:
         return None
     python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     return name if os.access(python, os.X_OK) else None
+
+
+def loop_lag(home: Path, seconds: float) -> dict[str, Any]:
+    """The daemon's event-loop lag over the last `seconds` (its control API)."""
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(home / "run" / "daycare.sock")),
+        base_url="http://daycare",
+        timeout=30,
+    ) as client:
+        lag: dict[str, Any] = client.get("/status", params={"lag_window": seconds}).json()[
+            "loop_lag_ms"
+        ]
+    return lag

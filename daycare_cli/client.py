@@ -85,6 +85,10 @@ class DaemonClient:
         """Re-read config and task files."""
         self._json("POST", "/reload")
 
+    def forget_tokens(self) -> None:
+        """Tell the daemon a webhook token was revoked (it remembers found tokens)."""
+        self._json("POST", "/webhooks/forget")
+
     def _stream(
         self, method: str, path: str, body: bytes | None = None
     ) -> Iterator[dict[str, Any]]:

@@ -429,10 +429,28 @@ def print_webhook_url(cli: CliContext, task_id: str, trigger: str | None, rotate
             token = state.issue_token(task.id, hook.id)
     finally:
         state.close()
+    if rotate:
+        _daemon_forgets_tokens(cli)
     base = _webhook_base(cli)
     typer.echo(f"{base}/hooks/{token}")
     if rotate:
         typer.echo("the previous URL is revoked", err=True)
+
+
+def _daemon_forgets_tokens(cli: CliContext) -> None:
+    """A running daemon remembers the tokens it found for a second; a revoked one must
+    stop working now. Unreachable (stopped or stuck): it trusts its copy a second at most."""
+    from daycare_cli.client import DaemonError, connect
+
+    client = connect(cli.paths)
+    if client is None:
+        return
+    try:
+        client.forget_tokens()
+    except (OSError, DaemonError) as exc:
+        typer.echo(
+            f"the running daemon was not told ({exc}); the old URL works for 1 s more", err=True
+        )
 
 
 def _webhook_base(cli: CliContext) -> str:

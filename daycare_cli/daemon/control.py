@@ -88,6 +88,7 @@ class ControlServer:
         app.router.add_get("/tasks", self.tasks)
         app.router.add_post("/tasks/{id}/run", self.run_now)
         app.router.add_post("/reload", self.reload)
+        app.router.add_post("/webhooks/forget", self.forget_tokens)
         app.router.add_get("/follow", self.follow)
         self.runner = app_runner(app)
         await self.runner.setup()
@@ -199,6 +200,11 @@ class ControlServer:
 
     async def reload(self, request: web.Request) -> web.Response:
         await self.reload_all()
+        return web.json_response({"ok": True})
+
+    async def forget_tokens(self, request: web.Request) -> web.Response:
+        """`daycare webhook rotate` revoked a token: the webhook server asks state.db anew."""
+        self.webhooks.tokens.forget()
         return web.json_response({"ok": True})
 
     async def run_now(self, request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,51 @@ from daycare_cli.store.state import State
 log = logging.getLogger("daycare.server")
 
 NOT_FOUND = {"error": "not found"}
+TOKEN_FRESH = 1.0  # seconds a token found in state.db is trusted without asking again
+TOKEN_KEEP = 1024  # tokens remembered at most (only tokens that were found)
+
+
+class TokenCache:
+    """Webhook tokens found lately, each with its (task, trigger).
+
+    In a burst the same token comes thousands of times a second, and each lookup in
+    state.db on the event loop's thread hands the GIL to the writer or a worker (~50–80
+    µs a request under load). `daycare webhook rotate` empties the cache as soon as it
+    has revoked a token (control API `POST /webhooks/forget`), so the old URL stops
+    working at once; an entry is trusted for `TOKEN_FRESH` s at most, which bounds a
+    rotation the daemon was not told of (it was starting meanwhile). Only tokens that
+    were found are kept: unknown ones are asked of state.db each time, and a flood of
+    them cannot grow the cache. (A dict lookup by token leaks nothing through timing:
+    str hashes are keyed per process.)
+    """
+
+    def __init__(
+        self,
+        lookup: Callable[[str], tuple[str, str] | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self._clock = clock
+        self._found: dict[str, tuple[float, tuple[str, str]]] = {}
+
+    def get(self, token: str) -> tuple[str, str] | None:
+        """The (task, trigger_id) of an active token, or None."""
+        now = self._clock()
+        hit = self._found.get(token)
+        if hit is not None and now - hit[0] < TOKEN_FRESH:
+            return hit[1]
+        found = self._lookup(token)
+        if found is None:
+            self._found.pop(token, None)
+            return None
+        if len(self._found) >= TOKEN_KEEP:
+            self._found.clear()
+        self._found[token] = (now, found)
+        return found
+
+    def forget(self) -> None:
+        """Drop every remembered token (one was revoked)."""
+        self._found.clear()
 
 
 class PortInUse(UserError):
@@ -128,6 +174,7 @@ class WebhookServer:
         self.bound: tuple[str, int, int] | None = None  # the settings it listens with
         self.last_port = 0  # the port taken for `webhook.port = 0`, asked for again first
         self.on_refused = on_refused or (lambda reason: None)
+        self.tokens = TokenCache(state.lookup_token)
 
     @property
     def listening(self) -> bool:
@@ -211,7 +258,7 @@ class WebhookServer:
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": "payload larger than 1 MiB"}, status=413)
         state, scheduler = self.state, self.scheduler
-        found = state.lookup_token(request.match_info["token"])
+        found = self.tokens.get(request.match_info["token"])
         if found is None or not valid_task_id(found[0]):
             return web.json_response(NOT_FOUND, status=404)
         task_id, trigger_id = found

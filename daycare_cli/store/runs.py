@@ -8,6 +8,8 @@ that before the transaction).
 
 from __future__ import annotations
 
+import os
+import random
 import secrets
 import sqlite3
 import threading
@@ -44,24 +46,35 @@ class _Suffixes:
     never free an id that is then drawn again (16 random bits were too few: over 100
     runs of a task in one second, a webhook burst, let that happen). Two processes draw
     independently; the CLI's insert checks the table, the daemon's ids are its own.
+
+    The bits come from a generator seeded from the OS once per process (and again in a
+    forked child): an id must be unique, not secret, and a read of /dev/urandom per id
+    was a system call on the event loop's thread for every webhook request.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._second = ""
         self._used: set[int] = set()
+        self._random = random.Random()
+        self.reseed()
+
+    def reseed(self) -> None:
+        """A fresh seed from the OS (at start, and in a forked child)."""
+        self._random.seed(secrets.randbits(128))
 
     def draw(self, second: str) -> int:
         with self._lock:
             if second != self._second:
                 self._second, self._used = second, set()
-            while (value := secrets.randbits(32)) in self._used:
+            while (value := self._random.getrandbits(32)) in self._used:
                 pass
             self._used.add(value)
             return value
 
 
 _SUFFIXES = _Suffixes()
+os.register_at_fork(after_in_child=_SUFFIXES.reseed)
 
 
 def new_run_id(now: datetime) -> str:

@@ -153,3 +153,27 @@ def test_loop_lag_percentiles() -> None:
     lag.samples.extend((now - 100 + i, i / 1000) for i in range(1, 101))
     assert lag.summary() == {"p50": 50.0, "p99": 99.0, "max": 100.0, "samples": 100}
     assert lag.summary(window=9.5) == {"p50": 95.0, "p99": 100.0, "max": 100.0, "samples": 10}
+
+
+def test_a_busy_daemon_samples_its_loop_lag_closely_and_an_idle_one_does_not() -> None:
+    async def scenario() -> tuple[bool, bool, list[float]]:
+        lag = LoopLag()
+        await asyncio.sleep(0.2)
+        idle = lag.busy()
+        end = time.process_time() + 0.1
+        while time.process_time() < end:  # a tenth of a second of CPU: busy
+            pass
+        busy = lag.busy()
+        loop = asyncio.get_running_loop()
+        lag.sample_closely(loop, 0.4)
+        await asyncio.sleep(0.12)
+        time.sleep(0.08)  # the loop blocked for 80 ms: the sample due meanwhile shows it
+        await asyncio.sleep(0.5)
+        return idle, busy, [late for _, late in lag.samples]
+
+    idle, busy, samples = asyncio.run(scenario())
+    assert not idle and busy
+    # One sample every 50 ms for 0.4 s, then none (the span ended).
+    assert 5 <= len(samples) <= 9
+    assert max(samples) >= 0.02
+    assert sorted(samples)[len(samples) // 2] < 0.02
