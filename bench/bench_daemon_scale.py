@@ -15,7 +15,7 @@ console script `.venv/bin/daycare daemon run` as a subprocess:
    next fire; 10 edits, one file each, 1 s apart;
 4. idle CPU over 60 s: utime + stime from /proc/<pid>/stat, as % of one core, and the
    daemon's event-loop lag meanwhile (`GET /status?lag_window=S`: a 1 s timer's
-   lateness, p50/p99/max);
+   lateness, and a 50 ms timer's while the daemon is busy; p50/p99/max);
 5. `GET /tasks` (every task, 10,000) back to back for 30 s: its duration, and the
    event-loop lag meanwhile (the list is built in slices, so it must not block the loop);
 6. a second start on the same home (state.db now exists) to the ready line, and the stop.
