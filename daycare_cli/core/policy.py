@@ -193,6 +193,19 @@ def plan_retry(
     return start
 
 
+def restored_retry(
+    planned: datetime, *, now: datetime, next_slot: datetime | None
+) -> datetime | None:
+    """When a retry planned by a daemon that stopped before it ran starts after a restart:
+    at its planned time, or now if that passed; None when that is not strictly before
+    `next_slot`, the slot after the failed one (which runs, or was caught up, instead).
+    """
+    start = max(_utc(planned, "planned"), _utc(now, "now"))
+    if next_slot is not None and start.timestamp() >= _utc(next_slot, "next_slot").timestamp():
+        return None
+    return start
+
+
 # --- jitter and clock jumps -------------------------------------------------------------
 
 

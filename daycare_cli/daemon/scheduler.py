@@ -31,6 +31,7 @@ from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
 from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
+from daycare_cli.daemon.retries import PlannedRetry, restore_retries
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
@@ -454,10 +455,22 @@ class Scheduler:
                     generation=gen,
                 )
                 log.info("%s: retry %d at %s", task.id, req.attempt + 1, at.isoformat())
+                if req.run_id is not None:
+                    # Durable: a daemon stopped or killed before the retry plans it again.
+                    self.writer.post(
+                        writes.plan_retry(req.run_id, at), f"the retry of run {req.run_id}"
+                    )
                 self.wake.set()
                 return
         if task.once and task.id in self.plan.tasks:
             self.plan.archive(task.id, reason="ran")
+
+    def restore_retries(self, planned: list[PlannedRetry]) -> None:
+        """Plan again the retries a stopped or killed daemon had planned (`retries.py`)."""
+        restored = restore_retries(self.plan, planned, self.clock.now())
+        if restored:
+            log.info("%d retry(ies) planned by the previous daemon planned again", restored)
+            self.wake.set()
 
     def replan_lost(self) -> list[str]:
         """Plan again the tasks a failure of the loop left without a next fire (a fire is

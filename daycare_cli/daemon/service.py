@@ -259,6 +259,7 @@ class Daemon:
         try:
             plan.load_all(starting=True)
             scheduler.adopt(adopted)
+            scheduler.restore_retries(state.planned_retries())
         finally:
             gc.enable()
         # What start-up made (the plan of 10,000 tasks, the modules) lives as long as the

@@ -124,11 +124,20 @@ def m004_block_started_at(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN block_started_at TEXT")
 
 
+def m005_planned_retries(db: sqlite3.Connection) -> None:
+    """When the retry of a failed run is planned (`retry_at`), so a daemon killed or
+    stopped while it waits plans it again at its next start; the partial index reads only
+    those rows."""
+    db.execute("ALTER TABLE runs ADD COLUMN retry_at TEXT")
+    db.execute("CREATE INDEX runs_retry_at ON runs (retry_at) WHERE retry_at IS NOT NULL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_run_payload,
     m003_finished_runs_index,
     m004_block_started_at,
+    m005_planned_retries,
 )
 
 

@@ -349,6 +349,30 @@ def set_run_dir(db: sqlite3.Connection, run_id: str, run_dir: str) -> None:
         raise NotFoundError(f"no run with id {run_id!r}")
 
 
+def set_retry_at(db: sqlite3.Connection, run_id: str, at: datetime) -> None:
+    """Record when the retry of a failed run is planned (a restarted daemon plans it
+    again); a run pruned meanwhile has nothing to record."""
+    db.execute("UPDATE runs SET retry_at = ? WHERE id = ?", (stamp(at), run_id))
+
+
+def planned_retries(db: sqlite3.Connection) -> list[tuple[str, str, datetime, int, datetime]]:
+    """The planned retries whose run does not exist yet: (task, trigger_id, slot, attempt
+    of the failed run, when its retry is planned), oldest plan first."""
+    rows = db.execute(
+        "SELECT task, trigger_id, slot, attempt, retry_at FROM runs AS failed "
+        "WHERE retry_at IS NOT NULL AND slot IS NOT NULL AND NOT EXISTS ("
+        "  SELECT 1 FROM runs WHERE task = failed.task AND trigger_id = failed.trigger_id"
+        "  AND slot = failed.slot AND attempt = failed.attempt + 1"
+        ") ORDER BY retry_at"
+    ).fetchall()
+    out = []
+    for task, trigger_id, slot, attempt, retry_at in rows:
+        slot_at, at = parse_time(slot), parse_time(retry_at)
+        if slot_at is not None and at is not None:
+            out.append((str(task), str(trigger_id), slot_at, int(attempt), at))
+    return out
+
+
 def _interrupt(db: sqlite3.Connection, row: sqlite3.Row, now: datetime) -> Run:
     pid = row["pid"]
     owner = f"its process (pid {pid})" if pid is not None else "its process"

@@ -138,6 +138,7 @@ class State:
     start_run = _committed(writes.start_run)
     finish_run = _committed(writes.finish_run)
     set_run_dir = _committed(writes.set_run_dir)
+    plan_retry = _committed(writes.plan_retry)
     mark_interrupted = _committed(writes.mark_interrupted)
     settle_stale = _committed(writes.settle_stale)
     record_missed = _committed(writes.record_missed)
@@ -234,6 +235,11 @@ class State:
         return self._read(runs.last_isolation)
 
     record_outcome = _committed(writes.record_outcome)
+
+    def planned_retries(self) -> list[tuple[str, str, datetime, int, datetime]]:
+        """Retries planned by a daemon that stopped before they ran: (task, trigger_id,
+        slot, attempt of the failed run, when the retry was planned)."""
+        return self._read(runs.planned_retries)
 
     # -- webhook tokens -----------------------------------------------------------------
 

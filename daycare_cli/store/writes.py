@@ -220,6 +220,11 @@ def set_run_dir(run_id: str, run_dir: str | Path) -> Transaction[None]:
     return lambda db: runs.set_run_dir(db, run_id, str(run_dir))
 
 
+def plan_retry(run_id: str, at: datetime) -> Transaction[None]:
+    """Record when the retry of failed run `run_id` is planned (state-schema.md)."""
+    return lambda db: runs.set_retry_at(db, run_id, at)
+
+
 def mark_interrupted(
     pids_alive: Callable[[int], bool] | None = None, *, now: datetime | None = None
 ) -> Transaction[list[Run]]:

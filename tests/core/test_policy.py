@@ -17,6 +17,7 @@ from daycare_cli.core.policy import (
     plan_catch_up,
     plan_retry,
     queue_full,
+    restored_retry,
     retry_delay,
 )
 from daycare_cli.core.task import AtTrigger, CronTrigger, EveryTrigger, Trigger, WebhookTrigger
@@ -311,6 +312,31 @@ def test_plan_retry_counts_real_seconds_across_fall_back() -> None:
     result = plan_retry(1, 3, 60, now=now, next_slot=next_slot, rand=0.5)
     assert result == datetime(2026, 10, 25, 1, 0, 30, tzinfo=UTC)
     assert result is not None and result.tzinfo is UTC
+
+
+# A retry planned by a daemon that stopped: (planned in s after now, next slot in s after
+# now or None, start in s after now or None).
+RESTORED_RETRY_CASES: list[tuple[float, float | None, float | None]] = [
+    (30, None, 30),  # still ahead: at its time
+    (-30, None, 0),  # passed while the daemon was down: now
+    (-30, 60, 0),
+    (30, 60, 30),
+    (30, 30, None),  # the next slot comes with it: that slot runs instead
+    (-30, 0, None),  # the next slot is now
+    (-30, -10, None),  # the next slot passed too: it was caught up (or missed) instead
+]
+
+
+@pytest.mark.parametrize(("planned", "next_slot", "expected"), RESTORED_RETRY_CASES)
+def test_restored_retry(planned: float, next_slot: float | None, expected: float | None) -> None:
+    slot = None if next_slot is None else later(next_slot)
+    result = restored_retry(later(planned), now=NOW, next_slot=slot)
+    assert result == (None if expected is None else later(expected))
+
+
+def test_restored_retry_refuses_naive_times() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        restored_retry(datetime(2026, 3, 10, 12, 0), now=NOW, next_slot=None)
 
 
 # --- jitter ----------------------------------------------------------------------------

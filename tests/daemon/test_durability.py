@@ -144,3 +144,37 @@ def test_accepted_webhook_runs_survive_kill_9_and_a_stop_and_run_once_each(
         assert r["payload"] is None  # not kept once the run started
     started = [e["run"] for e in daemon.events("run.started", "hook")]
     assert len(started) == len(set(started)) == len(rows)  # each started exactly once
+
+
+# Fails on its first try (it leaves a mark in its files/ directory), succeeds on its retry.
+FLAKY = (
+    "---\ntriggers:\n  - at: '{at}'\nretries: 1\nretry_delay: 4s\nexecute: true\n---\n"
+    "<run_python>\nimport os\nif not os.path.exists('tried'):\n"
+    "    open('tried', 'w').close()\n    raise RuntimeError('first try fails')\n"
+    "print('second try')\n</run_python>\n"
+)
+
+
+def test_a_retry_planned_before_a_kill_9_runs_once_after_the_restart(daemon: DaemonHome) -> None:
+    daemon.write("flaky", FLAKY.format(at=daemon.iso_in(1.5)))
+    daemon.start()
+    failed = daemon.wait_for(
+        lambda: daemon.query(
+            "SELECT * FROM runs WHERE task = 'flaky' AND status = 'failed' AND retry_at IS NOT NULL"
+        ),
+        15,
+        "the first try to fail with its retry planned",
+    )[0]
+    daemon.kill()  # 3-5 s before the retry: it waited in the daemon's memory only
+    assert not daemon.runs("flaky", attempt=2)
+    daemon.start()
+    retry = daemon.wait_for(
+        lambda: daemon.runs("flaky", attempt=2, status="succeeded"), 20, "the retry to succeed"
+    )[0]
+    daemon.stop()
+
+    assert retry["trigger"] == "retry" and retry["slot"] == failed["slot"]
+    assert "second try" in retry["output"]
+    assert utc(retry["started_at"]) >= utc(failed["retry_at"])  # at its time, not at start
+    assert [r["attempt"] for r in daemon.runs("flaky")] == [1, 2]  # once, no third
+    assert daemon.duplicate_slots() == []

@@ -81,10 +81,11 @@ def test_a_new_migration_runs_once_on_an_existing_database(db_path: Path) -> Non
             "m002_run_payload",
             "m003_finished_runs_index",
             "m004_block_started_at",
+            "m005_planned_retries",
             "m099_add_note",
         ]
     with State.open(db_path, migrations=(*MIGRATIONS, m099_add_note)) as st:
-        assert len(st.migrations()) == 5
+        assert len(st.migrations()) == 6
     db = sqlite3.connect(db_path)
     columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
     db.close()
@@ -105,6 +106,7 @@ def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
         "m002_run_payload",
         "m003_finished_runs_index",
         "m004_block_started_at",
+        "m005_planned_retries",
     }
 
 
@@ -227,6 +229,7 @@ def test_processes_racing_for_the_same_slots_create_each_once(tmp_path: Path) ->
             "m002_run_payload",
             "m003_finished_runs_index",
             "m004_block_started_at",
+            "m005_planned_retries",
         ]
 
 
@@ -597,6 +600,24 @@ def test_create_run_with_a_delivery_id_is_atomic(state: State) -> None:
     assert state.create_run("git", "webhook", "hook", delivery_id="d-9", now=T0) is None
     assert state.delivery_run("git", "d-9") == first.id
     assert len(state.list_runs("git")) == 1
+
+
+def test_planned_retries_are_those_whose_run_is_not_written_yet(state: State) -> None:
+    first = state.create_run("t", "schedule", "cron", T0, now=T0)
+    other = state.create_run("u", "schedule", "every", at(5), now=at(5))
+    plain = state.create_run("v", "schedule", "cron", T0, now=T0)  # failed, no retry planned
+    assert first is not None and other is not None and plain is not None
+    for run in (first, other, plain):
+        state.finish_run(run.id, status="failed", error="boom", now=at(1))
+    state.plan_retry(first.id, at(2))
+    state.plan_retry(other.id, at(7))
+    assert state.planned_retries() == [
+        ("t", "cron", T0, 1, at(2)),
+        ("u", "every", at(5), 1, at(7)),
+    ]
+    # The retry of `first` is written: it is no longer owed.
+    assert state.create_run("t", "retry", "cron", T0, attempt=2, now=at(2)) is not None
+    assert state.planned_retries() == [("u", "every", at(5), 1, at(7))]
 
 
 # --- retention ----------------------------------------------------------------------------

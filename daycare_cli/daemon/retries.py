@@ -1,0 +1,44 @@
+"""Retries a daemon planned and did not run before it stopped (or was killed), planned
+again at the next start (docs/operations.md, "Retries").
+
+A planned retry is recorded on the failed run (`runs.retry_at`); `State.planned_retries`
+gives those whose run (attempt + 1 of the same slot) is not written yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from daycare_cli.core.policy import restored_retry
+from daycare_cli.core.schedule import upcoming
+from daycare_cli.daemon.plan import Plan
+
+# (task, trigger_id, slot, attempt of the failed run, when its retry was planned)
+PlannedRetry = tuple[str, str, datetime, int, datetime]
+
+
+def restore_retries(plan: Plan, planned: list[PlannedRetry], now: datetime) -> int:
+    """Put each owed retry on the plan: at its time, or now if it passed, unless the slot
+    after the failed one has come (it runs instead) or the task is disabled, deleted or
+    lost the trigger (as for a retry the daemon holds). Returns how many were planned."""
+    restored = 0
+    for task_id, trigger_id, slot, attempt, at in planned:
+        sched = plan.tasks.get(task_id)
+        trigger = sched.task.trigger(trigger_id) if sched is not None else None
+        if sched is None or trigger is None or not sched.task.enabled:
+            continue
+        after = upcoming(trigger, now=slot, last_slot=slot, tz=plan.zone(sched.task, trigger))
+        start = restored_retry(at, now=now, next_slot=after[0].at if after else None)
+        if start is None:
+            continue
+        plan.add_fire(
+            start,
+            sched,
+            trigger.id,
+            slot,
+            "retry",
+            attempt=attempt + 1,
+            generation=sched.generation,
+        )
+        restored += 1
+    return restored
