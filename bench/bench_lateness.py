@@ -290,7 +290,8 @@ def phase_rows(
             )
         )
     out += [
-        f"| daycare ({label}): event-loop lag meanwhile (1 s timer; 50 ms while busy) | {lag['samples']} "
+        f"| daycare ({label}): event-loop lag meanwhile (1 s timer; 50 ms while busy) "
+        f"| {lag['samples']} "
         f"| {lag['p50']:.1f} | | {lag['p99']:.1f} | {lag['max']:.1f} | | | the loop's own figure |",
         row(
             "APScheduler 3.11 AsyncIOScheduler beside it, `call − scheduled_run_time`",
