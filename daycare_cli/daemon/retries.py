@@ -12,25 +12,28 @@ from datetime import datetime
 from daycare_cli.core.policy import restored_retry
 from daycare_cli.core.schedule import upcoming
 from daycare_cli.daemon.plan import Plan
-
-# (task, trigger_id, slot, attempt of the failed run, when its retry was planned)
-PlannedRetry = tuple[str, str, datetime, int, datetime]
+from daycare_cli.store import writes
+from daycare_cli.store.runs import PlannedRetry
 
 
 def restore_retries(plan: Plan, planned: list[PlannedRetry], now: datetime) -> int:
     """Put each owed retry on the plan: at its time, or now if it passed, unless the slot
     after the failed one has come (it runs instead) or the task is disabled, deleted or
-    lost the trigger (as for a retry the daemon holds). Returns how many were planned."""
+    lost the trigger (as for a retry the daemon holds); those are no longer owed. Returns
+    how many were planned."""
     restored = 0
-    for task_id, trigger_id, slot, attempt, at in planned:
+    for run_id, task_id, trigger_id, slot, attempt, at in planned:
         sched = plan.tasks.get(task_id)
         trigger = sched.task.trigger(trigger_id) if sched is not None else None
-        if sched is None or trigger is None or not sched.task.enabled:
-            continue
-        after = upcoming(trigger, now=slot, last_slot=slot, tz=plan.zone(sched.task, trigger))
-        start = restored_retry(at, now=now, next_slot=after[0].at if after else None)
+        start = None
+        if sched is not None and trigger is not None and sched.task.enabled:
+            tz = plan.zone(sched.task, trigger)
+            after = upcoming(trigger, now=slot, last_slot=slot, tz=tz)
+            start = restored_retry(at, now=now, next_slot=after[0].at if after else None)
         if start is None:
+            plan.writer.post(writes.plan_retry(run_id, None), f"the retry of run {run_id}")
             continue
+        assert sched is not None and trigger is not None
         plan.add_fire(
             start,
             sched,

@@ -31,13 +31,13 @@ from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
 from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
-from daycare_cli.daemon.retries import PlannedRetry, restore_retries
+from daycare_cli.daemon.retries import restore_retries
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.rows import Run
-from daycare_cli.store.runs import new_run_id
+from daycare_cli.store.runs import PlannedRetry, new_run_id
 from daycare_cli.store.state import State
 from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
 

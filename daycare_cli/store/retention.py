@@ -26,7 +26,8 @@ def needs_pruning(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> 
 
 def prune(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> list[str]:
     """Delete the task's finished runs beyond the newest `keep` or queued before `cutoff`,
-    but its last success and last failure, and its deliveries before `cutoff`.
+    but its last success, its last failure and a failure whose retry is still owed, and
+    its deliveries before `cutoff`.
 
     Returns the `run_dir` of every deleted run. Only the runs to delete are read (with
     the run after each run, that is usually one), not the `keep` runs that stay.
@@ -55,6 +56,13 @@ def prune(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> list[str
             f"SELECT id, run_dir FROM runs WHERE task = ? AND {_FINISHED} AND queued_at < ?",
             (task, cutoff),
         ).fetchall()
+    )
+    # A failed run whose retry is still owed keeps the record of it (`retry_at`).
+    protected.update(
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM runs WHERE task = ? AND retry_at IS NOT NULL", (task,)
+        )
     )
     for run_id in protected:
         doomed.pop(run_id, None)

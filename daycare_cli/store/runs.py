@@ -247,6 +247,13 @@ def create_run(
     )
     if run is None:
         return None
+    if attempt > 1 and slot is not None:
+        # The retry owed to the previous attempt is written: no longer owed.
+        db.execute(
+            "UPDATE runs SET retry_at = NULL WHERE task = ? AND trigger_id = ? AND slot = ? "
+            "AND attempt = ? AND retry_at IS NOT NULL",
+            (task, trigger_id, slot, attempt - 1),
+        )
     if delivery_id is not None:
         webhooks.insert_delivery(db, task, delivery_id, run.id, now)
     if event is not None:
@@ -349,27 +356,31 @@ def set_run_dir(db: sqlite3.Connection, run_id: str, run_dir: str) -> None:
         raise NotFoundError(f"no run with id {run_id!r}")
 
 
-def set_retry_at(db: sqlite3.Connection, run_id: str, at: datetime) -> None:
+def set_retry_at(db: sqlite3.Connection, run_id: str, at: datetime | None) -> None:
     """Record when the retry of a failed run is planned (a restarted daemon plans it
-    again); a run pruned meanwhile has nothing to record."""
-    db.execute("UPDATE runs SET retry_at = ? WHERE id = ?", (stamp(at), run_id))
+    again), or None when it is no longer owed; a run pruned meanwhile has nothing to
+    record. The retry's own row clears it (`create_run`)."""
+    db.execute("UPDATE runs SET retry_at = ? WHERE id = ?", (stamp(at) if at else None, run_id))
 
 
-def planned_retries(db: sqlite3.Connection) -> list[tuple[str, str, datetime, int, datetime]]:
-    """The planned retries whose run does not exist yet: (task, trigger_id, slot, attempt
-    of the failed run, when its retry is planned), oldest plan first."""
+PlannedRetry = tuple[str, str, str, datetime, int, datetime]
+
+
+def planned_retries(db: sqlite3.Connection) -> list[PlannedRetry]:
+    """The retries owed whose run is not written yet: (failed run id, task, trigger_id,
+    slot, attempt of the failed run, when its retry is planned), oldest plan first."""
     rows = db.execute(
-        "SELECT task, trigger_id, slot, attempt, retry_at FROM runs AS failed "
+        "SELECT id, task, trigger_id, slot, attempt, retry_at FROM runs AS failed "
         "WHERE retry_at IS NOT NULL AND slot IS NOT NULL AND NOT EXISTS ("
         "  SELECT 1 FROM runs WHERE task = failed.task AND trigger_id = failed.trigger_id"
         "  AND slot = failed.slot AND attempt = failed.attempt + 1"
         ") ORDER BY retry_at"
     ).fetchall()
     out = []
-    for task, trigger_id, slot, attempt, retry_at in rows:
+    for run_id, task, trigger_id, slot, attempt, retry_at in rows:
         slot_at, at = parse_time(slot), parse_time(retry_at)
         if slot_at is not None and at is not None:
-            out.append((str(task), str(trigger_id), slot_at, int(attempt), at))
+            out.append((str(run_id), str(task), str(trigger_id), slot_at, int(attempt), at))
     return out
 
 

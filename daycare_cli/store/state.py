@@ -179,8 +179,9 @@ class State:
         (the caller passes the config's `retention.*`).
 
         The last `succeeded` run and the last failed or timed-out run are always kept, as
-        are queued and running ones. Deliveries older than the age limit go too. Returns
-        the `run_dir` of every deleted run so the caller removes the directories.
+        are queued and running ones and a failure whose retry is still owed. Deliveries
+        older than the age limit go too. Returns the `run_dir` of every deleted run so the
+        caller removes the directories.
         """
         transaction = writes.prune(task, keep=keep, max_age_days=max_age_days, now=now)
         cutoff = stamp(aware_now(now) - timedelta(days=max_age_days))
@@ -236,9 +237,9 @@ class State:
 
     record_outcome = _committed(writes.record_outcome)
 
-    def planned_retries(self) -> list[tuple[str, str, datetime, int, datetime]]:
-        """Retries planned by a daemon that stopped before they ran: (task, trigger_id,
-        slot, attempt of the failed run, when the retry was planned)."""
+    def planned_retries(self) -> list[runs.PlannedRetry]:
+        """Retries planned by a daemon that stopped before they ran: (failed run id, task,
+        trigger_id, slot, attempt of the failed run, when the retry was planned)."""
         return self._read(runs.planned_retries)
 
     # -- webhook tokens -----------------------------------------------------------------

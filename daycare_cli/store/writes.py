@@ -220,8 +220,9 @@ def set_run_dir(run_id: str, run_dir: str | Path) -> Transaction[None]:
     return lambda db: runs.set_run_dir(db, run_id, str(run_dir))
 
 
-def plan_retry(run_id: str, at: datetime) -> Transaction[None]:
-    """Record when the retry of failed run `run_id` is planned (state-schema.md)."""
+def plan_retry(run_id: str, at: datetime | None) -> Transaction[None]:
+    """Record when the retry of failed run `run_id` is planned, or None when it is no
+    longer owed (state-schema.md)."""
     return lambda db: runs.set_retry_at(db, run_id, at)
 
 

@@ -612,12 +612,33 @@ def test_planned_retries_are_those_whose_run_is_not_written_yet(state: State) ->
     state.plan_retry(first.id, at(2))
     state.plan_retry(other.id, at(7))
     assert state.planned_retries() == [
-        ("t", "cron", T0, 1, at(2)),
-        ("u", "every", at(5), 1, at(7)),
+        (first.id, "t", "cron", T0, 1, at(2)),
+        (other.id, "u", "every", at(5), 1, at(7)),
     ]
-    # The retry of `first` is written: it is no longer owed.
+    # The retry of `first` is written: it is no longer owed, and its record is cleared.
     assert state.create_run("t", "retry", "cron", T0, attempt=2, now=at(2)) is not None
-    assert state.planned_retries() == [("u", "every", at(5), 1, at(7))]
+    assert state.planned_retries() == [(other.id, "u", "every", at(5), 1, at(7))]
+    assert (
+        state._db.execute("SELECT retry_at FROM runs WHERE id = ?", (first.id,)).fetchone()[0]
+        is None
+    )
+    state.plan_retry(other.id, None)  # dropped (its next slot came): not owed either
+    assert state.planned_retries() == []
+
+
+def test_retention_keeps_a_failed_run_whose_retry_is_owed(state: State) -> None:
+    owed = state.create_run("t", "schedule", "cron", T0, now=T0)
+    assert owed is not None
+    state.finish_run(owed.id, status="failed", error="boom", now=at(1))
+    state.plan_retry(owed.id, at(30))
+    for i in range(5):  # newer failures and successes push it beyond `keep`
+        run = state.create_run("t", "manual", now=at(2 + i))
+        assert run is not None
+        state.finish_run(run.id, status="failed" if i % 2 else "succeeded", now=at(2 + i))
+    state.prune("t", keep=2, max_age_days=30, now=at(10))
+    left = {r.id for r in state.list_runs("t", limit=None)}
+    assert len(left) == 3  # the newest two and the owed one: the others went
+    assert owed.id in left
 
 
 # --- retention ----------------------------------------------------------------------------
