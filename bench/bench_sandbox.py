@@ -20,7 +20,11 @@ ratio the sandbox is held to (bench/README.md) (< 1.5×), and e − c, what a ca
 The cases run interleaved, one of each per round, so that load coming and going on a
 shared machine hits them alike.
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_sandbox.py [-n 30] [--cgroup DIR]`
+As root it runs itself again as an ordinary user (`--user`, default `daycare-tester` when
+it exists; `--user -` stays root): the main deployment is a user's daemon, whose blocks run
+as that user; as root every block also gets a uid of its own, staged before exec.
+
+Run: `PYTHONPATH=. .venv/bin/python bench/bench_sandbox.py [-n 30] [--cgroup DIR] [--user U]`
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import os
 import platform
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -42,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "run"))
 
+from daemon_proc import as_user_argv, ordinary_user
 from wheels import tiny_wheels
 
 import daycare_cli.run.sandbox as sandbox_module
@@ -82,7 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30, help="runs per case (default 30)")
     parser.add_argument("--cgroup", help="a delegated cgroup v2 directory for case d")
+    parser.add_argument(
+        "--user", help="as root, the user to run as (default daycare-tester; - for root)"
+    )
     args = parser.parse_args()
+    user = ordinary_user(args.user)
+    if user is not None:
+        again = [__file__, "-n", str(args.n), "--user", "-"]
+        again += ["--cgroup", args.cgroup] if args.cgroup else []
+        argv, env = as_user_argv(user, again)
+        sys.exit(subprocess.run(argv, env=env, cwd="/").returncode)
 
     ident = sandbox_identity()
     python = sandbox_python(ident)
@@ -167,7 +182,8 @@ def main() -> None:
     rows = [(name, *med[name]) for name in main_cases]
     extra = [(name, *med[name]) for name, _ in cases if name not in main_cases]
 
-    who = f"as {ident.name} (daemon is root)" if ident else "as the daemon's user"
+    me = pwd.getpwuid(os.getuid()).pw_name
+    who = f"as {ident.name} (daemon is root)" if ident else f"as the daemon's user ({me})"
     print(f"Sandbox latency, {platform.node()}, {platform.platform()}, {os.cpu_count()} CPUs,")
     print(f"interpreter {python} {who}, {args.n} runs, {time.strftime('%Y-%m-%d')}\n")
     print("| case | median ms | p90 ms |")

@@ -31,6 +31,25 @@ def user_env(home: Path) -> dict[str, str]:
     return env
 
 
+def as_user_argv(user: str, script: list[str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run `python <script...>` as the ordinary `user` (root
+    only): setpriv, the system's Python of our minor version (the venv's may sit in a
+    0700 /root) with this checkout and the venv's packages on PYTHONPATH."""
+    pw = pwd.getpwnam(user)
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(HOME=pw.pw_dir, USER=user, PYTHONPATH=f"{ROOT}:{site.getsitepackages()[0]}")
+    argv = [
+        "setpriv",
+        f"--reuid={pw.pw_uid}",
+        f"--regid={pw.pw_gid}",
+        "--init-groups",
+        python,
+        *script,
+    ]
+    return argv, env
+
+
 def start_daemon(
     home: Path, user: str | None = None
 ) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
