@@ -31,13 +31,18 @@ def user_env(home: Path) -> dict[str, str]:
     return env
 
 
-def as_user_argv(user: str, script: list[str]) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that run `python <script...>` as the ordinary `user` (root
-    only): setpriv, the system's Python of our minor version (the venv's may sit in a
-    0700 /root) with this checkout and the venv's packages on PYTHONPATH."""
+def as_user_argv(
+    user: str, script: list[str], env: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment (`env`, by default ours) that run `python <script...>` as the
+    ordinary `user` (root only): setpriv, the system's Python of our minor version (the
+    venv's may sit in a 0700 /root) with this checkout and the venv's packages on
+    PYTHONPATH."""
     pw = pwd.getpwnam(user)
     python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = dict(env)
     env.update(HOME=pw.pw_dir, USER=user, PYTHONPATH=f"{ROOT}:{site.getsitepackages()[0]}")
     argv = [
         "setpriv",
@@ -57,28 +62,14 @@ def start_daemon(
     the ready line.
 
     With `user` (root only), the daemon runs as that ordinary user, as a systemd user
-    service would: setpriv, the system's Python of our minor version (the venv's may sit
-    in a 0700 /root) with this checkout and the venv's packages on PYTHONPATH; `home` is
-    handed to the user first.
+    service would (`as_user_argv`); `home` is handed to the user first.
     """
     env = user_env(home)
     argv = [str(DAYCARE), "daemon", "run"]
     if user is not None:
         pw = pwd.getpwnam(user)
         subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(home)], check=True)
-        python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-        env.update(HOME=pw.pw_dir, USER=user, PYTHONPATH=f"{ROOT}:{site.getsitepackages()[0]}")
-        argv = [
-            "setpriv",
-            f"--reuid={pw.pw_uid}",
-            f"--regid={pw.pw_gid}",
-            "--init-groups",
-            python,
-            "-m",
-            "daycare_cli",
-            "daemon",
-            "run",
-        ]
+        argv, env = as_user_argv(user, ["-m", "daycare_cli", "daemon", "run"], env)
     proc = subprocess.Popen(
         argv,
         env=env,
