@@ -57,11 +57,14 @@ def prune(db: sqlite3.Connection, task: str, keep: int, cutoff: str) -> list[str
             (task, cutoff),
         ).fetchall()
     )
-    # A failed run whose retry is still owed keeps the record of it (`retry_at`).
+    # A failed run whose retry is still owed keeps the record of it (`retry_at`). Through
+    # the partial index of those few rows: SQLite would otherwise pick the task's index
+    # and read every run of the task (10,000 queued webhook runs) at each run's end.
     protected.update(
         row[0]
         for row in db.execute(
-            "SELECT id FROM runs WHERE task = ? AND retry_at IS NOT NULL", (task,)
+            "SELECT id FROM runs INDEXED BY runs_retry_at WHERE retry_at IS NOT NULL AND task = ?",
+            (task,),
         )
     )
     for run_id in protected:
