@@ -77,7 +77,12 @@ class PlanningFailed(Exception):
 
 @dataclass(slots=True)
 class Scheduled:
-    """A task as the daemon holds it: the last good version and what is running."""
+    """A task as the daemon holds it: the last good version and what is running.
+
+    `task` is packed (`Task.packed`): its settings are there to plan and fire it, its own
+    values (name, body, env, ...) are packed in one bytes object; a run is given
+    `task.unpacked()`, the version the plan holds even if the file changed since.
+    """
 
     task: Task
     digest: str
@@ -148,7 +153,9 @@ class Plan:
                 self.plan_cache = PlanCache(self.paths.home, self.paths.tasks_dir)
                 self.plan_cache.load()
         try:
-            listed = self.store.list(defer_save=starting) if entries is None else entries
+            listed = (
+                self.store.list(defer_save=starting, packed=True) if entries is None else entries
+            )
             for entry in listed:
                 seen.add(entry.id)
                 try:
@@ -202,11 +209,11 @@ class Plan:
             current.error = None
             return
         generation = (current.generation + 1) if current else 1
-        sched = Scheduled(entry.task, entry.digest, generation)
+        sched = Scheduled(entry.task.packed(), entry.digest, generation)
         if current is not None:
             sched.active, sched.queued = current.active, current.queued
         self.tasks[entry.id] = sched
-        self.track_webhooks(entry.id, entry.task)
+        self.track_webhooks(entry.id, sched.task)
         if not starting:
             # Loading at start is not a change: one `daemon.started` event covers it, and
             # 10,000 one-row transactions would cost a second of start-up.

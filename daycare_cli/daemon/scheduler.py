@@ -256,7 +256,7 @@ class Scheduler:
         )
         self.fires += 1
         req = RunRequest(
-            task=task,
+            task=task.unpacked(),  # the plan holds it packed
             trigger=kind,
             trigger_id=trigger_id,
             slot=slot,
@@ -288,7 +288,7 @@ class Scheduler:
             log.info("%s: queued run %s cancelled: task changed", queued.task_id, queued.run_id)
             return
         req = RunRequest(
-            task=sched.task,
+            task=sched.task.unpacked(),  # the plan holds it packed
             trigger=queued.trigger,
             trigger_id=queued.trigger_id,
             slot=queued.slot,

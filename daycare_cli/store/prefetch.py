@@ -80,14 +80,17 @@ class Prefetch(Generic[T]):
         os.close(fd)
         return cls(pid, paths, Path(name))
 
-    def collect(self) -> dict[Path, T]:
-        """Wait for the child; what it read, by path ({} if it failed)."""
+    def collect(self, *, packed: bool = False) -> dict[Path, T]:
+        """Wait for the child; what it read, by path ({} if it failed). `packed`: its
+        tasks loaded packed (`store/taskcache.py`, `PackedUnpickler`)."""
+        from daycare_cli.store.taskcache import PackedUnpickler
+
         try:
             _, status = os.waitpid(self.pid, 0)
             if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
                 return {}
             with self.out.open("rb") as f:
-                found = pickle.load(f)
+                found = (PackedUnpickler(f) if packed else pickle.Unpickler(f)).load()
             return {path: value for path, value in found}
         except Exception:  # a dead child, a cut result: the files are read by the daemon
             return {}

@@ -23,9 +23,9 @@ from typing import Any
 
 from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.task import Task
+from daycare_cli.core.task import Task, packed_task
 
-FORMAT = 3  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__
+FORMAT = 4  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__; 4: own packed
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
@@ -41,6 +41,15 @@ class Cached:
     def __reduce__(self) -> tuple[type[Cached], tuple[Any, ...]]:
         # Rebuilt by __init__: faster to load than a slotted dataclass's state.
         return (Cached, (self.key, self.digest, self.task, self.error))
+
+
+class PackedUnpickler(pickle.Unpickler):
+    """Loads pickled tasks packed: `Task.__reduce__`'s rebuild, by its packed twin."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "daycare_cli.core.task" and name == "_rebuild_task":
+            return packed_task
+        return super().find_class(module, name)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -78,11 +87,16 @@ class TaskCache:
             "tasks_dir": self.tasks_dir,
         }
 
-    def load(self) -> None:
-        """Read the cache; anything unexpected leaves it empty."""
+    def load(self, *, packed: bool = False) -> None:
+        """Read the cache; anything unexpected leaves it empty.
+
+        `packed`: its tasks as they are stored, packed (`Task.packed`, what the daemon's
+        plan holds), with no object made for their own values.
+        """
         try:
             with self.path.open("rb") as f:
-                header, written_ns, entries = pickle.load(f)
+                reader = PackedUnpickler(f) if packed else pickle.Unpickler(f)
+                header, written_ns, entries = reader.load()
         except Exception:  # missing, truncated, from another version: start empty
             return
         if header != self.header() or not isinstance(entries, dict):

@@ -244,7 +244,9 @@ class TaskStore:
             return []
         return [self.dir / n for n in sorted(names) if is_task_file(n)]
 
-    def list(self, *, cached: bool = True, defer_save: bool = False) -> list[TaskEntry]:
+    def list(
+        self, *, cached: bool = True, defer_save: bool = False, packed: bool = False
+    ) -> list[TaskEntry]:
         """Every task file, parsed, in id order; invalid files included with their error.
 
         Unchanged files come from the parse cache (`store/taskcache.py`); their entries
@@ -252,16 +254,18 @@ class TaskStore:
         `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
         after its ready line) instead of being written now. The files a child `prepare`
         started has parsed are taken from it, when their stat is still the one it read.
+        With `packed`, each task is packed (`Task.packed`: what the daemon's plan holds),
+        those from the cache without ever being unpacked.
         """
         if not cached:
             return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
 
-        files, cache, found, misses = self._look()
+        files, cache, found, misses = self._look(packed=packed)
         prefetch, self.prefetch = self.prefetch, None
         mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
         read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
-        theirs = prefetch.collect() if prefetch is not None else {}
+        theirs = prefetch.collect(packed=packed) if prefetch is not None else {}
         shared = SharedParts()
         for path, st in misses:
             hit = theirs.get(path)
@@ -278,6 +282,8 @@ class TaskStore:
             if entry.task is not None:
                 # One copy of what tasks share; the cache, pickled from these, keeps it so.
                 entry.task = shared.task(entry.task)
+                if packed:
+                    entry.task = entry.task.packed()
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
@@ -317,12 +323,12 @@ class TaskStore:
         self.prefetch = Prefetch.start(share, prefetch_dir, read)
         return len(self.prefetch.paths) if self.prefetch is not None else 0
 
-    def _look(self) -> _Listing:
+    def _look(self, *, packed: bool = False) -> _Listing:
         """The task files, the cache, the entries it answers and the files to parse."""
         files = self.files()
         cache = TaskCache(self.paths.home, self.dir)
         cache.read_ns = time.time_ns()
-        cache.load()
+        cache.load(packed=packed)
         found: dict[str, TaskEntry] = {}
         misses: list[tuple[Path, os.stat_result]] = []
         for path in files:
