@@ -36,20 +36,60 @@ def is_task_file(name: str) -> bool:
     )
 
 
-@dataclass
 class TaskEntry:
     """One task file as read: the parsed task or the error that stopped it.
 
-    `key` is the (size, inode, mtime) of the version that was parsed, when known.
+    `key` is the (size, inode, mtime) of the version that was parsed, when known. An
+    entry the parse cache answered (`TaskEntry.listed`) makes its `path` when asked: a
+    daemon's start lists 10,000 files and never asks.
     """
 
-    id: str
-    path: Path
-    text: str | None
-    task: Task | None
-    error: TaskFileError | None
-    digest: str
-    key: tuple[int, int, int] | None = None
+    __slots__ = ("_dir", "_path", "digest", "error", "id", "key", "task", "text")
+
+    def __init__(
+        self,
+        id: str,
+        path: Path,
+        text: str | None,
+        task: Task | None,
+        error: TaskFileError | None,
+        digest: str,
+        key: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.id = id
+        self._path: Path | None = path
+        self._dir: Path | None = None
+        self.text = text
+        self.task = task
+        self.error = error
+        self.digest = digest
+        self.key = key
+
+    @classmethod
+    def listed(
+        cls,
+        directory: Path,
+        task_id: str,
+        task: Task | None,
+        error: TaskFileError | None,
+        digest: str,
+    ) -> TaskEntry:
+        """The entry of `<directory>/<task_id>.md`, without its text, its path made later."""
+        entry = cls.__new__(cls)
+        entry.id, entry._path, entry._dir, entry.text = task_id, None, directory, None
+        entry.task, entry.error, entry.digest, entry.key = task, error, digest, None
+        return entry
+
+    @property
+    def path(self) -> Path:
+        """The task file."""
+        if self._path is None:
+            assert self._dir is not None
+            self._path = self._dir / f"{self.id}.md"
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"TaskEntry({self.id!r}, {self.path!r}, error={self.error!r})"
 
     def require(self) -> Task:
         """The task, or raise its file error."""
@@ -224,7 +264,7 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
 
 
 # What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
-_Listing = tuple[list[Path], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
+_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
 
 
 class TaskStore:
@@ -238,11 +278,15 @@ class TaskStore:
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
+        return [self.dir / n for n in self.names()]
+
+    def names(self) -> list[str]:
+        """The names of the task files, sorted."""
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return [self.dir / n for n in sorted(names) if is_task_file(n)]
+        return [n for n in sorted(names) if is_task_file(n)]
 
     def list(
         self, *, cached: bool = True, defer_save: bool = False, packed: bool = False
@@ -261,7 +305,7 @@ class TaskStore:
             return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
 
-        files, cache, found, misses = self._look(packed=packed)
+        names, cache, found, misses = self._look(packed=packed)
         prefetch, self.prefetch = self.prefetch, None
         mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
         read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
@@ -272,7 +316,9 @@ class TaskStore:
             if hit is not None and hit.key == stat_key(st):
                 # Parsed by the child, as the file still is (its parts shared already).
                 task_id = hit.task.id if hit.task is not None else path.name[:-3]
-                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
+                found[path.name] = TaskEntry.listed(
+                    self.dir, task_id, hit.task, hit.error, hit.digest
+                )
                 cache.put(path.name, hit)
                 continue
             # Read here: not the child's, or it failed, or the file changed since it read it.
@@ -294,7 +340,7 @@ class TaskStore:
             self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
         else:
             cache.save()
-        return [found[p.name] for p in files if p.name in found]
+        return [found[n] for n in names if n in found]
 
     def prepare(self, *, prefetch_dir: Path, min_files: int | None = None) -> int:
         """At a daemon's start with no parse cache (the first, or after it was removed):
@@ -325,27 +371,40 @@ class TaskStore:
 
     def _look(self, *, packed: bool = False) -> _Listing:
         """The task files, the cache, the entries it answers and the files to parse."""
-        files = self.files()
+        names = self.names()
         cache = TaskCache(self.paths.home, self.dir)
         cache.read_ns = time.time_ns()
         cache.load(packed=packed)
         found: dict[str, TaskEntry] = {}
         misses: list[tuple[Path, os.stat_result]] = []
-        for path in files:
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # removed since listed
-            hit, trusted = cache.lookup(path.name, st)
-            if hit is None or not (trusted or same_content(path, hit.key, hit.digest)):
-                misses.append((path, st))
-            else:
+        where = str(self.dir)
+        # Each file's stat by name, relative to the directory: no path object per file
+        # (10,000 of them, and each name interned for good by pathlib, at a restart).
+        try:
+            fd: int | None = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(f"{where}/{name}")
+                except OSError:
+                    continue  # removed since listed
+                hit, trusted = cache.lookup(name, st)
+                if hit is None or not (
+                    trusted or same_content(f"{where}/{name}", hit.key, hit.digest)
+                ):
+                    misses.append((self.dir / name, st))
+                    continue
                 # The task's own id string (one copy per task held, not two).
-                task_id = path.name[:-3]
+                task_id = name[:-3]
                 if hit.task is not None and hit.task.id == task_id:
                     task_id = hit.task.id
-                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
-        return (files, cache, found, misses)
+                found[name] = TaskEntry.listed(self.dir, task_id, hit.task, hit.error, hit.digest)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return (names, cache, found, misses)
 
     def save_cache(
         self, *, max_wait: float = 5.0, sleep: Callable[[float], bool] | None = None
