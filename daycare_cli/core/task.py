@@ -10,7 +10,7 @@ import marshal
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # `${secret:NAME}` in a task's `env`: NAME of a secret in config [secrets].
@@ -169,9 +169,6 @@ class Task:
     tags: tuple[str, ...] = ()
     path: str | None = None
     body_line: int = 1  # 1-based line of the file where the body starts
-    # Set on a packed task only (`packed()`): its own values (TASK_PACKED) in one bytes
-    # object, the fields themselves left empty. The daemon's plan holds tasks so.
-    own: bytes | None = None
 
     @property
     def once(self) -> bool:
@@ -192,26 +189,13 @@ class Task:
             return None
         return chosen
 
-    def packed(self) -> Task:
-        """This task with its own values (name, body, env, ...) packed in one bytes object
-        and its fields for them left empty: what the daemon's plan holds of 10,000 tasks
-        (~0.3 KB less each). Only the settings are readable; `unpacked()` gives it back."""
-        if self.own is not None:
-            return self
-        return packed_task(self.id, self._own(), self._settings())
-
-    def unpacked(self) -> Task:
-        """The whole task (itself unless it is packed): what a run is given."""
-        if self.own is None:
-            return self
-        return _rebuild_task(self.id, self.own, self._settings())
-
-    def _own(self) -> bytes:
-        if self.own is not None:
-            return self.own
+    def packed_own(self) -> bytes:
+        """Its own values but its id (TASK_PACKED), packed in one bytes object (marshal)."""
         return marshal.dumps(tuple([getattr(self, name) for name in TASK_PACKED]))
 
-    def _settings(self) -> tuple[Any, ...]:
+    def shared_settings(self) -> tuple[Any, ...]:
+        """Its settings (TASK_SETTINGS) as one tuple, the same object for equal settings
+        of other tasks (while they are recent)."""
         settings = tuple([getattr(self, name) for name in TASK_SETTINGS])
         try:
             if len(_SETTINGS) > 4096:  # edits over months: the pool only needs the recent
@@ -226,8 +210,8 @@ class Task:
         tuple of the settings many tasks share: a restart of 10,000 tasks loads them in
         half the time of the field-by-field state of a slotted dataclass, their numbers
         are shared objects, not one copy per task, and the daemon takes them packed as
-        they are (`store/taskcache.py`, `packed` load)."""
-        return (_rebuild_task, (self.id, self._own(), self._settings()))
+        they are (`core/taskhead.py`)."""
+        return (rebuild_task, (self.id, self.packed_own(), self.shared_settings()))
 
 
 # The fields of `Task.__reduce__`'s shared tuple, in order; the others are a task's own.
@@ -254,29 +238,20 @@ TASK_SETTINGS = (
     "notify_on",
     "tags",
 )
-TASK_OWN = ("id", "name", "body", "description", "env", "path", "body_line", "own")
+TASK_OWN = ("id", "name", "body", "description", "env", "path", "body_line")
 # A task's own values but its id, in the order `Task.own` packs them.
 TASK_PACKED = ("name", "body", "description", "env", "path", "body_line")
 _SETTINGS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-_NO_ENV: dict[str, str] = {}  # the env of every packed task: read-only by convention
 
 
-def _rebuild_task(id: str, own: bytes, s: tuple[Any, ...]) -> Task:
-    """A whole task from `Task.__reduce__`'s values."""
+def rebuild_task(id: str, own: bytes, s: tuple[Any, ...]) -> Task:
+    """A whole task from `Task.__reduce__`'s values (its id, `packed_own()` and
+    `shared_settings()`)."""
     name, body, description, env, path, body_line = marshal.loads(own)
     return Task(
         id, name, body, description, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
         s[9], s[10], s[11], s[12], s[13], s[14], s[15], s[16], s[17], env, s[18], s[19],
         s[20], path, body_line,
-    )  # fmt: skip
-
-
-def packed_task(id: str, own: bytes, s: tuple[Any, ...]) -> Task:
-    """A packed task (`Task.packed`) from `Task.__reduce__`'s values: nothing unpacked."""
-    return Task(
-        id, "", "", None, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10],
-        s[11], s[12], s[13], s[14], s[15], s[16], s[17], _NO_ENV, s[18], s[19], s[20],
-        None, 1, own,
     )  # fmt: skip
 
 
@@ -289,7 +264,14 @@ def valid_task_id(text: str) -> bool:
     return TASK_ID_RE.fullmatch(text) is not None
 
 
-def effective_zone(task: Task, trigger: Trigger | None, default: str) -> str:
+class Zoned(Protocol):
+    """What has a zone of its own, or none: a task (or the plan's `TaskHead`)."""
+
+    @property
+    def timezone(self) -> str | None: ...
+
+
+def effective_zone(task: Zoned, trigger: Trigger | None, default: str) -> str:
     """The zone a trigger is evaluated in: its own, else the task's, else `default`.
 
     `default` is config `timezone`, else the system's zone; the caller passes it. With

@@ -30,6 +30,7 @@ from daycare_cli.core.task import (
     WebhookTrigger,
     effective_zone,
 )
+from daycare_cli.core.taskhead import TaskHead
 from daycare_cli.daemon.clock import Clock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.queued import rows_of
@@ -79,12 +80,12 @@ class PlanningFailed(Exception):
 class Scheduled:
     """A task as the daemon holds it: the last good version and what is running.
 
-    `task` is packed (`Task.packed`): its settings are there to plan and fire it, its own
-    values (name, body, env, ...) are packed in one bytes object; a run is given
+    `task` is its head (`core/taskhead.py`): its settings, to plan and fire it, and its
+    own values (name, body, env, ...) packed in one bytes object; a run is given
     `task.unpacked()`, the version the plan holds even if the file changed since.
     """
 
-    task: Task
+    task: TaskHead
     digest: str
     generation: int
     error: TaskFileError | None = None  # an invalid edit; the old version stays scheduled
@@ -131,7 +132,7 @@ class Plan:
 
     # -- loading ----------------------------------------------------------------------
 
-    def zone(self, task: Task, trigger: Trigger | None = None) -> str:
+    def zone(self, task: Task | TaskHead, trigger: Trigger | None = None) -> str:
         """The zone a trigger is evaluated in: its own, the task's, else config/system."""
         return effective_zone(task, trigger, self.config.timezone)
 
@@ -188,7 +189,7 @@ class Plan:
         """Schedule a new or changed task file; an invalid edit keeps the old version."""
         fault_point("plan")
         current = self.tasks.get(entry.id)
-        if entry.task is None:
+        if entry.task is None and entry.head is None:
             assert entry.error is not None
             if current is not None:
                 if current.error is None or str(current.error) != str(entry.error):
@@ -209,7 +210,11 @@ class Plan:
             current.error = None
             return
         generation = (current.generation + 1) if current else 1
-        sched = Scheduled(entry.task.packed(), entry.digest, generation)
+        head = entry.head
+        if head is None:
+            assert entry.task is not None
+            head = TaskHead.of(entry.task)
+        sched = Scheduled(head, entry.digest, generation)
         if current is not None:
             sched.active, sched.queued = current.active, current.queued
         self.tasks[entry.id] = sched
@@ -246,7 +251,7 @@ class Plan:
         self.tasks.pop(task_id, None)
         self.track_webhooks(task_id, None)
 
-    def track_webhooks(self, task_id: str, task: Task | None) -> None:
+    def track_webhooks(self, task_id: str, task: TaskHead | None) -> None:
         """Keep `webhook_tasks` current (the webhook listener runs only while it has one)."""
         has = task is not None and any(isinstance(t, WebhookTrigger) for t in task.triggers)
         if has != (task_id in self.webhook_tasks):
@@ -421,7 +426,7 @@ class Plan:
         sched.next_fire[trigger.id] = slot
         self.add_fire(start, sched, trigger.id, slot, kind)
 
-    def window(self, task: Task, trigger: Trigger, now: datetime) -> float:
+    def window(self, task: TaskHead, trigger: Trigger, now: datetime) -> float:
         """Seconds of missed time that catch-up considers (task setting or one period)."""
         tz = self.zone(task, trigger)
         return task.catch_up_window or default_catch_up_window(trigger, tz=tz, now=now)
@@ -501,7 +506,7 @@ class Plan:
             # A one-off whose only time passed unrun: recorded missed, nothing left to fire.
             self.archive(task.id, reason="missed")
 
-    def spent(self, task: Task, now: datetime) -> bool:
+    def spent(self, task: TaskHead, now: datetime) -> bool:
         """True for a task whose every trigger is an `at` time that has passed."""
         return bool(task.triggers) and all(
             isinstance(t, AtTrigger)

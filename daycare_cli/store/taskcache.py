@@ -23,9 +23,10 @@ from typing import Any
 
 from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
-from daycare_cli.core.task import Task, packed_task
+from daycare_cli.core.task import Task
+from daycare_cli.core.taskhead import TaskHead
 
-FORMAT = 4  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__; 4: own packed
+FORMAT = 5  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__; 5: own packed
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
@@ -35,7 +36,7 @@ class Cached:
 
     key: tuple[int, int, int]  # (size, inode, mtime_ns)
     digest: str
-    task: Task | None
+    task: Task | TaskHead | None  # a TaskHead when loaded `packed`
     error: TaskFileError | None
 
     def __reduce__(self) -> tuple[type[Cached], tuple[Any, ...]]:
@@ -44,11 +45,12 @@ class Cached:
 
 
 class PackedUnpickler(pickle.Unpickler):
-    """Loads pickled tasks packed: `Task.__reduce__`'s rebuild, by its packed twin."""
+    """Loads pickled tasks as `TaskHead`s: `Task.__reduce__` rebuilds a task from its id,
+    its packed own values and its settings, which are a head's three fields."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "daycare_cli.core.task" and name == "_rebuild_task":
-            return packed_task
+        if module == "daycare_cli.core.task" and name == "rebuild_task":
+            return TaskHead
         return super().find_class(module, name)
 
 
@@ -90,8 +92,8 @@ class TaskCache:
     def load(self, *, packed: bool = False) -> None:
         """Read the cache; anything unexpected leaves it empty.
 
-        `packed`: its tasks as they are stored, packed (`Task.packed`, what the daemon's
-        plan holds), with no object made for their own values.
+        `packed`: its tasks as `TaskHead`s, what the daemon's plan holds, made straight
+        from what is stored (no `Task` built, no object for their own values).
         """
         try:
             with self.path.open("rb") as f:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
+from daycare_cli.core.taskhead import TaskHead
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
 from daycare_cli.store.taskcache import Cached, TaskCache, read_bytes, same_content, stat_key
@@ -41,10 +42,11 @@ class TaskEntry:
 
     `key` is the (size, inode, mtime) of the version that was parsed, when known. An
     entry the parse cache answered (`TaskEntry.listed`) makes its `path` when asked: a
-    daemon's start lists 10,000 files and never asks.
+    daemon's start lists 10,000 files and never asks. In a `packed` listing (the
+    daemon's), a task that comes from a pickle is given as its `head` only (`task` None).
     """
 
-    __slots__ = ("_dir", "_path", "digest", "error", "id", "key", "task", "text")
+    __slots__ = ("_dir", "_path", "digest", "error", "head", "id", "key", "task", "text")
 
     def __init__(
         self,
@@ -64,20 +66,22 @@ class TaskEntry:
         self.error = error
         self.digest = digest
         self.key = key
+        self.head: TaskHead | None = None
 
     @classmethod
     def listed(
         cls,
         directory: Path,
         task_id: str,
-        task: Task | None,
+        task: Task | TaskHead | None,
         error: TaskFileError | None,
         digest: str,
     ) -> TaskEntry:
         """The entry of `<directory>/<task_id>.md`, without its text, its path made later."""
         entry = cls.__new__(cls)
         entry.id, entry._path, entry._dir, entry.text = task_id, None, directory, None
-        entry.task, entry.error, entry.digest, entry.key = task, error, digest, None
+        entry.error, entry.digest, entry.key = error, digest, None
+        entry.task, entry.head = (None, task) if isinstance(task, TaskHead) else (task, None)
         return entry
 
     @property
@@ -298,8 +302,8 @@ class TaskStore:
         `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
         after its ready line) instead of being written now. The files a child `prepare`
         started has parsed are taken from it, when their stat is still the one it read.
-        With `packed`, each task is packed (`Task.packed`: what the daemon's plan holds),
-        those from the cache without ever being unpacked.
+        With `packed`, the tasks that come from the cache (or the child) come as their
+        `head` only (`core/taskhead.py`: what the daemon's plan holds), no `Task` built.
         """
         if not cached:
             return [read_entry(p) for p in self.files()]
@@ -328,8 +332,6 @@ class TaskStore:
             if entry.task is not None:
                 # One copy of what tasks share; the cache, pickled from these, keeps it so.
                 entry.task = shared.task(entry.task)
-                if packed:
-                    entry.task = entry.task.packed()
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
             cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))

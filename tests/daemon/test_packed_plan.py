@@ -1,5 +1,5 @@
-"""The plan holds each task packed (`Task.packed`): its settings to plan with, its own
-values (name, body, env, ...) in one bytes object. A run is still given the whole task,
+"""The plan holds each task's head (`core/taskhead.py`): its settings to plan with, its
+own values (name, body, env, ...) in one bytes object. A run is still given the whole task,
 of the version the plan holds, from a cold start, a restart off the parse cache and an
 edit alike."""
 
@@ -12,10 +12,11 @@ from pathlib import Path
 from daycare_cli.config import load_config
 from daycare_cli.core.task import Task
 from daycare_cli.core.taskfile import parse_task
+from daycare_cli.core.taskhead import TaskHead
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
-from daycare_cli.store.taskcache import PackedUnpickler, TaskCache
+from daycare_cli.store.taskcache import TaskCache
 from daycare_cli.store.tasks import read_entry
 
 TEXT = (
@@ -36,11 +37,11 @@ def parsed(paths: Paths) -> Task:
     return parse_task(path.read_bytes(), path=str(path), task_id="hello")
 
 
-def run_once(paths: Paths, *, edit: str | None = None) -> tuple[Task, Task, str]:
+def run_once(paths: Paths, *, edit: str | None = None) -> tuple[TaskHead, Task, str]:
     """Load the plan as a start does (optionally apply an edit as the watcher does), run
     the task once: the task the plan holds, the task the run was given, the run's status."""
 
-    async def main() -> tuple[Task, Task, str]:
+    async def main() -> tuple[TaskHead, Task, str]:
         with State.open(paths.state_db) as state:
             scheduler = Scheduler(paths, load_config(paths.config_file), state)
             scheduler.plan.load_all(starting=True)
@@ -59,35 +60,19 @@ def run_once(paths: Paths, *, edit: str | None = None) -> tuple[Task, Task, str]
     return asyncio.run(main())
 
 
-def test_a_packed_task_unpacks_to_the_whole_task_and_pickles_whole() -> None:
-    text = TEXT.format(n=1).encode()
-    task = parse_task(text, path="/t/hello.md", task_id="hello")
-    packed = task.packed()
-    assert packed.own is not None and packed.name == "" and packed.body == "" and not packed.env
-    assert packed.triggers == task.triggers and packed.timezone == task.timezone
-    assert packed.unpacked() == task and packed.packed() is packed and task.unpacked() is task
-    # Pickled (the parse cache): whole for the CLI, packed (the same bytes) for the daemon.
-    assert pickle.loads(pickle.dumps(packed)) == task
-    data = pickle.dumps([task, packed])
-    import io
-
-    again = PackedUnpickler(io.BytesIO(data)).load()
-    assert again == [packed, packed] and again[0].unpacked() == task
-
-
 def test_a_run_gets_the_whole_task_at_a_cold_start_and_off_the_parse_cache(
     tmp_path: Path,
 ) -> None:
     paths = home(tmp_path)
     held, given, status = run_once(paths)  # cold: parsed, no cache
-    assert held.own is not None and held.body == ""
+    assert held == TaskHead.of(parsed(paths))
     assert given == parsed(paths) and given.body == "Body of version 1.\n"
     assert given.env == {"GREETING": "hi"} and status == "succeeded"
     # The cache is written now; a restart takes the task from it, packed as stored.
     cache = TaskCache(paths.home, paths.tasks_dir)
     assert cache.path.exists()
     held, given, status = run_once(paths)
-    assert held.own is not None and given == parsed(paths) and status == "succeeded"
+    assert held == TaskHead.of(parsed(paths)) and given == parsed(paths) and status == "succeeded"
     with cache.path.open("rb") as f:  # the cache holds the whole task, not a packed one
         assert pickle.load(f)[2]["hello.md"].task == parsed(paths)
 
@@ -96,6 +81,6 @@ def test_an_edit_runs_the_new_version(tmp_path: Path) -> None:
     paths = home(tmp_path)
     run_once(paths)
     held, given, status = run_once(paths, edit=TEXT.format(n=2).replace("hi", "hey"))
-    assert held.own is not None and status == "succeeded"
+    assert held == TaskHead.of(parsed(paths)) and status == "succeeded"
     assert given == parsed(paths) and given.body == "Body of version 2.\n"
     assert given.env == {"GREETING": "hey"} and given.name == "Morning 2"
