@@ -268,7 +268,7 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
 
 
 # What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
-_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
+_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[str, os.stat_result]]]
 
 
 class TaskStore:
@@ -311,22 +311,20 @@ class TaskStore:
 
         names, cache, found, misses = self._look(packed=packed)
         prefetch, self.prefetch = self.prefetch, None
-        mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
-        read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
+        mine = [self.dir / n for n, _ in misses if prefetch is None or n not in prefetch.names]
+        read = {p.name: e for p, e in zip(mine, read_entries(mine), strict=True)}
         theirs = prefetch.collect(packed=packed) if prefetch is not None else {}
         shared = SharedParts()
-        for path, st in misses:
-            hit = theirs.get(path)
+        for name, st in misses:
+            hit = theirs.get(name)
             if hit is not None and hit.key == stat_key(st):
-                # Parsed by the child, as the file still is (its parts shared already).
-                task_id = hit.task.id if hit.task is not None else path.name[:-3]
-                found[path.name] = TaskEntry.listed(
-                    self.dir, task_id, hit.task, hit.error, hit.digest
-                )
-                cache.put(path.name, hit)
+                # Parsed by a child, as the file still is (its parts shared already).
+                task_id = hit.task.id if hit.task is not None else name[:-3]
+                found[name] = TaskEntry.listed(self.dir, task_id, hit.task, hit.error, hit.digest)
+                cache.put(name, hit)
                 continue
-            # Read here: not the child's, or it failed, or the file changed since it read it.
-            entry = read[path] if path in read else _read_or_none(path)
+            # Read here: not a child's, or it failed, or the file changed since it read it.
+            entry = read[name] if name in read else _read_or_none(self.dir / name)
             if entry is None:
                 continue
             if entry.task is not None:
@@ -334,8 +332,8 @@ class TaskStore:
                 entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
-            cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
-            found[path.name] = entry
+            cache.put(name, Cached(key, entry.digest, entry.task, entry.error))
+            found[name] = entry
         cache.retain(set(found))
         if defer_save:
             # Nothing to write and nothing to confirm: no need to hold the entries.
@@ -346,30 +344,30 @@ class TaskStore:
 
     def prepare(self, *, prefetch_dir: Path, min_files: int | None = None) -> int:
         """At a daemon's start with no parse cache (the first, or after it was removed):
-        when there are many task files, fork a child that parses a share of them while
-        the start does its other work (`store/prefetch.py`); the next `list` takes what
-        it parsed. How many files the child parses. Called first thing, before any thread.
+        when there are many task files, fork children that parse them while the start
+        does its other work (`store/prefetch.py`); the next `list` takes what they
+        parsed. How many files the children parse. Called first thing, before any thread.
         """
-        from daycare_cli.store.prefetch import CHILD_SHARE, MIN_FILES, Prefetch
+        from daycare_cli.store.prefetch import MAX_CHILDREN, MIN_FILES, Prefetch, usable_cpus
 
         if TaskCache(self.paths.home, self.dir).path.exists():
             return 0  # a restart: the cache answers for most files
-        files = self.files()
-        if len(files) < (min_files or MIN_FILES):
+        names = self.names()
+        if len(names) < (min_files or MIN_FILES):
             return 0
         from daycare_cli.core.taskshare import SharedParts
 
         shared = SharedParts()  # the child's own
 
-        def read(path: Path) -> Cached:
+        def read(name: str) -> Cached:
             # What the cache keeps (no text, no path: the daemon has both or no use for them).
-            entry = read_entry(path)
+            entry = read_entry(self.dir / name)
             task = shared.task(entry.task) if entry.task is not None else None
             return Cached(entry.key or (-1, -1, -1), entry.digest, task, entry.error)
 
-        share = files[: int(len(files) * CHILD_SHARE)]
-        self.prefetch = Prefetch.start(share, prefetch_dir, read)
-        return len(self.prefetch.paths) if self.prefetch is not None else 0
+        children = max(1, min(MAX_CHILDREN, usable_cpus()))
+        self.prefetch = Prefetch.start(names, prefetch_dir, read, children=children)
+        return len(self.prefetch.names) if self.prefetch is not None else 0
 
     def _look(self, *, packed: bool = False) -> _Listing:
         """The task files, the cache, the entries it answers and the files to parse."""
@@ -378,7 +376,7 @@ class TaskStore:
         cache.read_ns = time.time_ns()
         cache.load(packed=packed)
         found: dict[str, TaskEntry] = {}
-        misses: list[tuple[Path, os.stat_result]] = []
+        misses: list[tuple[str, os.stat_result]] = []
         where = str(self.dir)
         # Each file's stat by name, relative to the directory: no path object per file
         # (10,000 of them, and each name interned for good by pathlib, at a restart).
@@ -396,7 +394,7 @@ class TaskStore:
                 if hit is None or not (
                     trusted or same_content(f"{where}/{name}", hit.key, hit.digest)
                 ):
-                    misses.append((self.dir / name, st))
+                    misses.append((name, st))
                     continue
                 # The task's own id string (one copy per task held, not two).
                 task_id = name[:-3]
