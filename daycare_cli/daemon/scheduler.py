@@ -323,7 +323,7 @@ class Scheduler:
 
     def _route(self, sched: Scheduled, req: RunRequest, decision: str) -> None:
         if decision == "queue":
-            sched.queued.append(req)
+            sched.own_runs()[1].append(req)
             return
         if decision == "cancel_and_start":
             for other in list(sched.active.values()):
@@ -378,7 +378,7 @@ class Scheduler:
         if sched.task.overlap == "queue":
             req.wait_for_lock = sched.task.run_timeout
         atask = asyncio.get_running_loop().create_task(self._run(runner, sched, req))
-        sched.active[run_id] = atask
+        sched.own_runs()[0][run_id] = atask
         self.runs[run_id] = atask
 
     async def _run(self, runner: Runner, sched: Scheduled, req: RunRequest) -> None:
@@ -398,13 +398,13 @@ class Scheduler:
             log.error("run %s of %s: %s", req.run_id, sched.task.id, describe(exc), exc_info=trace)
             self._finish_crashed(req.run_id, exc)
         finally:
-            sched.active.pop(req.run_id, None)
+            sched.own_runs()[0].pop(req.run_id, None)
             self.runs.pop(req.run_id, None)
             if not self.stopping:
                 for started in self.gate.done(req.run_id):
                     self._start(started)
                 if sched.queued and not sched.active:
-                    self.admit(sched, sched.queued.pop(0))
+                    self.admit(sched, sched.own_runs()[1].pop(0))
         if run is None:
             if req.slot is not None and req.row is not None and req.row.done():
                 log.info(

@@ -1,7 +1,8 @@
-"""The plan holds each task's head (`core/taskhead.py`): its settings to plan with, its
-own values (name, body, env, ...) in one bytes object. A run is still given the whole task,
-of the version the plan holds, from a cold start, a restart off the parse cache and an
-edit alike."""
+"""What the plan holds of each task, kept small for 10,000 tasks: its head
+(`core/taskhead.py`: its settings to plan with, its own values in one bytes object) and,
+until it runs, shared empty run containers. A run is still given the whole task, of the
+version the plan holds, from a cold start, a restart off the parse cache and an edit
+alike, and an edit hands the runs of the old version on to the new one."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import asyncio
 import pickle
 from pathlib import Path
 
+import pytest
+
 from daycare_cli.config import load_config
 from daycare_cli.core.task import Task
 from daycare_cli.core.taskfile import parse_task
 from daycare_cli.core.taskhead import TaskHead
+from daycare_cli.daemon.plan import NO_QUEUE, NO_RUNS
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
@@ -84,3 +88,33 @@ def test_an_edit_runs_the_new_version(tmp_path: Path) -> None:
     assert held == TaskHead.of(parsed(paths)) and status == "succeeded"
     assert given == parsed(paths) and given.body == "Body of version 2.\n"
     assert given.env == {"GREETING": "hey"} and given.name == "Morning 2"
+
+
+def test_a_task_that_never_ran_shares_empty_run_containers_an_edit_hands_them_on(
+    tmp_path: Path,
+) -> None:
+    paths = home(tmp_path)
+
+    async def main() -> None:
+        with State.open(paths.state_db) as state:
+            scheduler = Scheduler(paths, load_config(paths.config_file), state)
+            plan = scheduler.plan
+            plan.load_all(starting=True)
+            old = plan.tasks["hello"]
+            assert old.active is NO_RUNS and old.queued is NO_QUEUE
+            with pytest.raises(TypeError):  # read-only: a run must take its own first
+                old.active["x"] = None  # type: ignore[index]
+            req = scheduler.enqueue("hello", kind="manual")
+            assert req is not None and req.run_id is not None
+            assert list(old.active) == [req.run_id] and old.active is not NO_RUNS
+            # An edit while it runs: the new version counts the old version's run.
+            (paths.tasks_dir / "hello.md").write_text(TEXT.format(n=2))
+            plan.apply_entry(read_entry(paths.tasks_dir / "hello.md"))
+            new = plan.tasks["hello"]
+            assert new is not old and new.generation == 2
+            assert new.active is old.active and new.queued is old.queued
+            assert list(new.active) == [req.run_id]
+            await asyncio.wait_for(scheduler.runs[req.run_id], timeout=30)
+            assert not new.active and not old.active
+
+    asyncio.run(main())
