@@ -7,7 +7,6 @@ alike, and an edit hands the runs of the old version on to the new one."""
 from __future__ import annotations
 
 import asyncio
-import pickle
 from pathlib import Path
 
 import pytest
@@ -77,8 +76,9 @@ def test_a_run_gets_the_whole_task_at_a_cold_start_and_off_the_parse_cache(
     assert cache.path.exists()
     held, given, status = run_once(paths)
     assert held == TaskHead.of(parsed(paths)) and given == parsed(paths) and status == "succeeded"
-    with cache.path.open("rb") as f:  # the cache holds the whole task, not a packed one
-        assert pickle.load(f)[2]["hello.md"].task == parsed(paths)
+    cache.load()  # the cache holds the whole task, not a packed one
+    entry = cache.entries["hello.md"]
+    assert isinstance(entry.task, Task) and entry.task == parsed(paths)
 
 
 def test_an_edit_runs_the_new_version(tmp_path: Path) -> None:
