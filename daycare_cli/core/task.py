@@ -6,10 +6,11 @@ validates every key with precise positions; everything else only reads them.
 
 from __future__ import annotations
 
+import marshal
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # `${secret:NAME}` in a task's `env`: NAME of a secret in config [secrets].
@@ -188,11 +189,13 @@ class Task:
             return None
         return chosen
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickled (the parse cache) as its own values and one tuple of the settings many
-        tasks share: a restart of 10,000 tasks loads them in half the time of the
-        field-by-field state of a slotted dataclass, and their numbers are shared
-        objects, not one copy per task (pickle writes every float out in full)."""
+    def packed_own(self) -> bytes:
+        """Its own values but its id (TASK_PACKED), packed in one bytes object (marshal)."""
+        return marshal.dumps(tuple([getattr(self, name) for name in TASK_PACKED]))
+
+    def shared_settings(self) -> tuple[Any, ...]:
+        """Its settings (TASK_SETTINGS) as one tuple, the same object for equal settings
+        of other tasks (while they are recent)."""
         settings = tuple([getattr(self, name) for name in TASK_SETTINGS])
         try:
             if len(_SETTINGS) > 4096:  # edits over months: the pool only needs the recent
@@ -200,8 +203,15 @@ class Task:
             settings = _SETTINGS.setdefault(settings, settings)
         except TypeError:  # an unhashable value: this task's settings are its own
             pass
-        own = [getattr(self, name) for name in TASK_OWN]
-        return (_rebuild_task, (*own, settings))
+        return settings
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (the parse cache) as its id, its own values packed (marshal) and one
+        tuple of the settings many tasks share: a restart of 10,000 tasks loads them in
+        half the time of the field-by-field state of a slotted dataclass, their numbers
+        are shared objects, not one copy per task, and the daemon takes them packed as
+        they are (`core/taskhead.py`)."""
+        return (rebuild_task, (self.id, self.packed_own(), self.shared_settings()))
 
 
 # The fields of `Task.__reduce__`'s shared tuple, in order; the others are a task's own.
@@ -229,50 +239,20 @@ TASK_SETTINGS = (
     "tags",
 )
 TASK_OWN = ("id", "name", "body", "description", "env", "path", "body_line")
+# A task's own values but its id, in the order `Task.own` packs them.
+TASK_PACKED = ("name", "body", "description", "env", "path", "body_line")
 _SETTINGS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
-def _rebuild_task(
-    id: str,
-    name: str,
-    body: str,
-    description: str | None,
-    env: dict[str, str],
-    path: str | None,
-    body_line: int,
-    s: tuple[Any, ...],
-) -> Task:
-    """A task from `Task.__reduce__`'s values."""
+def rebuild_task(id: str, own: bytes, s: tuple[Any, ...]) -> Task:
+    """A whole task from `Task.__reduce__`'s values (its id, `packed_own()` and
+    `shared_settings()`)."""
+    name, body, description, env, path, body_line = marshal.loads(own)
     return Task(
-        id,
-        name,
-        body,
-        description,
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-        s[4],
-        s[5],
-        s[6],
-        s[7],
-        s[8],
-        s[9],
-        s[10],
-        s[11],
-        s[12],
-        s[13],
-        s[14],
-        s[15],
-        s[16],
-        s[17],
-        env,
-        s[18],
-        s[19],
-        s[20],
-        path,
-        body_line,
-    )
+        id, name, body, description, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
+        s[9], s[10], s[11], s[12], s[13], s[14], s[15], s[16], s[17], env, s[18], s[19],
+        s[20], path, body_line,
+    )  # fmt: skip
 
 
 def valid_task_id(text: str) -> bool:
@@ -284,7 +264,14 @@ def valid_task_id(text: str) -> bool:
     return TASK_ID_RE.fullmatch(text) is not None
 
 
-def effective_zone(task: Task, trigger: Trigger | None, default: str) -> str:
+class Zoned(Protocol):
+    """What has a zone of its own, or none: a task (or the plan's `TaskHead`)."""
+
+    @property
+    def timezone(self) -> str | None: ...
+
+
+def effective_zone(task: Zoned, trigger: Trigger | None, default: str) -> str:
     """The zone a trigger is evaluated in: its own, else the task's, else `default`.
 
     `default` is config `timezone`, else the system's zone; the caller passes it. With

@@ -13,7 +13,6 @@ import heapq
 import itertools
 import logging
 import random
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,10 +29,11 @@ from daycare_cli.core.task import (
     WebhookTrigger,
     effective_zone,
 )
+from daycare_cli.core.taskhead import TaskHead
 from daycare_cli.daemon.clock import Clock
 from daycare_cli.daemon.faults import fault_point
+from daycare_cli.daemon.planned import Fire, PlanningFailed, Scheduled
 from daycare_cli.daemon.queued import rows_of
-from daycare_cli.run.runner import RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.plancache import PlanCache
@@ -41,51 +41,13 @@ from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
 from daycare_cli.store.tasks import TaskEntry, TaskStore
+from daycare_cli.store.taskstate import slot_key
 from daycare_cli.store.writer import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.daemon")
 
 CATCH_UP_LIMIT = 100
 CATCH_UP_SCAN = 1000  # newest missed slots looked at after a long sleep
-
-
-@dataclass(order=True, slots=True)
-class Fire:
-    """One planned fire of a trigger: when to start and which slot it is for."""
-
-    at: float
-    seq: int
-    task_id: str = field(compare=False)
-    trigger_id: str = field(compare=False)
-    slot: datetime = field(compare=False)
-    kind: str = field(compare=False, default="schedule")  # schedule | catch-up | retry
-    attempt: int = field(compare=False, default=1)
-    generation: int = field(compare=False, default=0)
-    # A catch-up run's row is written (queued) when the catch-up is decided: its id, and
-    # the pending commit of its row (None once it is known to be committed).
-    run_id: str | None = field(compare=False, default=None)
-    row: asyncio.Future[Run | None] | None = field(compare=False, default=None)
-
-
-class PlanningFailed(Exception):
-    """Planning raised for some tasks of a load; every other task was loaded."""
-
-    def __init__(self, failures: list[tuple[str, Exception]]) -> None:
-        self.failures = failures
-        super().__init__("; ".join(f"{task}: {type(e).__name__}: {e}" for task, e in failures))
-
-
-@dataclass(slots=True)
-class Scheduled:
-    """A task as the daemon holds it: the last good version and what is running."""
-
-    task: Task
-    digest: str
-    generation: int
-    error: TaskFileError | None = None  # an invalid edit; the old version stays scheduled
-    active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    queued: list[RunRequest] = field(default_factory=list)
-    next_fire: dict[str, datetime] = field(default_factory=dict)
 
 
 class Plan:
@@ -120,13 +82,13 @@ class Plan:
         self.webhook_tasks: set[str] = set()  # tasks with a webhook trigger
         self.webhooks_changed = asyncio.Event()  # set when that set changes
         # Every trigger's stored last slot, read in one query while a start loads the plan.
-        self.stored: dict[tuple[str, str], str] | None = None
+        self.stored: dict[str, str] | None = None
         # Each trigger's next slot as the last start computed it (store/plancache.py).
         self.plan_cache: PlanCache | None = None
 
     # -- loading ----------------------------------------------------------------------
 
-    def zone(self, task: Task, trigger: Trigger | None = None) -> str:
+    def zone(self, task: Task | TaskHead, trigger: Trigger | None = None) -> str:
         """The zone a trigger is evaluated in: its own, the task's, else config/system."""
         return effective_zone(task, trigger, self.config.timezone)
 
@@ -148,7 +110,9 @@ class Plan:
                 self.plan_cache = PlanCache(self.paths.home, self.paths.tasks_dir)
                 self.plan_cache.load()
         try:
-            listed = self.store.list(defer_save=starting) if entries is None else entries
+            listed = (
+                self.store.list(defer_save=starting, packed=True) if entries is None else entries
+            )
             for entry in listed:
                 seen.add(entry.id)
                 try:
@@ -181,7 +145,7 @@ class Plan:
         """Schedule a new or changed task file; an invalid edit keeps the old version."""
         fault_point("plan")
         current = self.tasks.get(entry.id)
-        if entry.task is None:
+        if entry.task is None and entry.head is None:
             assert entry.error is not None
             if current is not None:
                 if current.error is None or str(current.error) != str(entry.error):
@@ -202,11 +166,15 @@ class Plan:
             current.error = None
             return
         generation = (current.generation + 1) if current else 1
-        sched = Scheduled(entry.task, entry.digest, generation)
+        head = entry.head
+        if head is None:
+            assert entry.task is not None
+            head = TaskHead.of(entry.task)
+        sched = Scheduled(head, entry.digest, generation)
         if current is not None:
-            sched.active, sched.queued = current.active, current.queued
+            sched.active, sched.queued = current.own_runs()
         self.tasks[entry.id] = sched
-        self.track_webhooks(entry.id, entry.task)
+        self.track_webhooks(entry.id, sched.task)
         if not starting:
             # Loading at start is not a change: one `daemon.started` event covers it, and
             # 10,000 one-row transactions would cost a second of start-up.
@@ -239,7 +207,7 @@ class Plan:
         self.tasks.pop(task_id, None)
         self.track_webhooks(task_id, None)
 
-    def track_webhooks(self, task_id: str, task: Task | None) -> None:
+    def track_webhooks(self, task_id: str, task: TaskHead | None) -> None:
         """Keep `webhook_tasks` current (the webhook listener runs only while it has one)."""
         has = task is not None and any(isinstance(t, WebhookTrigger) for t in task.triggers)
         if has != (task_id in self.webhook_tasks):
@@ -400,7 +368,7 @@ class Plan:
     def last_slot(self, task_id: str, trigger_id: str) -> datetime | None:
         """A trigger's stored last slot (or where it was first planned from); None if none."""
         if self.stored is not None:
-            return _parse_time(self.stored.get((task_id, trigger_id)))
+            return _parse_time(self.stored.get(slot_key(task_id, trigger_id)))
         tstate = self.state.get_trigger_state(task_id, trigger_id)
         return _parse_time(tstate.last_slot) if tstate else None
 
@@ -414,7 +382,7 @@ class Plan:
         sched.next_fire[trigger.id] = slot
         self.add_fire(start, sched, trigger.id, slot, kind)
 
-    def window(self, task: Task, trigger: Trigger, now: datetime) -> float:
+    def window(self, task: TaskHead, trigger: Trigger, now: datetime) -> float:
         """Seconds of missed time that catch-up considers (task setting or one period)."""
         tz = self.zone(task, trigger)
         return task.catch_up_window or default_catch_up_window(trigger, tz=tz, now=now)
@@ -494,7 +462,7 @@ class Plan:
             # A one-off whose only time passed unrun: recorded missed, nothing left to fire.
             self.archive(task.id, reason="missed")
 
-    def spent(self, task: Task, now: datetime) -> bool:
+    def spent(self, task: TaskHead, now: datetime) -> bool:
         """True for a task whose every trigger is an `at` time that has passed."""
         return bool(task.triggers) and all(
             isinstance(t, AtTrigger)

@@ -29,7 +29,8 @@ from daycare_cli.core.schedule import slots_between, upcoming
 from daycare_cli.core.task import CronTrigger
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
-from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Fire, Plan, Scheduled
+from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Plan
+from daycare_cli.daemon.planned import Fire, Scheduled
 from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
 from daycare_cli.daemon.retries import restore_retries
 from daycare_cli.run.runner import Runner, RunRequest
@@ -257,7 +258,7 @@ class Scheduler:
         )
         self.fires += 1
         req = RunRequest(
-            task=task,
+            task=task.unpacked(),  # the plan holds it packed
             trigger=kind,
             trigger_id=trigger_id,
             slot=slot,
@@ -289,7 +290,7 @@ class Scheduler:
             log.info("%s: queued run %s cancelled: task changed", queued.task_id, queued.run_id)
             return
         req = RunRequest(
-            task=sched.task,
+            task=sched.task.unpacked(),  # the plan holds it packed
             trigger=queued.trigger,
             trigger_id=queued.trigger_id,
             slot=queued.slot,
@@ -324,7 +325,7 @@ class Scheduler:
 
     def _route(self, sched: Scheduled, req: RunRequest, decision: str) -> None:
         if decision == "queue":
-            sched.queued.append(req)
+            sched.own_runs()[1].append(req)
             return
         if decision == "cancel_and_start":
             for other in list(sched.active.values()):
@@ -379,7 +380,7 @@ class Scheduler:
         if sched.task.overlap == "queue":
             req.wait_for_lock = sched.task.run_timeout
         atask = asyncio.get_running_loop().create_task(self._run(runner, sched, req))
-        sched.active[run_id] = atask
+        sched.own_runs()[0][run_id] = atask
         self.runs[run_id] = atask
 
     async def _run(self, runner: Runner, sched: Scheduled, req: RunRequest) -> None:
@@ -399,13 +400,13 @@ class Scheduler:
             log.error("run %s of %s: %s", req.run_id, sched.task.id, describe(exc), exc_info=trace)
             self._finish_crashed(req.run_id, exc)
         finally:
-            sched.active.pop(req.run_id, None)
+            sched.own_runs()[0].pop(req.run_id, None)
             self.runs.pop(req.run_id, None)
             if not self.stopping:
                 for started in self.gate.done(req.run_id):
                     self._start(started)
                 if sched.queued and not sched.active:
-                    self.admit(sched, sched.queued.pop(0))
+                    self.admit(sched, sched.own_runs()[1].pop(0))
         if run is None:
             if req.slot is not None and req.row is not None and req.row.done():
                 log.info(

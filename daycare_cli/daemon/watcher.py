@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError
-from daycare_cli.daemon.plan import Plan, PlanningFailed
+from daycare_cli.daemon.plan import Plan
+from daycare_cli.daemon.planned import PlanningFailed
 from daycare_cli.store import writes
 from daycare_cli.store.tasks import (
     SettledRead,

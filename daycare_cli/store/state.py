@@ -216,8 +216,8 @@ class State:
         """Every remembered trigger state (of one task), for the daemon's start."""
         return self._read(lambda db: taskstate.trigger_states(db, task))
 
-    def last_slots(self) -> dict[tuple[str, str], str]:
-        """Every trigger's stored last slot as text, by (task, trigger id): a start's read."""
+    def last_slots(self) -> dict[str, str]:
+        """Every trigger's stored last slot as text, by `taskstate.slot_key`: a start's read."""
         return self._read(taskstate.last_slots)
 
     plan_from = _committed(writes.plan_from)

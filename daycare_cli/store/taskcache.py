@@ -24,8 +24,11 @@ from typing import Any
 from daycare_cli import __version__
 from daycare_cli.core.errors import TaskFileError
 from daycare_cli.core.task import Task
+from daycare_cli.core.taskhead import TaskHead
 
-FORMAT = 3  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__
+FORMAT = 6  # 2: slotted Task and triggers; 3: Task and Cached rebuilt by __init__; 5: own
+# packed; 6: the header, the time, then the entries in chunks (one pickler), then None
+CHUNK = 500  # entries a chunk: ~4 ms of pickling, after which another thread may run
 RACY_NS = 2_000_000_000  # files modified within 2 s of the cache write are re-read
 
 
@@ -35,12 +38,22 @@ class Cached:
 
     key: tuple[int, int, int]  # (size, inode, mtime_ns)
     digest: str
-    task: Task | None
+    task: Task | TaskHead | None  # a TaskHead when loaded `packed`
     error: TaskFileError | None
 
     def __reduce__(self) -> tuple[type[Cached], tuple[Any, ...]]:
         # Rebuilt by __init__: faster to load than a slotted dataclass's state.
         return (Cached, (self.key, self.digest, self.task, self.error))
+
+
+class PackedUnpickler(pickle.Unpickler):
+    """Loads pickled tasks as `TaskHead`s: `Task.__reduce__` rebuilds a task from its id,
+    its packed own values and its settings, which are a head's three fields."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "daycare_cli.core.task" and name == "rebuild_task":
+            return TaskHead
+        return super().find_class(module, name)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -78,16 +91,24 @@ class TaskCache:
             "tasks_dir": self.tasks_dir,
         }
 
-    def load(self) -> None:
-        """Read the cache; anything unexpected leaves it empty."""
+    def load(self, *, packed: bool = False) -> None:
+        """Read the cache; anything unexpected leaves it empty.
+
+        `packed`: its tasks as `TaskHead`s, what the daemon's plan holds, made straight
+        from what is stored (no `Task` built, no object for their own values).
+        """
+        entries: dict[str, Cached] = {}
         try:
             with self.path.open("rb") as f:
-                header, written_ns, entries = pickle.load(f)
+                reader = PackedUnpickler(f) if packed else pickle.Unpickler(f)
+                if reader.load() != self.header():
+                    return
+                written_ns = int(reader.load())
+                while (chunk := reader.load()) is not None:
+                    entries.update(chunk)
         except Exception:  # missing, truncated, from another version: start empty
             return
-        if header != self.header() or not isinstance(entries, dict):
-            return
-        self.entries, self.written_ns = entries, int(written_ns)
+        self.entries, self.written_ns = entries, written_ns
 
     def get(self, name: str, st: os.stat_result) -> Cached | None:
         """The cached parse of a file, if the file is certainly unchanged since."""
@@ -132,13 +153,21 @@ class TaskCache:
         written = written_ns if written_ns is not None else (self.read_ns or time.time_ns())
         # Pickled straight into a temporary file, renamed over the cache: no copy of the
         # whole (3 MB for 10,000 tasks) in memory; a reader sees the old or the new one.
+        # In chunks, by one pickler (what tasks share is still written once): the daemon
+        # writes it in a thread, and one dump of 10,000 entries would hold the event
+        # loop's thread off for ~35 ms (an edit or a webhook answered that much later).
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as f:
-                value = (self.header(), written, self.entries)
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                writer = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
+                writer.dump(self.header())
+                writer.dump(written)
+                items = list(self.entries.items())
+                for start in range(0, len(items), CHUNK):
+                    writer.dump(dict(items[start : start + CHUNK]))
+                writer.dump(None)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

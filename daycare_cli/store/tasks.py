@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from daycare_cli.core.errors import NotFoundError, TaskFileError, UsageError
 from daycare_cli.core.task import TASK_ID_RULE, Task, valid_task_id
+from daycare_cli.core.taskhead import TaskHead
 from daycare_cli.core.taskid import slugify
 from daycare_cli.store.paths import Paths, atomic_write
 from daycare_cli.store.taskcache import Cached, TaskCache, read_bytes, same_content, stat_key
@@ -36,20 +37,63 @@ def is_task_file(name: str) -> bool:
     )
 
 
-@dataclass
 class TaskEntry:
     """One task file as read: the parsed task or the error that stopped it.
 
-    `key` is the (size, inode, mtime) of the version that was parsed, when known.
+    `key` is the (size, inode, mtime) of the version that was parsed, when known. An
+    entry the parse cache answered (`TaskEntry.listed`) makes its `path` when asked: a
+    daemon's start lists 10,000 files and never asks. In a `packed` listing (the
+    daemon's), a task that comes from a pickle is given as its `head` only (`task` None).
     """
 
-    id: str
-    path: Path
-    text: str | None
-    task: Task | None
-    error: TaskFileError | None
-    digest: str
-    key: tuple[int, int, int] | None = None
+    __slots__ = ("_dir", "_path", "digest", "error", "head", "id", "key", "task", "text")
+
+    def __init__(
+        self,
+        id: str,
+        path: Path,
+        text: str | None,
+        task: Task | None,
+        error: TaskFileError | None,
+        digest: str,
+        key: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.id = id
+        self._path: Path | None = path
+        self._dir: Path | None = None
+        self.text = text
+        self.task = task
+        self.error = error
+        self.digest = digest
+        self.key = key
+        self.head: TaskHead | None = None
+
+    @classmethod
+    def listed(
+        cls,
+        directory: Path,
+        task_id: str,
+        task: Task | TaskHead | None,
+        error: TaskFileError | None,
+        digest: str,
+    ) -> TaskEntry:
+        """The entry of `<directory>/<task_id>.md`, without its text, its path made later."""
+        entry = cls.__new__(cls)
+        entry.id, entry._path, entry._dir, entry.text = task_id, None, directory, None
+        entry.error, entry.digest, entry.key = error, digest, None
+        entry.task, entry.head = (None, task) if isinstance(task, TaskHead) else (task, None)
+        return entry
+
+    @property
+    def path(self) -> Path:
+        """The task file."""
+        if self._path is None:
+            assert self._dir is not None
+            self._path = self._dir / f"{self.id}.md"
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"TaskEntry({self.id!r}, {self.path!r}, error={self.error!r})"
 
     def require(self) -> Task:
         """The task, or raise its file error."""
@@ -224,7 +268,7 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
 
 
 # What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
-_Listing = tuple[list[Path], TaskCache, dict[str, TaskEntry], list[tuple[Path, os.stat_result]]]
+_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[str, os.stat_result]]]
 
 
 class TaskStore:
@@ -238,13 +282,19 @@ class TaskStore:
 
     def files(self) -> list[Path]:
         """Task files, sorted by name."""
+        return [self.dir / n for n in self.names()]
+
+    def names(self) -> list[str]:
+        """The names of the task files, sorted."""
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return [self.dir / n for n in sorted(names) if is_task_file(n)]
+        return [n for n in sorted(names) if is_task_file(n)]
 
-    def list(self, *, cached: bool = True, defer_save: bool = False) -> list[TaskEntry]:
+    def list(
+        self, *, cached: bool = True, defer_save: bool = False, packed: bool = False
+    ) -> list[TaskEntry]:
         """Every task file, parsed, in id order; invalid files included with their error.
 
         Unchanged files come from the parse cache (`store/taskcache.py`); their entries
@@ -252,27 +302,29 @@ class TaskStore:
         `defer_save`, the cache is kept for `save_cache` (the daemon's start writes it
         after its ready line) instead of being written now. The files a child `prepare`
         started has parsed are taken from it, when their stat is still the one it read.
+        With `packed`, the tasks that come from the cache (or the child) come as their
+        `head` only (`core/taskhead.py`: what the daemon's plan holds), no `Task` built.
         """
         if not cached:
             return [read_entry(p) for p in self.files()]
         from daycare_cli.core.taskshare import SharedParts
 
-        files, cache, found, misses = self._look()
+        names, cache, found, misses = self._look(packed=packed)
         prefetch, self.prefetch = self.prefetch, None
-        mine = [p for p, _ in misses if prefetch is None or p not in prefetch.paths]
-        read: dict[Path, TaskEntry | None] = dict(zip(mine, read_entries(mine), strict=True))
-        theirs = prefetch.collect() if prefetch is not None else {}
+        mine = [self.dir / n for n, _ in misses if prefetch is None or n not in prefetch.names]
+        read = {p.name: e for p, e in zip(mine, read_entries(mine), strict=True)}
+        theirs = prefetch.collect(packed=packed) if prefetch is not None else {}
         shared = SharedParts()
-        for path, st in misses:
-            hit = theirs.get(path)
+        for name, st in misses:
+            hit = theirs.get(name)
             if hit is not None and hit.key == stat_key(st):
-                # Parsed by the child, as the file still is (its parts shared already).
-                task_id = hit.task.id if hit.task is not None else path.name[:-3]
-                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
-                cache.put(path.name, hit)
+                # Parsed by a child, as the file still is (its parts shared already).
+                task_id = hit.task.id if hit.task is not None else name[:-3]
+                found[name] = TaskEntry.listed(self.dir, task_id, hit.task, hit.error, hit.digest)
+                cache.put(name, hit)
                 continue
-            # Read here: not the child's, or it failed, or the file changed since it read it.
-            entry = read[path] if path in read else _read_or_none(path)
+            # Read here: not a child's, or it failed, or the file changed since it read it.
+            entry = read[name] if name in read else _read_or_none(self.dir / name)
             if entry is None:
                 continue
             if entry.task is not None:
@@ -280,66 +332,79 @@ class TaskStore:
                 entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
             key = entry.key or stat_key(st)
-            cache.put(path.name, Cached(key, entry.digest, entry.task, entry.error))
-            found[path.name] = entry
+            cache.put(name, Cached(key, entry.digest, entry.task, entry.error))
+            found[name] = entry
         cache.retain(set(found))
         if defer_save:
             # Nothing to write and nothing to confirm: no need to hold the entries.
             self.unsaved = cache if cache.dirty or cache.racy_after_read() else None
         else:
             cache.save()
-        return [found[p.name] for p in files if p.name in found]
+        return [found[n] for n in names if n in found]
 
     def prepare(self, *, prefetch_dir: Path, min_files: int | None = None) -> int:
         """At a daemon's start with no parse cache (the first, or after it was removed):
-        when there are many task files, fork a child that parses a share of them while
-        the start does its other work (`store/prefetch.py`); the next `list` takes what
-        it parsed. How many files the child parses. Called first thing, before any thread.
+        when there are many task files, fork children that parse them while the start
+        does its other work (`store/prefetch.py`); the next `list` takes what they
+        parsed. How many files the children parse. Called first thing, before any thread.
         """
-        from daycare_cli.store.prefetch import CHILD_SHARE, MIN_FILES, Prefetch
+        from daycare_cli.store.prefetch import MAX_CHILDREN, MIN_FILES, Prefetch, usable_cpus
 
         if TaskCache(self.paths.home, self.dir).path.exists():
             return 0  # a restart: the cache answers for most files
-        files = self.files()
-        if len(files) < (min_files or MIN_FILES):
+        names = self.names()
+        if len(names) < (min_files or MIN_FILES):
             return 0
         from daycare_cli.core.taskshare import SharedParts
 
         shared = SharedParts()  # the child's own
 
-        def read(path: Path) -> Cached:
+        def read(name: str) -> Cached:
             # What the cache keeps (no text, no path: the daemon has both or no use for them).
-            entry = read_entry(path)
+            entry = read_entry(self.dir / name)
             task = shared.task(entry.task) if entry.task is not None else None
             return Cached(entry.key or (-1, -1, -1), entry.digest, task, entry.error)
 
-        share = files[: int(len(files) * CHILD_SHARE)]
-        self.prefetch = Prefetch.start(share, prefetch_dir, read)
-        return len(self.prefetch.paths) if self.prefetch is not None else 0
+        children = max(1, min(MAX_CHILDREN, usable_cpus()))
+        self.prefetch = Prefetch.start(names, prefetch_dir, read, children=children)
+        return len(self.prefetch.names) if self.prefetch is not None else 0
 
-    def _look(self) -> _Listing:
+    def _look(self, *, packed: bool = False) -> _Listing:
         """The task files, the cache, the entries it answers and the files to parse."""
-        files = self.files()
+        names = self.names()
         cache = TaskCache(self.paths.home, self.dir)
         cache.read_ns = time.time_ns()
-        cache.load()
+        cache.load(packed=packed)
         found: dict[str, TaskEntry] = {}
-        misses: list[tuple[Path, os.stat_result]] = []
-        for path in files:
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # removed since listed
-            hit, trusted = cache.lookup(path.name, st)
-            if hit is None or not (trusted or same_content(path, hit.key, hit.digest)):
-                misses.append((path, st))
-            else:
+        misses: list[tuple[str, os.stat_result]] = []
+        where = str(self.dir)
+        # Each file's stat by name, relative to the directory: no path object per file
+        # (10,000 of them, and each name interned for good by pathlib, at a restart).
+        try:
+            fd: int | None = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(f"{where}/{name}")
+                except OSError:
+                    continue  # removed since listed
+                hit, trusted = cache.lookup(name, st)
+                if hit is None or not (
+                    trusted or same_content(f"{where}/{name}", hit.key, hit.digest)
+                ):
+                    misses.append((name, st))
+                    continue
                 # The task's own id string (one copy per task held, not two).
-                task_id = path.name[:-3]
+                task_id = name[:-3]
                 if hit.task is not None and hit.task.id == task_id:
                     task_id = hit.task.id
-                found[path.name] = TaskEntry(task_id, path, None, hit.task, hit.error, hit.digest)
-        return (files, cache, found, misses)
+                found[name] = TaskEntry.listed(self.dir, task_id, hit.task, hit.error, hit.digest)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return (names, cache, found, misses)
 
     def save_cache(
         self, *, max_wait: float = 5.0, sleep: Callable[[float], bool] | None = None

@@ -146,12 +146,21 @@ def trigger_states(db: sqlite3.Connection, task: str | None) -> list[TriggerStat
     return [TriggerState.from_row(row) for row in cur.fetchall()]
 
 
-def last_slots(db: sqlite3.Connection) -> dict[tuple[str, str], str]:
-    """Every trigger's stored last slot as stored (text), by (task, trigger id): what a
-    daemon's start reads, lean (10,000 full states held ~5 MB more at its peak)."""
-    cur = db.execute("SELECT task, trigger_id, last_slot FROM trigger_state")
+def last_slots(db: sqlite3.Connection) -> dict[str, str]:
+    """Every trigger's stored last slot as stored (text), by `slot_key(task, trigger id)`:
+    what a daemon's start reads, lean (10,000 full states held ~5 MB more at its peak,
+    a (task, trigger) tuple key 1.2 MB more)."""
+    cur = db.execute(
+        "SELECT task || char(0) || trigger_id, last_slot FROM trigger_state"
+        " WHERE last_slot IS NOT NULL AND last_slot != ''"
+    )
     cur.row_factory = None  # plain tuples
-    return {(task, trigger): slot for task, trigger, slot in cur if slot}
+    return dict(cur)
+
+
+def slot_key(task: str, trigger_id: str) -> str:
+    """The key of a trigger in `last_slots`."""
+    return f"{task}\0{trigger_id}"
 
 
 def get_task_state(db: sqlite3.Connection, task: str) -> TaskState:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daycare_cli.config import load_config
 from daycare_cli.daemon.clock import VirtualClock
-from daycare_cli.daemon.plan import Fire
+from daycare_cli.daemon.planned import Fire
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State

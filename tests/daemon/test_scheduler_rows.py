@@ -13,7 +13,7 @@ import pytest
 
 from daycare_cli.config import load_config
 from daycare_cli.daemon import scheduler as scheduler_module
-from daycare_cli.daemon.plan import Fire
+from daycare_cli.daemon.planned import Fire
 from daycare_cli.daemon.scheduler import BURST_RATE, Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State

@@ -1,6 +1,6 @@
-"""A daemon start with many new task files parses a share of them in a forked child
+"""A daemon start with many new task files parses them in forked children
 (store/prefetch.py): the listing is the same as a parse in the process, whatever the
-child does.
+children do.
 
 The daemon forks only while it has no thread, and a test process may have some (left by
 other tests): each scenario runs in a fresh interpreter, as the daemon's start does.
@@ -47,7 +47,9 @@ def alone(scenario: str, tmp_path: Path) -> None:
 def started(store: TaskStore, tmp_path: Path) -> int:
     assert threading.active_count() == 1
     count = store.prepare(prefetch_dir=tmp_path / "run", min_files=10)
-    assert count == 18  # 60 % of the 30 new files
+    assert count == 30  # every new file, in the children
+    assert store.prefetch is not None
+    assert len(store.prefetch.pids) == min(2, len(os.sched_getaffinity(0)))
     return count
 
 
@@ -55,9 +57,9 @@ def as_listed(store: TaskStore) -> list[tuple[object, ...]]:
     return [(e.id, e.task, str(e.error), e.digest) for e in store.list(defer_save=True)]
 
 
-def child_pid(store: TaskStore) -> int:
+def child_pids(store: TaskStore) -> list[int]:
     assert store.prefetch is not None
-    return store.prefetch.pid
+    return store.prefetch.pids
 
 
 def test_the_listing_is_the_parse_of_every_file(tmp_path: Path) -> None:
@@ -88,7 +90,8 @@ def test_a_file_changed_after_the_child_read_it_is_read_again(tmp_path: Path) ->
 def _a_file_changed_after_the_child_read_it_is_read_again(tmp_path: Path) -> None:
     store = home(tmp_path)
     started(store, tmp_path)
-    os.waitid(os.P_PID, child_pid(store), os.WEXITED | os.WNOWAIT)  # it has read them all
+    for pid in child_pids(store):  # they have read them all
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     path = store.dir / "t00.md"
     path.write_text(path.read_text().replace("Task 0", "Changed 0!"))
     entries = {e.id: e for e in store.list(defer_save=True)}
@@ -104,7 +107,7 @@ def _a_child_that_dies_leaves_the_parse_to_the_daemon(tmp_path: Path) -> None:
     store = home(tmp_path)
     expected = [(e.id, e.task, str(e.error), e.digest) for e in store.list(cached=False)]
     started(store, tmp_path)
-    os.kill(child_pid(store), signal.SIGKILL)
+    os.kill(child_pids(store)[-1], signal.SIGKILL)  # the other child's part is still used
     assert as_listed(store) == expected
 
 
@@ -124,14 +127,15 @@ def test_a_start_that_fails_before_the_listing_leaves_no_child_or_file(tmp_path:
 def _a_start_that_fails_before_the_listing_leaves_no_child_or_file(tmp_path: Path) -> None:
     store = home(tmp_path)
     started(store, tmp_path)
-    pid = child_pid(store)
-    assert list((tmp_path / "run").glob("prefetch-*"))
+    pids = child_pids(store)
+    assert len(list((tmp_path / "run").glob("prefetch-*"))) == len(pids)
     assert store.prefetch is not None
     store.prefetch.discard()
     assert not list((tmp_path / "run").glob("prefetch-*"))
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # reaped: nothing left
-    else:
-        raise AssertionError(f"the child {pid} was not reaped")
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # reaped: nothing left
+        else:
+            raise AssertionError(f"the child {pid} was not reaped")

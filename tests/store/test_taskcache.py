@@ -140,3 +140,29 @@ def test_a_deferred_save_cut_short_writes_the_cache_as_read(tmp_path: Path) -> N
     assert deferred.save_cache(sleep=lambda _s: True) == 0  # the daemon stops meanwhile
     # Written, still racy: the next read checks the digest instead of parsing.
     assert TaskStore(store.paths).list()[0].text is None
+
+
+def test_a_cache_in_many_chunks_keeps_shared_parts_and_a_cut_one_is_not_used(
+    tmp_path: Path,
+) -> None:
+    from daycare_cli.store import taskcache
+
+    text = "---\nname: N{i}\nschedule: '5 9 * * *'\ntimezone: Asia/Tokyo\n---\nB{i}\n"
+    n = taskcache.CHUNK * 2 + 7  # three chunks
+    store = store_with(tmp_path, {f"t{i:04d}.md": text.format(i=i) for i in range(n)})
+    first = store.list()
+    cache = taskcache.TaskCache(store.paths.home, store.dir)
+    cache.load()
+    assert len(cache.entries) == n
+    tasks = [cache.entries[f"t{i:04d}.md"].task for i in (0, n - 1)]  # first and last chunk
+    assert tasks[0] is not None and tasks[1] is not None
+    assert tasks[0].triggers is tasks[1].triggers  # written once by the one pickler
+    assert [e.task for e in TaskStore(store.paths).list()] == [e.task for e in first]
+    # Cut before its end: not a shorter cache, no cache (every file is read again).
+    data = cache.path.read_bytes()
+    cache.path.write_bytes(data[: len(data) - 40])
+    cut = taskcache.TaskCache(store.paths.home, store.dir)
+    cut.load()
+    assert cut.entries == {}
+    again = TaskStore(store.paths).list()
+    assert [e.task for e in again] == [e.task for e in first] and again[0].text is not None
