@@ -12,9 +12,13 @@ each phase against a fresh daemon:
    second (32 workers at 63/s each); per-request times and statuses from its CSV.
 2. **saturation** (`wrk`, when installed): 1 thread, 32 connections, 4 s, as fast as the
    daemon answers; a Lua script counts statuses and saves the run id of each 202.
-3. **burst, every answer read** (an aiohttp client): 10,000 requests, 32 at a time.
-4. **kill -9 during the drain**: as 3, then `kill -9` once 1,000 runs have finished and
-   while a run is `running`, a restart, and the wait until the queue is empty.
+3. **burst, every answer read** (an aiohttp client): 10,000 requests, 32 at a time, as
+   fast as the daemon answers (a capacity figure: above the goal's rate, the latency is
+   32 in flight over the rate, Little's law).
+4. **kill -9 during the drain**: 10,000 requests offered at the goal's rate (the aiohttp
+   client, 32 workers at 63/s each, every answer read), then `kill -9` once 1,000 runs
+   have finished and while a run is `running`, a restart, and the wait until the queue
+   is empty.
 
 Right after the load of each phase, the daemon's event-loop lag over it (`GET
 /status?lag_window=S`: sampled every 50 ms while the daemon is busy) is a column too. Then
@@ -63,6 +67,7 @@ Push received.
 """
 
 CONFIG = "[webhook]\nport = 0\n"  # the defaults otherwise; an ephemeral port
+GOAL_RATE = 32 * 63  # offered a second in the goal's phases (2,016: hey's 32 workers x 63)
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -102,19 +107,25 @@ end
 
 # The count-bounded client that reads every answer: a separate Python process with
 # aiohttp, `conns` workers sharing `total` requests; it saves the run id of every 202.
+# With a rate, each worker sends at most rate / conns requests a second (as hey's -q).
 AIOHTTP_CHILD = r"""
 import asyncio, json, sys, time
 import aiohttp
 
-url, total, conns, body, out_dir = sys.argv[1:6]
-total, conns = int(total), int(conns)
+url, total, conns, body, out_dir, rate = sys.argv[1:7]
+total, conns, rate = int(total), int(conns), float(rate)
 lat, statuses, ids, errors = [], {}, [], 0
 left = total
 
 async def worker(session):
     global left, errors
+    step = conns / rate if rate else 0.0
+    due = time.perf_counter()
     while left > 0:
         left -= 1
+        if step:
+            due += step
+            await asyncio.sleep(max(0.0, due - step - time.perf_counter()))
         t = time.perf_counter()
         try:
             async with session.post(url, data=body,
@@ -269,9 +280,12 @@ def run_wrk(url: str, seconds: float, out_dir: Path) -> dict[str, Any]:
     return run_child(cmd, f"wrk, 1 thread, 32 connections, {seconds:g} s", out_dir)
 
 
-def run_aiohttp(url: str, total: int, out_dir: Path) -> dict[str, Any]:
+def run_aiohttp(url: str, total: int, out_dir: Path, rate: float = 0) -> dict[str, Any]:
+    """`total` requests, 32 at a time, every answer read; at most `rate` a second if set."""
     cmd = [sys.executable, "-c", AIOHTTP_CHILD, url, str(total), "32", BODY, str(out_dir)]
-    return run_child(cmd, f"aiohttp client, 32 at a time, {total} requests", out_dir)
+    cmd.append(str(rate))
+    paced = f", at most {rate:,.0f}/s" if rate else ""
+    return run_child(cmd, f"aiohttp client, 32 at a time{paced}, {total} requests", out_dir)
 
 
 def match(daemon: Daemon, res: dict[str, Any], in_flight: int = 0) -> tuple[bool, str]:
@@ -372,7 +386,7 @@ def main() -> None:
         d = fresh(tmp, "kill")
         out = d.home / "load"
         out.mkdir()
-        res = run_aiohttp(d.url(), args.requests, out)
+        res = run_aiohttp(d.url(), args.requests, out, rate=GOAL_RATE)
         lag = loop_lag(d.home, res["seconds"])
         t0 = time.perf_counter()
         running = "SELECT count(*) FROM runs WHERE status = 'running'"
