@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "run")
 from daemon_proc import as_user_argv, ordinary_user
 from wheels import tiny_wheels
 
-import daycare_cli.run.sandbox as sandbox_module
+import daycare_cli.run.blockplan as blockplan_module
 from daycare_cli.config import DepsConfig
 from daycare_cli.core.task import Task
 from daycare_cli.run.cgroup import Totals, cgroup_parent, create_run_cgroup
@@ -112,7 +112,7 @@ def main() -> None:
         run={"id": "bench-run"},
     )
 
-    with_seccomp = sandbox_module.seccomp_filter
+    with_seccomp = blockplan_module.seccomp_filter
 
     def plain_run() -> None:
         kwargs = {}
@@ -129,7 +129,7 @@ def main() -> None:
                 os.environ["DAYCARE_SANDBOX"] = "reduced"
             else:
                 os.environ.pop("DAYCARE_SANDBOX", None)
-            sandbox_module.seccomp_filter = (  # type: ignore[assignment]
+            blockplan_module.seccomp_filter = (  # type: ignore[assignment]
                 with_seccomp if seccomp else lambda: (None, "off")
             )
             out = await run_block(in_spec)
@@ -151,7 +151,7 @@ def main() -> None:
 
     async def with_env() -> None:
         os.environ.pop("DAYCARE_SANDBOX", None)
-        sandbox_module.seccomp_filter = with_seccomp  # type: ignore[assignment]
+        blockplan_module.seccomp_filter = with_seccomp  # type: ignore[assignment]
         env = (await prepare_envs(cache, env_task))[0]
         out = await run_block(replace(spec, python=env.python, env_dirs=env.binds))
         assert out.error is None, out.error

@@ -9,6 +9,9 @@ secrets resolution, and the same run totals:
 - fail closed: when the configured isolation cannot be had, no block runs and the run
   fails with the reason and the fix (`sandbox.refusal`);
 - one cgroup per run where a delegated cgroup v2 exists (`cgroup.py`);
+- sandboxes started ahead: while a block runs, the next block's sandbox is started
+  (`sandbox.start_spare`), so its interpreter is waiting when its turn comes; the
+  daemon may hand in one for the first block, started before a scheduled slot;
 - disk: what the run adds to `files/` and `artifacts/` is measured after each block and
   held against `sandbox.disk`; past it, no further block runs and the run fails with
   the figure.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import re
 import secrets as _random
@@ -28,17 +32,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daycare_cli.config import Config
-from daycare_cli.core.prompt import Block, BlockResult, Expansion, block_timeout, expand_prompt
+from daycare_cli.core.prompt import (
+    Block,
+    BlockResult,
+    Expansion,
+    block_timeout,
+    expand_prompt,
+    find_blocks,
+)
 from daycare_cli.core.task import MIB, SECRET_REF_RE, Task
 from daycare_cli.run.blockoutput import OutputStream
 from daycare_cli.run.cgroup import RunCgroup, Totals, cgroup_parent, create_run_cgroup
 from daycare_cli.run.identity import PROCESS_BUDGET
 from daycare_cli.run.rundir import disk_usage
-from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, refusal, run_block
+from daycare_cli.run.sandbox import (
+    BlockOutcome,
+    BlockSpec,
+    Spare,
+    end_spare,
+    isolation_level,
+    refusal,
+    run_block,
+    start_spare,
+)
 from daycare_cli.store.paths import Paths
 
 if TYPE_CHECKING:
     from daycare_cli.run.envs import Env
+
+log = logging.getLogger("daycare.run")
 
 Emit = Callable[..., None]  # emit(event, **fields)
 
@@ -89,6 +111,12 @@ class RunBlocks:
     on_first_spawn: Callable[[datetime], None] | None = None
     # daycare's own places (realpaths: system calls), found once per run off the loop.
     places: list[Path] | None = None
+    # The sandbox of the next block, started while the one before it runs (or, for the
+    # first block, handed in: started before a scheduled slot). A spare that does not
+    # fit its block (the task changed) is ended and the block starts afresh.
+    spare: Spare | None = None
+    _starting: asyncio.Future[Spare | None] | None = None
+    _blocks: list[Block] = field(default_factory=list)
 
     def spec(self, block: Block) -> BlockSpec:
         """The launch spec of one block of this run."""
@@ -134,12 +162,16 @@ class RunBlocks:
         except asyncio.CancelledError:
             setting_up.add_done_callback(lambda _: self._close_cgroup())
             raise
+        self._blocks = find_blocks(self.task.body)
         try:
             expansion = await expand_prompt(
                 self.task.body, lambda b: self._run_one(b, before), execute=True
             )
         finally:
-            self._close_cgroup()
+            try:
+                await self._end_spares()
+            finally:
+                self._close_cgroup()
         self.emit("isolation", level=level, reason=reason, totals=self.cgroup_why)
         return expansion
 
@@ -152,8 +184,10 @@ class RunBlocks:
             lambda text: self.emit("block.output", block=block.index, text=self.redact(text))
         )
         spec = dataclasses.replace(self.spec(block), on_output=stream.feed, on_spawn=self._spawned)
+        spare = await self._take_spare()
+        self._start_next(block)
         try:
-            res: BlockOutcome = await run_block(spec)
+            res: BlockOutcome = await run_block(spec, spare)
         finally:
             stream.close()
         roots = [self.files_dir, self.artifacts_dir]
@@ -190,6 +224,40 @@ class RunBlocks:
             skip_reason=res.skip_reason,
         )
 
+    async def _take_spare(self) -> Spare | None:
+        """The sandbox started ahead for this block, once started (it may still be on its
+        way: the block before it was quick)."""
+        if self._starting is not None:
+            starting, self._starting = self._starting, None
+            await asyncio.wait([starting])
+            self.spare = _started(starting)
+        spare, self.spare = self.spare, None
+        return spare
+
+    def _start_next(self, block: Block) -> None:
+        """Start the sandbox of the block after `block` while `block` runs."""
+        following = block.index + 1
+        if following < len(self._blocks) and self.disk_error is None:
+            spec = self.spec(self._blocks[following])
+            self._starting = asyncio.ensure_future(start_spare(spec))
+
+    async def _end_spares(self) -> None:
+        """End what was started ahead and will run no block (a block skipped the rest,
+        the run was cancelled or failed)."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            # Not `await starting`: a cancellation of ours must go on, not be taken for
+            # the spare's; start_spare stops what it made when cancelled.
+            if not starting.done():
+                starting.cancel()
+            await asyncio.wait([starting])
+            late = _started(starting)
+            if late is not None:
+                await end_spare(late)
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            await end_spare(spare)
+
     def _spawned(self) -> None:
         if self.first_spawn is None:
             self.first_spawn = datetime.now(UTC)
@@ -224,6 +292,18 @@ class RunBlocks:
             self.cgroup_why = f"cgroup {self.cgroup.path}"
         except OSError as exc:
             self.cgroup_why = f"no run cgroup: {exc.strerror or exc} (per-process limits only)"
+
+
+def _started(starting: asyncio.Future[Spare | None]) -> Spare | None:
+    """What a finished `start_spare` made: None when it made nothing, was cancelled or
+    failed (a fault of daycare's own, logged: the block then starts as usual)."""
+    if starting.cancelled():
+        return None
+    exc = starting.exception()
+    if exc is not None:
+        log.error("could not start a block's sandbox ahead", exc_info=exc)
+        return None
+    return starting.result()
 
 
 def describe_sandbox(config: Config) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Starting a block's process: the launch plan's shape and the spawn itself.
 
-`sandbox._launch_plan` builds a `Launch`; `spawn` starts it with a plain
+`blockplan.launch_plan` builds a `Launch`; `spawn` starts it with a plain
 `subprocess.Popen` in a session of its own. Under bubblewrap there is no Python between
 fork and exec (a `Gate`), so the spawn is a vfork (as root, a fork whose child runs no
 Python): every block pays for the spawn (bench/bench_sandbox.py), and a fork of the

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -64,33 +65,35 @@ class Finished:
     timed_out: bool
 
 
-async def run_process(
-    launch: Launch,
-    script: Callable[[int], bytes],
-    *,
-    timeout: float,
-    stdout_cap: int,
-    on_output: Callable[[bytes], None] | None = None,
-    on_spawn: Callable[[], None] | None = None,
-) -> Finished:
-    """Spawn `launch`, feed it `script(channel fd)` on stdin, and wait (at most `timeout`
-    seconds, or until stdout passes `stdout_cap`) for it to end; then kill what is left.
+@dataclass(frozen=True)
+class Spawned:
+    """A block's process, spawned and waiting for its script on stdin: `channel_fd` is
+    the number the process has the result channel's write end under (ours is closed),
+    `channel_r` our read end, `info_fd` bubblewrap's `--info-fd` when gated."""
 
-    Raises SpawnError when the process cannot start. When cancelled, the process and its
-    tree are killed and the pipes closed before the cancellation propagates. `on_spawn`
-    is called once the process is spawned (its program exec'd).
+    launch: Launch
+    proc: subprocess.Popen[bytes]
+    channel_r: int
+    channel_fd: int
+    info_fd: int | None
+
+
+async def start_process(launch: Launch) -> Spawned:
+    """Spawn `launch` off the loop; its interpreter waits for its script on stdin.
+
+    Raises SpawnError when the process cannot start. Cancelled during the spawn, the
+    process is made whole, stopped, then the cancellation is raised (never swallowed).
     """
     loop = asyncio.get_running_loop()
     if launch.orphans_of is not None:
         _become_subreaper()
     read_fd, write_fd = os.pipe()
-    stdin_data = script(write_fd)
     # A sweep waits while a spawn is under way (SPAWNING), or it could take a block being
     # born for an orphan. The spawn (a fork and an exec: milliseconds each, and 20 runs
     # due at once held the loop for 130 ms) is off the loop, in one lasting thread: a
     # block's parent-death signal follows the thread that forked it. A cancellation does
     # not cut it in half: the process is made whole, stopped below, then it is raised.
-    token = id(stdin_data)
+    token = read_fd
     SPAWNING.add(token)
     cancelled: asyncio.CancelledError | None = None
     try:
@@ -112,6 +115,45 @@ async def run_process(
     finally:
         SPAWNING.discard(token)
         os.close(write_fd)
+    spawned = Spawned(launch, proc, read_fd, write_fd, info_fd)
+    if cancelled is not None:
+        await _uncancelled(end_unused(spawned))
+        raise cancelled
+    return spawned
+
+
+async def end_unused(spawned: Spawned) -> None:
+    """End a process that was started ahead and will not run a block: given no code,
+    its interpreter exits, and what is left of it is killed as after any block."""
+    with contextlib.suppress(OSError):
+        await run_process(spawned.launch, lambda fd: b"", spawned=spawned, timeout=1.0)
+
+
+async def run_process(
+    launch: Launch,
+    script: Callable[[int], bytes],
+    *,
+    timeout: float,
+    stdout_cap: int = 0,
+    on_output: Callable[[bytes], None] | None = None,
+    on_spawn: Callable[[], None] | None = None,
+    spawned: Spawned | None = None,
+) -> Finished:
+    """Spawn `launch` (or take `spawned`, started ahead for it by `start_process`), feed
+    it `script(channel fd)` on stdin, and wait (at most `timeout` seconds, or until
+    stdout passes `stdout_cap`) for it to end; then kill what is left.
+
+    Raises SpawnError when the process cannot start. When cancelled, the process and its
+    tree are killed and the pipes closed before the cancellation propagates. `on_spawn`
+    is called once the process has its script: just spawned (its program exec'd), or
+    started ahead and handed the script now.
+    """
+    loop = asyncio.get_running_loop()
+    if spawned is None:
+        spawned = await start_process(launch)
+    proc, read_fd, info_fd = spawned.proc, spawned.channel_r, spawned.info_fd
+    launch = spawned.launch
+    stdin_data = script(spawned.channel_fd)
     pid = proc.pid
     if on_spawn is not None:
         on_spawn()  # the run's `block_started_at` (issue 12)
@@ -126,8 +168,6 @@ async def run_process(
     timed_out = False
     stopped = False
     try:
-        if cancelled is not None:
-            raise cancelled
         ended = await _first(block.exited, block.overflow, timeout=timeout)
         timed_out = not ended
         if not block.exited.is_set():

@@ -14,12 +14,20 @@ stdin to `python -I -B -X utf8 -`, with a clean environment. One function,
   task's `sandbox.read`/`sandbox.write` entries, resolved without following symlinks),
   namespaces, no network unless `sandbox.network`; bubblewrap is probed once;
 - `seccomp.py`: the system calls no block may make;
+- `blockplan.py`: the `BlockSpec` and the one function (`plan_block`) that turns it into
+  a launch plan;
 - `process.py`: spawning (under bubblewrap without Python between fork and exec:
   bubblewrap waits at `--args` until the limits and the cgroup bind it), capped pipes,
   the deadline, and the kill of the block's whole process tree (the pid-namespace init
   of bubblewrap included);
 - `outcome.py`: what a failure says beyond the interpreter's words (signals, limits, a
   path outside the view).
+
+A block's sandbox can be started ahead of its code (`start_spare`): while the block
+before it runs, or before a scheduled fire's slot (the daemon). Its interpreter waits
+for its code on stdin; `run_block` hands it the code when it was planned from the same
+spec, and otherwise ends it and starts afresh. Each block still gets a sandbox and an
+interpreter of its own; only the time they are started moves.
 
 Fail closed: without a working bubblewrap, blocks do not run unless the config allows
 reduced isolation (`sandbox.isolation = "reduced"`); `DAYCARE_SANDBOX=reduced` in the
@@ -32,97 +40,46 @@ block; it hides no file (docs/security.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from daycare_cli.core.errors import SandboxError
-from daycare_cli.core.task import SandboxSpec
 from daycare_cli.core.text import TEXT_CAP, cap
-from daycare_cli.run.bwrap import BlockPaths, Bwrap, bwrap_argv, probe
-from daycare_cli.run.identity import (
-    SAFE_PATH,
-    Identity,
-    chown_tree,
-    limits,
-    preexec,
-    sandbox_identity,
-    sandbox_python,
-    stage_plan,
+from daycare_cli.run.blockplan import (
+    KIB,
+    BlockPlan,
+    close_plan,
+    launch_plan,
+    one_line,
+    plan_block,
+    prepare_dirs,
 )
-from daycare_cli.run.launch import Gate, Launch, SpawnError, gate_options, run_to_end
+from daycare_cli.run.blockplan import BlockSpec as BlockSpec  # callers build specs here
+from daycare_cli.run.bwrap import Bwrap, probe
+from daycare_cli.run.identity import SAFE_PATH, sandbox_identity
+from daycare_cli.run.launch import SpawnError, run_to_end
 from daycare_cli.run.outcome import exit_error, view_hint
 from daycare_cli.run.pipes import STDERR_CAP
 from daycare_cli.run.prelude import stdin_head
-from daycare_cli.run.process import Finished, run_process
-from daycare_cli.run.seccomp import Filter, seccomp_filter
-from daycare_cli.run.view import close_entries, homes, in_view, resolve_entries
+from daycare_cli.run.process import Finished, Spawned, end_unused, run_process, start_process
+from daycare_cli.run.seccomp import seccomp_filter
 
-KIB = 1024
 MIB = 1024 * KIB
 
-PYTHON_FLAGS = ("-I", "-B", "-X", "utf8", "-")
 ISOLATION_POLICIES = ("bubblewrap", "reduced")
 REFUSED_HINT = (
     "install bubblewrap (Debian/Ubuntu: apt install bubblewrap), or accept reduced "
     "isolation with `daycare config set sandbox.isolation reduced` (docs/security.md "
     "says what it does not hide)"
 )
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One block to run and where.
-
-    `code` is already dedented. `files_dir` is the cwd (writable, persists across runs),
-    `artifacts_dir` is `$DAYCARE_ARTIFACTS`, `workspace` the task workspace root. `env`
-    is the task's env with secrets resolved. `task` ({id, name}) and `run` ({id,
-    trigger, slot}) become the block's `task` and `run`; `payload_file` holds a webhook
-    payload (`payload` is its parsed JSON, else its text, else None). `hide` lists
-    daycare's own places, masked wherever the view would show them, and `forbidden`
-    where `sandbox.read`/`sandbox.write` entries may not point (`where` is the task
-    file, for errors about them). `isolation` is the configured policy (config
-    `sandbox.isolation`: "bubblewrap" refuses to run without it, "reduced" accepts
-    less), `bwrap` the configured bubblewrap, `cgroup_fd` the run cgroup's
-    `cgroup.procs` when the run has one.
-    """
-
-    code: str
-    files_dir: Path
-    artifacts_dir: Path
-    workspace: Path
-    timeout: float = 60.0
-    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
-    env: Mapping[str, str] = field(default_factory=dict)
-    task: Mapping[str, Any] = field(default_factory=dict)
-    run: Mapping[str, Any] = field(default_factory=dict)
-    payload_file: Path | None = None
-    hide: Sequence[Path] = ()
-    # Issue 9: the interpreter of the block's Python environment (None: the system's,
-    # `sandbox_python`) and the directories it needs, bound read-only (run/envs.py).
-    python: Path | None = None
-    env_dirs: tuple[Path, ...] = ()
-    stdout_cap: int = 64 * KIB
-    # Live view (issue 8): called on the event loop with each piece of stdout as it is
-    # read (within the cap), so `task run` and `logs -f` can show it while the block runs.
-    on_output: Callable[[bytes], None] | None = field(default=None, compare=False)
-    # Issue 12: called on the event loop once the block's process is spawned.
-    on_spawn: Callable[[], None] | None = field(default=None, compare=False)
-    isolation: str = "bubblewrap"
-    bwrap: str | None = None
-    forbidden: Sequence[Path] = ()
-    where: str = ""
-    cgroup_fd: int | None = None
 
 
 @dataclass
@@ -148,41 +105,101 @@ class BlockOutcome:
     isolation: str = "reduced"
 
 
-async def run_block(spec: BlockSpec) -> BlockOutcome:
+async def run_block(spec: BlockSpec, spare: Spare | None = None) -> BlockOutcome:
     """Run one block in a fresh sandboxed interpreter and report what it did.
 
-    Never raises for what the block does; a sandbox that cannot start (or may not:
-    no bubblewrap and reduced isolation not allowed) gives an outcome whose error
-    starts with `SandboxError:`.
+    `spare`, a sandbox started ahead (`start_spare`), is used when it was planned from
+    this spec (all but the code) at this isolation; otherwise it is ended here. Never
+    raises for what the block does; a sandbox that cannot start (or may not: no
+    bubblewrap and reduced isolation not allowed) gives an outcome whose error starts
+    with `SandboxError:`.
     """
     started = time.monotonic()
     level, reason = isolation_level(spec.isolation, spec.bwrap)
+    if spare is not None and not spare.fits(spec, level):
+        await end_spare(spare)
+        spare = None
     if level == "refused":
         return BlockOutcome(
             error=f"SandboxError: {refusal(reason)}",
             isolation="none",
             duration_ms=_ms_since(started),
         )
-    bwrap = _probe(spec.bwrap)[0] if level == "bubblewrap" else None
-    # The plan (identity, directories, /proc read for the process limit, bubblewrap's
-    # argv) takes milliseconds of system calls: off the loop, or every block due at once
-    # holds up the others' starts (issue 12). Cancelled, the plan is closed when made.
-    planning = asyncio.ensure_future(asyncio.to_thread(_plan, spec, bwrap, level, started))
+    if spare is not None:
+        plan, spawned = spare.plan, spare.spawned
+    else:
+        made = await _planned(spec, level)
+        if isinstance(made, str):
+            return BlockOutcome(error=made, isolation=level, duration_ms=_ms_since(started))
+        plan, spawned = made, None
     try:
-        plan = await asyncio.shield(planning)
+        out = await _execute(spec, plan, level, started, spawned)
+    finally:
+        plan.close()
+    if level == "bubblewrap" and out.error:
+        out.error = view_hint(out.error, plan.paths, spec.hide)
+    return out
+
+
+@dataclass(eq=False)
+class Spare:
+    """A block's sandbox started ahead of its code (`start_spare`): its interpreter waits
+    on stdin. Give it to `run_block`, or end it with `end_spare`; never both."""
+
+    key: BlockSpec
+    level: str
+    plan: BlockPlan
+    spawned: Spawned
+
+    def fits(self, spec: BlockSpec, level: str) -> bool:
+        """Whether it was planned from `spec` (all but the code) at `level`."""
+        return level == self.level and _key(spec) == self.key
+
+
+async def start_spare(spec: BlockSpec) -> Spare | None:
+    """Start the sandbox `spec`'s block will run in, before its code is handed over;
+    None when it cannot start (the block, run without it, reports why)."""
+    level, _ = isolation_level(spec.isolation, spec.bwrap)
+    if level == "refused":
+        return None
+    plan = await _planned(spec, level)
+    if isinstance(plan, str):
+        return None
+    try:
+        spawned = await start_process(plan.launch)
+    except SpawnError:
+        plan.close()
+        return None
+    except BaseException:
+        plan.close()
+        raise
+    return Spare(_key(spec), level, plan, spawned)
+
+
+async def end_spare(spare: Spare) -> None:
+    """End a spare that will run no block, and close what its plan holds."""
+    try:
+        await end_unused(spare.spawned)
+    finally:
+        spare.plan.close()
+
+
+def _key(spec: BlockSpec) -> BlockSpec:
+    return dataclasses.replace(spec, code="")
+
+
+async def _planned(spec: BlockSpec, level: str) -> BlockPlan | str:
+    """The block's plan, made off the loop: identity, directories, /proc read for the
+    process limit and bubblewrap's argv take milliseconds of system calls, and every
+    block due at once would hold up the others' starts (issue 12). Cancelled, the plan
+    is closed once made."""
+    bwrap = _probe(spec.bwrap)[0] if level == "bubblewrap" else None
+    planning = asyncio.ensure_future(asyncio.to_thread(plan_block, spec, bwrap))
+    try:
+        return await asyncio.shield(planning)
     except asyncio.CancelledError:
         planning.add_done_callback(_drop_plan)
         raise
-    if isinstance(plan, BlockOutcome):
-        return plan
-    paths, seccomp_fd, launch, payload_text, python = plan
-    try:
-        out = await _execute(spec, launch, payload_text, level, started, python)
-    finally:
-        _close(paths, seccomp_fd)
-    if bwrap is not None and out.error:
-        out.error = view_hint(out.error, paths, spec.hide)
-    return out
 
 
 def refusal(reason: str) -> str:
@@ -211,57 +228,13 @@ def isolation_level(policy: str = "bubblewrap", bwrap: str | None = None) -> tup
     return "refused", reason
 
 
-_Plan = tuple[BlockPaths, int | None, Launch, str | None, str]
-
-
-def _plan(spec: BlockSpec, bwrap: Bwrap | None, level: str, started: float) -> _Plan | BlockOutcome:
-    """What `run_block` needs to spawn the block (blocking: run off the loop), or the
-    outcome of a sandbox that cannot start."""
-    paths: BlockPaths | None = None
-    seccomp_fd: int | None = None
-    try:
-        ident = sandbox_identity(str(spec.task.get("id") or "") or None)
-        python = _block_python(spec) or sandbox_python(ident)
-        entries = resolve_entries(
-            spec.sandbox.read,
-            spec.sandbox.write,
-            forbidden=spec.forbidden,
-            where=spec.where or "the task file",
-            read_at=spec.sandbox.read_at,
-            write_at=spec.sandbox.write_at,
-        )
-        paths = _prepare_dirs(spec, ident, tuple(entries), python, bwrap is not None)
-        flt = seccomp_filter()[0]
-        if bwrap is not None and flt is not None:
-            seccomp_fd = flt.memfd()
-        launch = _launch_plan(spec, paths, bwrap, ident, [python, *PYTHON_FLAGS], flt, seccomp_fd)
-        return paths, seccomp_fd, launch, _read_payload(spec.payload_file), python
-    except (OSError, SandboxError) as exc:
-        _close(paths, seccomp_fd)
-        why = (
-            f"{exc.where}: {exc.message}; fix: {exc.hint}" if isinstance(exc, SandboxError) else exc
-        )
-        return BlockOutcome(
-            error=f"SandboxError: {_one_line(why)}",
-            isolation=level,
-            duration_ms=_ms_since(started),
-        )
-
-
-def _drop_plan(planning: asyncio.Future[_Plan | BlockOutcome]) -> None:
+def _drop_plan(planning: asyncio.Future[BlockPlan | str]) -> None:
     """Close what a plan holds when its block will not run (cancelled meanwhile)."""
     if planning.cancelled() or planning.exception() is not None:
         return
     plan = planning.result()
-    if not isinstance(plan, BlockOutcome):
-        _close(plan[0], plan[1])
-
-
-def _close(paths: BlockPaths | None, seccomp_fd: int | None) -> None:
-    if paths is not None:
-        close_entries(paths.entries)
-    if seccomp_fd is not None:
-        os.close(seccomp_fd)
+    if isinstance(plan, BlockPlan):
+        plan.close()
 
 
 @functools.cache
@@ -284,171 +257,34 @@ def _try_bwrap(bwrap: Bwrap) -> tuple[bool, str]:
         )
         seccomp_fd = None
         try:
-            paths = _prepare_dirs(spec, ident, (), true, True)
+            paths = prepare_dirs(spec, ident, (), true, True)
             seccomp_fd = flt.memfd() if flt is not None else None
-            launch = _launch_plan(spec, paths, bwrap, ident, [true], flt, seccomp_fd)
+            launch = launch_plan(spec, paths, bwrap, ident, [true], flt, seccomp_fd)
             returncode, stderr = run_to_end(launch, timeout=20)
         except (OSError, SpawnError, subprocess.SubprocessError) as exc:
-            return False, _one_line(exc)
+            return False, one_line(exc)
         finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            close_plan(None, seccomp_fd)
     if returncode != 0:
         text = stderr.decode("utf-8", "replace")
         return False, (text.strip().splitlines() or [f"exit {returncode}"])[-1]
     return True, ""
 
 
-# ---------------------------------------------------------------------------- plan
-
-
-def _launch_plan(
-    spec: BlockSpec,
-    paths: BlockPaths,
-    bwrap: Bwrap | None,
-    ident: Identity | None,
-    command: list[str],
-    flt: Filter | None,
-    seccomp_fd: int | None,
-) -> Launch:
-    """Everything needed to spawn a block (or the probe's `true`)."""
-    env = _block_env(spec, paths)
-    stage = None
-    if ident is not None:
-        # Also without bubblewrap: the daemon's 0700 home must not stop the task's uid.
-        stage = stage_plan(
-            [paths.files, paths.artifacts, *paths.read, *paths.write, *paths.env_dirs]
-            + ([paths.payload] if paths.payload else []),
-            ident,
-        )
-    rlimits = limits(spec.sandbox, spec.timeout, ident)
-    # Without a pid namespace, and with one too: bubblewrap's init runs in a session
-    # of its own, out of reach of the group kill, so the whole tree is swept.
-    tree_kill = sys.platform == "linux"
-    # What escapes the tree anyway (a double fork and os._exit; bubblewrap's init when
-    # its parent dies before it set its death signal) comes back to us as a subreaper
-    # and is swept: by the task's uid as root, else by the run id in its environment.
-    uid = ident.uid if ident is not None else os.getuid()
-    mark = None if ident is not None else f"DAYCARE_RUN_ID={env['DAYCARE_RUN_ID']}".encode()
-    if bwrap is None:
-        # The child loads the filter itself; limits, uid and cgroup between fork and exec.
-        child = preexec(ident, rlimits, stage, seccomp=flt, cgroup_fd=spec.cgroup_fd)
-        return Launch(
-            command,
-            env,
-            str(paths.files),
-            child,
-            tree_kill=tree_kill,
-            orphans_of=uid,
-            orphan_env=mark,
-        )
-    tops = stage.tops if stage else ()
-    view = bwrap_argv(bwrap, paths, spec.sandbox.network, spec.hide, ident, tops, seccomp_fd)
-    # No Python between fork and exec when no mounts must be made as root first (the
-    # stage): bubblewrap gets the limits and the cgroup while it waits for its options
-    # (process.Gate), the uid and the umask from Popen itself.
-    gated = stage is None and bwrap.gate and len(gate_options(view[1:])) <= select.PIPE_BUF
-    return Launch(
-        [*view, "--", *command],
-        env,
-        "/",
-        None if gated else preexec(ident, rlimits, stage, cgroup_fd=spec.cgroup_fd),
-        tree_kill=tree_kill,
-        pass_fds=paths.fds + ((seccomp_fd,) if seccomp_fd is not None else ()),
-        orphans_of=uid,
-        orphan_env=mark,
-        sweep_after_exit=False,
-        user=(ident.uid, ident.gid) if gated and ident is not None else None,
-        umask=0o077 if gated else -1,
-        gate=Gate(len(view), rlimits, spec.cgroup_fd) if gated else None,
-    )
-
-
-def _block_env(spec: BlockSpec, paths: BlockPaths) -> dict[str, str]:
-    """The allow-listed environment: nothing of the daemon's own env gets through."""
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(paths.files)}
-    env.update({str(k): str(v) for k, v in spec.env.items()})
-    # The DAYCARE_* variables describe this run; a task's env cannot fake them.
-    env.update(
-        {
-            "DAYCARE_TASK_ID": str(spec.task.get("id") or ""),
-            "DAYCARE_RUN_ID": str(spec.run.get("id") or ""),
-            "DAYCARE_WORKSPACE": str(paths.workspace),
-            "DAYCARE_ARTIFACTS": str(paths.artifacts),
-        }
-    )
-    if paths.payload is not None:
-        env["DAYCARE_PAYLOAD_FILE"] = str(paths.payload)
-    return env
-
-
-def _prepare_dirs(
-    spec: BlockSpec,
-    ident: Identity | None,
-    entries: tuple[Any, ...],
-    python: str,
-    viewed: bool,
-) -> BlockPaths:
-    """Create the block's directories, hand them to the task's user, resolve paths.
-
-    Under bubblewrap, an interpreter outside the view (pyenv's in a home) gets its
-    install prefix bound read-only.
-    """
-    files = spec.files_dir.resolve()
-    artifacts = spec.artifacts_dir.resolve()
-    for d in (files, artifacts):
-        d.mkdir(parents=True, exist_ok=True)
-        if ident is not None and d.stat().st_uid != ident.uid:
-            chown_tree(d, ident)
-    payload = spec.payload_file.resolve() if spec.payload_file else None
-    runtime: tuple[Path, ...] = ()
-    exe = Path(os.path.realpath(python))
-    if viewed and exe.is_absolute() and not in_view(exe, [], homes()):
-        prefix = Path(sys.base_prefix)
-        runtime = (prefix,) if prefix in exe.parents else (exe.parent,)
-    return BlockPaths(
-        files=files,
-        artifacts=artifacts,
-        workspace=spec.workspace.resolve(),
-        payload=payload if payload and payload.exists() else None,
-        entries=entries,
-        runtime=runtime,
-        env_dirs=tuple(Path(os.path.realpath(p)) for p in spec.env_dirs),
-    )
-
-
-def _block_python(spec: BlockSpec) -> str | None:
-    """The environment's interpreter at its real path (its directory is bound there);
-    the file name stays the venv's own, which is how Python finds the venv."""
-    if spec.python is None:
-        return None
-    return os.path.join(os.path.realpath(spec.python.parent), spec.python.name)
-
-
-def _read_payload(path: Path | None) -> str | None:
-    if path is None or not path.exists():
-        return None
-    return path.read_bytes().decode("utf-8", "replace")
-
-
 # ------------------------------------------------------------------------- execute
 
 
 async def _execute(
-    spec: BlockSpec,
-    launch: Launch,
-    payload_text: str | None,
-    level: str,
-    started: float,
-    python: str,
+    spec: BlockSpec, plan: BlockPlan, level: str, started: float, spawned: Spawned | None
 ) -> BlockOutcome:
+    launch = plan.launch
     # The prelude reaps the block's descendants itself only without a pid namespace:
     # under bubblewrap the namespace ends with the block, and all in it (its ctypes
     # import alone cost 2 ms a block there).
     reap = launch.tree_kill and level == "reduced"
 
     def script(fd: int) -> bytes:
-        return _script(spec, fd, payload_text, reap=reap, python=python)
+        return _script(spec, fd, plan.payload_text, reap=reap, python=plan.python)
 
     try:
         done = await run_process(
@@ -458,10 +294,11 @@ async def _execute(
             stdout_cap=spec.stdout_cap,
             on_output=spec.on_output,
             on_spawn=spec.on_spawn,
+            spawned=spawned,
         )
     except SpawnError as exc:
         return BlockOutcome(
-            error=f"SandboxError: could not start the block: {_one_line(exc.cause)}",
+            error=f"SandboxError: could not start the block: {one_line(exc.cause)}",
             isolation=level,
             duration_ms=_ms_since(started),
         )
@@ -536,11 +373,6 @@ def _script(
 @functools.cache
 def _own_python() -> str:
     return os.path.realpath(sys.executable or "python3")
-
-
-def _one_line(what: object) -> str:
-    text = str(what).strip().splitlines()
-    return text[0] if text else type(what).__name__
 
 
 def _ms_since(started: float) -> int:

@@ -322,7 +322,7 @@ def test_reduced_mode_as_a_user_is_refused_unless_allowed(user: User) -> Any:
 LIMITS = r"""
 import asyncio, json, os, sys, tempfile
 from pathlib import Path
-from daycare_cli.run import sandbox
+from daycare_cli.run import blockplan, sandbox
 from daycare_cli.run.identity import sandbox_python
 
 CODE = '''
@@ -343,8 +343,8 @@ for name, dirs in (("gated", ()), ("preexec", (Path("/usr/share"),) * 200)):
                              workspace=base, run={"id": "r"}, env_dirs=dirs)
     ran = asyncio.run(sandbox.run_block(spec))
     bwrap = sandbox._probe(None)[0]
-    paths = sandbox._prepare_dirs(spec, None, (), sandbox_python(None), True)
-    launch = sandbox._launch_plan(spec, paths, bwrap, None, ["python3"], None, None)
+    paths = blockplan.prepare_dirs(spec, None, (), sandbox_python(None), True)
+    launch = blockplan.launch_plan(spec, paths, bwrap, None, ["python3"], None, None)
     out[name] = {"error": ran.error, "seen": json.loads(ran.output or "{}"),
                  "gated": launch.gate is not None and launch.preexec is None}
 print(json.dumps(out))
