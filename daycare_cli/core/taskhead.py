@@ -73,6 +73,11 @@ class TaskHead:
         return value
 
     @property
+    def execute(self) -> bool:
+        value: bool = self.settings[4]
+        return value
+
+    @property
     def run_timeout(self) -> float:
         value: float = self.settings[9]
         return value

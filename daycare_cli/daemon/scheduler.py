@@ -27,6 +27,7 @@ from daycare_cli.core.policy import (
 )
 from daycare_cli.core.schedule import slots_between, upcoming
 from daycare_cli.core.task import CronTrigger
+from daycare_cli.daemon.ahead import Ahead
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Plan
@@ -82,6 +83,7 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         self.wake = asyncio.Event()
         self.plan = Plan(paths, config, state, clock=self.clock, wake=self.wake, writer=self.writer)
+        self.ahead = Ahead(paths, config)  # first blocks' sandboxes, started before the slot
         self.stopping = False
         self.gate: ConcurrencyQueue[str] = ConcurrencyQueue(int(config.get("max_concurrent_runs")))
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
@@ -102,7 +104,7 @@ class Scheduler:
 
         A raised cap starts the runs waiting for it at once.
         """
-        self.config = self.plan.config = config
+        self.config = self.plan.config = self.ahead.config = config
         for run_id in self.gate.resize(int(config.get("max_concurrent_runs"))):
             self._start(run_id)
         self.writer.retry_limit = config.state_retry_limit
@@ -138,9 +140,10 @@ class Scheduler:
                     break
                 self.handle(fire)
             timeout = MAX_SLEEP
-            next_at = self.plan.next_at()
-            if next_at is not None:
-                timeout = min(MAX_SLEEP, max(0.0, next_at - clock.now().timestamp()))
+            now_ts = clock.now().timestamp()
+            for at in (self.plan.next_at(), self.ahead.prepare(self.plan, now_ts)):
+                if at is not None:
+                    timeout = min(timeout, max(0.0, at - now_ts))
             self.wake.clear()
             if heartbeat is not None:
                 heartbeat(timeout)
@@ -236,7 +239,8 @@ class Scheduler:
         runs_dir = self.runs_dirs.get(task.id)
         if runs_dir is None:  # built once per task: a webhook burst dispatches thousands
             runs_dir = self.runs_dirs[task.id] = str(self.paths.workspace(task.id) / "runs")
-        run_id = new_run_id(now)
+        prepared = self.ahead.take(task.id, trigger_id, slot) if kind == "schedule" else None
+        run_id = prepared.run_id if prepared is not None else new_run_id(now)
         status = "skipped" if skip_reason else "queued"
         row = self.writer.submit(
             writes.create_run(
@@ -267,7 +271,10 @@ class Scheduler:
             payload=payload,
             run_id=run_id,
             row=row,
+            ahead=prepared.starting if prepared is not None and not skip_reason else None,
         )
+        if skip_reason and prepared is not None:
+            self.ahead.discard(prepared)
         if skip_reason:
             row.add_done_callback(functools.partial(log_skipped, task.id, run_id, skip_reason))
         else:

@@ -459,6 +459,7 @@ class Daemon:
                         log.error("could not record an interrupted run: %s", f.exception())
         # Queued webhook, catch-up and scheduled runs stay queued: the next start runs them.
         scheduler.settle_on_stop()
+        await scheduler.ahead.close()
         # End every stream (logs -f, run-now followers) so the servers stop at once.
         self.events.close()
         await self.supervisor.stop()

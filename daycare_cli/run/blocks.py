@@ -115,7 +115,7 @@ class RunBlocks:
     # first block, handed in: started before a scheduled slot). A spare that does not
     # fit its block (the task changed) is ended and the block starts afresh.
     spare: Spare | None = None
-    _starting: asyncio.Future[Spare | None] | None = None
+    starting: asyncio.Future[Spare | None] | None = None  # a spare on its way
     _blocks: list[Block] = field(default_factory=list)
 
     def spec(self, block: Block) -> BlockSpec:
@@ -227,8 +227,8 @@ class RunBlocks:
     async def _take_spare(self) -> Spare | None:
         """The sandbox started ahead for this block, once started (it may still be on its
         way: the block before it was quick)."""
-        if self._starting is not None:
-            starting, self._starting = self._starting, None
+        if self.starting is not None:
+            starting, self.starting = self.starting, None
             await asyncio.wait([starting])
             self.spare = _started(starting)
         spare, self.spare = self.spare, None
@@ -239,22 +239,15 @@ class RunBlocks:
         following = block.index + 1
         if following < len(self._blocks) and self.disk_error is None:
             spec = self.spec(self._blocks[following])
-            self._starting = asyncio.ensure_future(start_spare(spec))
+            self.starting = asyncio.ensure_future(start_spare(spec))
 
     async def _end_spares(self) -> None:
         """End what was started ahead and will run no block (a block skipped the rest,
         the run was cancelled or failed)."""
-        starting, self._starting = self._starting, None
-        if starting is not None:
-            # Not `await starting`: a cancellation of ours must go on, not be taken for
-            # the spare's; start_spare stops what it made when cancelled.
-            if not starting.done():
-                starting.cancel()
-            await asyncio.wait([starting])
-            late = _started(starting)
-            if late is not None:
-                await end_spare(late)
+        starting, self.starting = self.starting, None
         spare, self.spare = self.spare, None
+        if starting is not None:
+            await end_started(starting)
         if spare is not None:
             await end_spare(spare)
 
@@ -292,6 +285,18 @@ class RunBlocks:
             self.cgroup_why = f"cgroup {self.cgroup.path}"
         except OSError as exc:
             self.cgroup_why = f"no run cgroup: {exc.strerror or exc} (per-process limits only)"
+
+
+async def end_started(starting: asyncio.Future[Spare | None]) -> None:
+    """End what a `start_spare` under way or done made, when no block will use it."""
+    # Not `await starting`: a cancellation of ours must go on, not be taken for the
+    # spare's; start_spare stops what it made when cancelled.
+    if not starting.done():
+        starting.cancel()
+    await asyncio.wait([starting])
+    spare = _started(starting)
+    if spare is not None:
+        await end_spare(spare)
 
 
 def _started(starting: asyncio.Future[Spare | None]) -> Spare | None:

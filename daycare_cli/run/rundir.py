@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from daycare_cli.run.sandbox import Spare
     from daycare_cli.store.paths import LockBusy, TaskLock
 
 
@@ -38,6 +39,9 @@ class RunContext:
     # blocks add is held against `sandbox.disk`.
     disk_before: int | None = None
     block_started_at: datetime | None = None  # when its first block was spawned
+    # Its first block's sandbox, started before its slot (daemon/ahead.py), until the
+    # blocks take it; whoever holds it last ends it.
+    ahead: asyncio.Future[Spare | None] | None = None
     # `close` runs in a worker thread: a line logged meanwhile must not meet a half-closed file.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

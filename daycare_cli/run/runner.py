@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from daycare_cli.core.task import Task, effective_zone
 
 if TYPE_CHECKING:
     from daycare_cli.run.envs import Env
+    from daycare_cli.run.sandbox import Spare
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -85,6 +87,8 @@ class RunRequest:
     # The pending commit of the row the daemon wrote for this run: the row, or None when
     # its slot (or webhook delivery) had one already. None: the row is committed.
     row: asyncio.Future[Run | None] | None = None
+    # The first block's sandbox, started before the slot under `run_id` (daemon/ahead.py).
+    ahead: asyncio.Future[Spare | None] | None = None
 
 
 async def acquire_lock(lock: TaskLock, wait: float) -> None:
@@ -154,12 +158,19 @@ class Runner:
         else:
             run_id = req.run_id
         ctx = RunContext.of(self.paths.workspace(task.id), run_id)
+        ctx.ahead = req.ahead
         lock = TaskLock(self.paths.workspace(task.id) / ".lock")
         try:
             # The lock and the workspace are made ready while the row is being committed
             # (they run nothing); nothing runs before both and the commit are done.
             ready = await self._get_ready(req, ctx, lock, row)
             if ready is None:
+                if ctx.ahead is not None:  # what was made ready for it is not kept
+                    from daycare_cli.run.blocks import end_started
+
+                    await end_started(ctx.ahead)
+                    ctx.ahead = None
+                    await asyncio.to_thread(shutil.rmtree, ctx.run_dir, True)
                 return None  # its slot or delivery had a row already
             if isinstance(ready, Run):
                 return ready  # skipped (another run holds the lock), or its set-up failed
@@ -170,8 +181,14 @@ class Runner:
             except Exception as exc:
                 return await self._settle_crash(task, run_id, exc)
         finally:
-            ctx.close()
-            lock.release()
+            try:
+                if ctx.ahead is not None:  # no block took it: the run ended before its blocks
+                    from daycare_cli.run.blocks import end_started
+
+                    await end_started(ctx.ahead)
+            finally:
+                ctx.close()
+                lock.release()
 
     async def _get_ready(
         self,
@@ -380,7 +397,9 @@ class Runner:
                 envs=envs,
                 disk_before=ctx.disk_before,
                 on_first_spawn=ctx.note_block_started,
+                starting=ctx.ahead,
             )
+            ctx.ahead = None  # the blocks' now: used or ended there
             try:
                 expansion = await blocks.expand()
             except RunRefused as exc:

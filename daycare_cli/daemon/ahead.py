@@ -1,0 +1,168 @@
+"""Sandboxes started before their slot: a scheduled fire's first block waits, started.
+
+A block's sandbox and interpreter take 15–25 ms to start (bubblewrap's namespaces and
+mounts, then Python; bench/bench_sandbox.py), more than the rest of a fire together.
+So `LEAD` seconds before a scheduled fire of an `execute: true` task, the daemon draws
+the run's id and starts the sandbox its first block will run in (run/sandbox.py
+`start_spare`, planned exactly as that block's launch would be); at the slot the run is
+written with that id and hands the block's code to the waiting interpreter. Nothing runs
+before the slot: the interpreter waits for its code on stdin.
+
+What is started ahead and not used (the task changed or went away, the fire was skipped
+by its overlap policy, the daemon stops) is ended, and the run directory it made is
+removed. A first block that needs a Python environment of its own (PEP 723), a task
+without blocks, and retries and catch-up runs start as before, at their time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from daycare_cli.config import Config
+from daycare_cli.core.prompt import find_blocks
+from daycare_cli.core.requirements import script_metadata
+from daycare_cli.core.task import Task
+from daycare_cli.daemon.planned import Fire
+from daycare_cli.run.blocks import RunBlocks, daycare_places, end_started, resolve_env
+from daycare_cli.run.rundir import RunContext
+from daycare_cli.run.sandbox import Spare, start_spare
+from daycare_cli.store.paths import Paths
+from daycare_cli.store.runs import new_run_id
+
+if TYPE_CHECKING:
+    from daycare_cli.daemon.plan import Plan
+
+log = logging.getLogger("daycare.daemon")
+
+LEAD = 1.0  # seconds before a fire its first block's sandbox is started
+STALE = 5.0  # seconds after its fire time an unused one is ended
+
+Key = tuple[str, str, float]  # task id, trigger id, slot (epoch seconds)
+
+
+@dataclass
+class Prepared:
+    """A run made ready before its slot: its id and its first block's sandbox."""
+
+    run_id: str
+    at: float  # the fire's time (epoch seconds)
+    starting: asyncio.Future[Spare | None]
+    run_dir: str
+
+
+class Ahead:
+    """The fires whose first block's sandbox is being started, or waits, before its slot."""
+
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self.prepared: dict[Key, Prepared] = {}
+        self._ending: set[asyncio.Future[None]] = set()
+
+    def prepare(self, plan: Plan, now: float) -> float | None:
+        """Start the sandboxes of the scheduled fires due within LEAD seconds of `now`,
+        end those whose fire went by unused; returns when to look again (epoch seconds:
+        LEAD before the next fire not yet in reach, or when one prepared goes stale), or
+        None."""
+        for key, prepared in list(self.prepared.items()):
+            if prepared.at + STALE <= now:
+                self.drop(key)
+        due, beyond = _fires_until(plan.heap, now + LEAD)
+        for fire in due:
+            key = (fire.task_id, fire.trigger_id, fire.slot.timestamp())
+            if fire.kind != "schedule" or fire.run_id is not None or key in self.prepared:
+                continue
+            sched = plan.tasks.get(fire.task_id)
+            if sched is None or sched.generation != fire.generation or not sched.task.execute:
+                continue
+            task = sched.task.unpacked()
+            blocks = find_blocks(task.body)
+            if not blocks or script_metadata(blocks[0].code) is not None:
+                continue
+            self._start(key, task, fire)
+        wake = [beyond - LEAD] if beyond is not None else []
+        # A little after it goes stale: a timer early by a hair must not spin the loop.
+        wake += [prepared.at + STALE + 0.05 for prepared in self.prepared.values()]
+        return min(wake, default=None)
+
+    def take(self, task_id: str, trigger_id: str | None, slot: datetime | None) -> Prepared | None:
+        """The run prepared for this fire, now the run's own; None when there is none."""
+        if trigger_id is None or slot is None:
+            return None
+        return self.prepared.pop((task_id, trigger_id, slot.timestamp()), None)
+
+    def drop(self, key: Key) -> None:
+        """End a prepared run that will not run, and remove the directory it made."""
+        prepared = self.prepared.pop(key, None)
+        if prepared is not None:
+            self.discard(prepared)
+
+    def discard(self, prepared: Prepared) -> None:
+        """End `prepared`, taken and then not run (its fire was skipped)."""
+        ending = asyncio.ensure_future(_end(prepared))
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
+
+    async def close(self) -> None:
+        """End everything prepared (the daemon stops)."""
+        for key in list(self.prepared):
+            self.drop(key)
+        if self._ending:
+            await asyncio.wait(list(self._ending), timeout=5)
+
+    def _start(self, key: Key, task: Task, fire: Fire) -> None:
+        run_id = new_run_id(datetime.fromtimestamp(fire.at, UTC))
+        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
+        run = {"id": run_id, "trigger": "schedule", "slot": fire.slot.isoformat()}
+        starting = asyncio.ensure_future(self._spare(task, run, ctx))
+        self.prepared[key] = Prepared(run_id, fire.at, starting, str(ctx.run_dir))
+
+    async def _spare(self, task: Task, run: dict[str, str], ctx: RunContext) -> Spare | None:
+        """The sandbox of the task's first block, planned as the run will plan it."""
+        try:
+            env, _used = resolve_env(task, self.config)
+        except LookupError:
+            return None  # the run fails with the error, before any block
+        places = await asyncio.to_thread(daycare_places, self.paths)
+        blocks = RunBlocks(
+            paths=self.paths,
+            config=self.config,
+            task=task,
+            run=run,
+            files_dir=ctx.files_dir,
+            artifacts_dir=ctx.artifacts_dir,
+            env=env,
+            places=places,
+        )
+        return await start_spare(blocks.spec(find_blocks(task.body)[0]))
+
+
+async def _end(prepared: Prepared) -> None:
+    await end_started(prepared.starting)
+    # Nothing of it is kept: the run never had a row.
+    with contextlib.suppress(OSError):
+        await asyncio.to_thread(shutil.rmtree, prepared.run_dir, True)
+
+
+def _fires_until(heap: list[Fire], until: float) -> tuple[list[Fire], float | None]:
+    """The fires of a heap due by `until`, and the earliest time beyond it: a walk of the
+    heap's top, never of all of it (10,000 tasks plan 10,000 fires)."""
+    due: list[Fire] = []
+    beyond: float | None = None
+    stack = [0] if heap else []
+    while stack:
+        i = stack.pop()
+        fire = heap[i]
+        if fire.at > until:
+            beyond = fire.at if beyond is None else min(beyond, fire.at)
+            continue
+        due.append(fire)
+        stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
+    due.sort()
+    return due, beyond
