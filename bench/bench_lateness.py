@@ -6,7 +6,8 @@ nothing (`--no-block`: a plain prompt, `execute: false`). A fire's lateness is m
 three instants of its run (issue 12), each minus `runs.slot`: `queued_at` (the row
 written: the scheduler woke up and the writer wrote the row), `started_at` (the run
 actually started: its lock taken, its workspace ready, past the `max_concurrent_runs`
-gate) and `block_started_at` (its first block's process spawned, under bubblewrap).
+gate) and `block_started_at` (its first block's code handed to its interpreter, under
+bubblewrap: a scheduled fire's sandbox is started a second ahead, daemon/ahead.py).
 Beside each daycare phase, for the same duration so both see the same machine load,
 APScheduler 3.x in a second process: an `AsyncIOScheduler` with N jobs on
 `IntervalTrigger(seconds=1)` whose job is a coroutine that records `time.time()`;
@@ -284,7 +285,7 @@ def phase_rows(
             row(
                 f"daycare ({label}): first interpreter, `block_started_at − slot`",
                 spawned,
-                "the first block's process spawned (bubblewrap)",
+                "the first block's code handed to its interpreter (bubblewrap, started ahead)",
                 peer,
                 held,
             )
