@@ -139,6 +139,12 @@ def cgroup_parent(configured: str | None) -> tuple[Path | None, str]:
 _adopted: Path | None = None
 
 
+def may_make(configured: str | None) -> bool:
+    """Whether `cgroup_parent` may find a parent, so that a run would make a cgroup (a
+    directory in cgroupfs: off the event loop); False answers without any system call."""
+    return bool(configured) or _adopted is not None
+
+
 def adopt_delegated() -> tuple[Path | None, str]:
     """In the daemon: when our own cgroup is delegated to us, move ourselves into a leaf
     `daemon/` (a cgroup with processes cannot give controllers to children) and enable

@@ -39,6 +39,7 @@ class RunContext:
     # blocks add is held against `sandbox.disk`.
     disk_before: int | None = None
     block_started_at: datetime | None = None  # when its first block was spawned
+    places: list[Path] | None = None  # daycare's own places, found with the set-up
     # Its first block's sandbox, started before its slot (daemon/ahead.py), until the
     # blocks take it; whoever holds it last ends it.
     ahead: asyncio.Future[Spare | None] | None = None

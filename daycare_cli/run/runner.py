@@ -207,9 +207,7 @@ class Runner:
         task, run_id = req.task, ctx.run_id
         locking = task.overlap != "allow"
         prepared = asyncio.ensure_future(
-            asyncio.to_thread(
-                ctx.lock_and_prepare, lock if locking else None, req.payload, task.execute
-            )
+            asyncio.to_thread(self._set_up, ctx, lock if locking else None, req.payload, task)
         )
         try:
             created = True if row is None else await row
@@ -255,10 +253,24 @@ class Runner:
         except Exception as exc:
             return await self._settle_crash(task, run_id, exc)
         try:
-            await asyncio.to_thread(ctx.lock_and_prepare, None, req.payload, task.execute)
+            await asyncio.to_thread(self._set_up, ctx, None, req.payload, task)
         except Exception as exc:
             return await self._settle_crash(task, run_id, exc)
         return True
+
+    def _set_up(
+        self, ctx: RunContext, lock: TaskLock | None, payload: bytes | None, task: Task
+    ) -> LockBusy | None:
+        """The run's whole set-up in one worker thread (each hand-off to a thread and back
+        costs the run a millisecond or more when the machine is busy): the lock, the
+        workspace, and for a run with blocks the disk they start from and daycare's own
+        places, which the blocks' view masks."""
+        busy = ctx.lock_and_prepare(lock, payload, task.execute)
+        if busy is None and task.execute:
+            from daycare_cli.run.blocks import daycare_places
+
+            ctx.places = daycare_places(self.paths)
+        return busy
 
     @staticmethod
     def _crashed(task: Task, run_id: str, exc: Exception) -> str:
@@ -396,6 +408,7 @@ class Runner:
                 redact=lambda text: self._redact(text, ctx),
                 envs=envs,
                 disk_before=ctx.disk_before,
+                places=ctx.places,
                 on_first_spawn=ctx.note_block_started,
                 starting=ctx.ahead,
             )
