@@ -55,6 +55,7 @@ from daycare_cli.run.sandbox import (
     run_block,
     start_spare,
 )
+from daycare_cli.store.database import describe
 from daycare_cli.store.paths import Paths
 
 if TYPE_CHECKING:
@@ -316,6 +317,9 @@ def _started(starting: asyncio.Future[Spare | None]) -> Spare | None:
     if starting.cancelled():
         return None
     exc = starting.exception()
+    if isinstance(exc, OSError):  # a fault of the machine (no descriptor, a full disk)
+        log.error("could not start a block's sandbox ahead: %s", describe(exc))
+        return None
     if exc is not None:
         log.error("could not start a block's sandbox ahead", exc_info=exc)
         return None

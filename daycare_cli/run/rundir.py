@@ -1,6 +1,6 @@
 """One run's directory (`workspaces/<task>/runs/<run-id>/`, docs/operations.md, "Where things
-live"): its paths, making
-it, its log, its files.
+live"): its paths, making it (with the task's lock: the run's set-up), undoing that for a
+run that does not start, its log, its files.
 
 The filesystem calls here can take milliseconds on a busy disk, so the runner calls the
 slow ones (`prepare`, `close`, `write_file`, `remove_dirs`) off the event loop.
@@ -13,14 +13,16 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from daycare_cli.store.paths import LockBusy, TaskLock
+
 if TYPE_CHECKING:
     from daycare_cli.run.sandbox import Spare
-    from daycare_cli.store.paths import LockBusy, TaskLock
 
 
 @dataclass
@@ -79,8 +81,6 @@ class RunContext:
 
         Returns LockBusy, with nothing prepared, when another process holds the lock.
         """
-        from daycare_cli.store.paths import LockBusy
-
         if lock is not None:
             try:
                 lock.acquire(0.0)
@@ -119,6 +119,31 @@ class RunContext:
                 with contextlib.suppress(OSError):
                     self.log.close()
                 self.log = None
+
+
+def undo_set_up(prepared: asyncio.Future[LockBusy | None], ctx: RunContext, lock: TaskLock) -> None:
+    """A run that will not start: once its set-up thread is done, release the lock it
+    took and remove the directory it made (off the loop). Never waits."""
+
+    def done(_: asyncio.Future[LockBusy | None]) -> None:
+        lock.release()
+        asyncio.get_running_loop().run_in_executor(None, ctx.discard)
+
+    prepared.add_done_callback(done)
+
+
+async def acquire_lock(lock: TaskLock, wait: float) -> None:
+    """Take a task lock, polling up to `wait` s without a thread, so cancelling the wait
+    can never leave a lock taken behind the caller's back."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock.acquire(0.0)
+            return
+        except LockBusy:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 async def write_file(path: Path, text: str) -> None:

@@ -33,7 +33,7 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
-from daycare_cli.run.rundir import RunContext, remove_dirs, write_file
+from daycare_cli.run.rundir import RunContext, acquire_lock, remove_dirs, undo_set_up, write_file
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
@@ -52,17 +52,6 @@ RECORDED += ("input_tokens", "output_tokens", "isolation", "block_started_at")
 EventSink = Callable[[dict[str, Any]], None]
 # The message a stopping daemon cancels its runs with: they end `interrupted`, with it.
 STOPPED = "daemon stopped before the run finished"
-
-
-def _undo(prepared: asyncio.Future[LockBusy | None], ctx: RunContext, lock: TaskLock) -> None:
-    """A run that will not start: once its set-up thread is done, release the lock it
-    took and remove the directory it made (off the loop). Never waits."""
-
-    def done(_: asyncio.Future[LockBusy | None]) -> None:
-        lock.release()
-        asyncio.get_running_loop().run_in_executor(None, ctx.discard)
-
-    prepared.add_done_callback(done)
 
 
 def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
@@ -89,20 +78,6 @@ class RunRequest:
     row: asyncio.Future[Run | None] | None = None
     # The first block's sandbox, started before the slot under `run_id` (daemon/ahead.py).
     ahead: asyncio.Future[Spare | None] | None = None
-
-
-async def acquire_lock(lock: TaskLock, wait: float) -> None:
-    """Take a task lock, polling up to `wait` s without a thread, so cancelling the wait
-    can never leave a lock taken behind the caller's back."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            lock.acquire(0.0)
-            return
-        except LockBusy:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 class Runner:
@@ -212,15 +187,15 @@ class Runner:
         try:
             created = True if row is None else await row
         except BaseException:
-            _undo(prepared, ctx, lock)
+            undo_set_up(prepared, ctx, lock)
             raise
         if created is None:
-            _undo(prepared, ctx, lock)
+            undo_set_up(prepared, ctx, lock)
             return None
         try:
             busy = await asyncio.shield(prepared)
         except asyncio.CancelledError:
-            _undo(prepared, ctx, lock)
+            undo_set_up(prepared, ctx, lock)
             self._record_cancelled(run_id, "run cancelled")
             raise
         except Exception as exc:  # no descriptor for the lock, a full disk: the run ends

@@ -167,7 +167,7 @@ async def start_spare(spec: BlockSpec) -> Spare | None:
         return None
     try:
         spawned = await start_process(plan.launch)
-    except SpawnError:
+    except (SpawnError, OSError):  # OSError: no descriptor left for its pipes
         plan.close()
         return None
     except BaseException:
