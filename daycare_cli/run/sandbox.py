@@ -52,6 +52,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from daycare_cli.core.text import TEXT_CAP, cap
 from daycare_cli.run.blockplan import (
     KIB,
@@ -116,7 +118,7 @@ async def run_block(spec: BlockSpec, spare: Spare | None = None) -> BlockOutcome
     """
     started = time.monotonic()
     level, reason = isolation_level(spec.isolation, spec.bwrap)
-    if spare is not None and not spare.fits(spec, level):
+    if spare is not None and not (spare.fits(spec, level) and _join(spare, spec.cgroup_fd)):
         await end_spare(spare)
         spare = None
     if level == "refused":
@@ -185,7 +187,32 @@ async def end_spare(spare: Spare) -> None:
 
 
 def _key(spec: BlockSpec) -> BlockSpec:
-    return dataclasses.replace(spec, code="")
+    # The run's cgroup is joined at the hand-over (`_join`): a fire's sandbox is started
+    # before its run has one.
+    return dataclasses.replace(spec, code="", cgroup_fd=None)
+
+
+def _join(spare: Spare, cgroup_fd: int | None) -> bool:
+    """Move the spare's processes (bubblewrap, its init, the waiting interpreter) into the
+    run's cgroup, so that the block and all it starts are counted there; False when one
+    could not be moved (the block then starts afresh, born in the cgroup)."""
+    if cgroup_fd is None:
+        return True
+    moved: set[int] = set()
+    try:
+        root = psutil.Process(spare.spawned.proc.pid)
+        # Again until no new process shows: one forked by a process not yet moved was
+        # born outside; what a moved one forks is born inside.
+        for _ in range(10):
+            new = [p.pid for p in (root, *root.children(recursive=True)) if p.pid not in moved]
+            if not new:
+                return True
+            for pid in new:
+                os.write(cgroup_fd, str(pid).encode())
+            moved.update(new)
+    except (OSError, psutil.Error):
+        return False
+    return False
 
 
 async def _planned(spec: BlockSpec, level: str) -> BlockPlan | str:

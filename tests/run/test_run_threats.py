@@ -245,7 +245,10 @@ def _test_cgroup() -> tuple[Path | None, str]:
     return found, why
 
 
-def test_memory_totals_across_children(home: Home, isolation: str) -> None:
+@pytest.mark.parametrize("ahead", [False, True], ids=["first-block", "started-ahead"])
+def test_memory_totals_across_children(home: Home, isolation: str, ahead: bool) -> None:
+    """Also for a block whose sandbox was started while the block before it ran (before
+    the run's cgroup held it): it is moved in at the hand-over."""
     parent, why = _test_cgroup()
     if parent is None:
         pytest.skip(f"no usable cgroup v2 for run totals: {why}")
@@ -260,10 +263,11 @@ def test_memory_totals_across_children(home: Home, isolation: str) -> None:
             "time.sleep(8)\n"
             "print(sum(k.poll() is None for k in kids), 'alive')\n"
         )
-        task = home.task(f"<run_python>\n{code}</run_python>", sandbox="{memory: 512M}")
+        before = "<run_python>\nprint('before')\n</run_python>\n" if ahead else ""
+        task = home.task(f"{before}<run_python>\n{code}</run_python>", sandbox="{memory: 512M}")
         run = home.run(task)
         # 12 x 128 MiB cannot all be held in 512 MiB: the kernel's OOM killer ends some.
-        alive = int((run.output or "0").split()[0]) if run.output else 0
+        alive = int((run.output or "0").split()[-2]) if run.output else 0
         assert alive < 12, run.output
         assert (
             home.run(home.task("<run_python>\nprint('fine')\n</run_python>")).output.strip()

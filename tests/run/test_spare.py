@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -224,3 +225,38 @@ def test_a_cancelled_run_leaves_no_spare_behind(
     asyncio.run(go())
     assert alive_with(marker) == []
     assert not LIVE
+
+
+def test_a_spare_moves_into_the_runs_cgroup_whole_at_the_hand_over(
+    isolation: str, base: Path
+) -> None:
+    """A fire's sandbox is started before its run has a cgroup: at the hand-over each of
+    its processes (bubblewrap, its init, the waiting interpreter) is written to the run
+    cgroup's `cgroup.procs`, here a pipe standing in for it (the kernel's side is
+    tests/run/test_run_threats.py::test_memory_totals_across_children, where a delegated
+    cgroup v2 exists)."""
+    read_end, write_end = os.pipe()
+
+    async def go() -> tuple[Any, list[int]]:
+        spec = _spec(base, code="print('in')")
+        spare = await start_spare(spec)
+        assert spare is not None
+        # Let the sandbox finish forming: bubblewrap, its init, then the interpreter.
+        want = 3 if isolation == "bubblewrap" else 1
+        for _ in range(200):
+            tree = _tree(spare.spawned.proc.pid)
+            if len(tree) >= want:
+                break
+            await asyncio.sleep(0.01)
+        out = await run_block(replace(spec, cgroup_fd=write_end), spare)
+        return out, tree
+
+    try:
+        out, tree = asyncio.run(go())
+        os.close(write_end)
+        written = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+    assert out.error is None and out.output == "in", out
+    assert written == "".join(str(pid) for pid in tree)
+    assert len(tree) == (3 if isolation == "bubblewrap" else 1)
