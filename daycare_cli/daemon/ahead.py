@@ -8,6 +8,8 @@ the run's id and starts the sandbox its first block will run in (run/sandbox.py
 written with that id and hands the block's code to the waiting interpreter. Nothing runs
 before the slot: the interpreter waits for its code on stdin.
 
+At most `max_concurrent_runs` are started ahead at a time (the earliest fires first):
+more could not run at once anyway, and each holds an interpreter's memory while it waits.
 What is started ahead and not used (the task changed or went away, the fire was skipped
 by its overlap policy, the daemon stops) is ended, and the run directory it made is
 removed. A first block that needs a Python environment of its own (PEP 723), a task
@@ -74,7 +76,12 @@ class Ahead:
             if prepared.at + STALE <= now:
                 self.drop(key)
         due, beyond = _fires_until(plan.heap, now + LEAD)
+        room = self.config.max_concurrent_runs - len(self.prepared)
         for fire in due:
+            if room <= 0:
+                # As many as may run at once: 500 tasks due at 9:00 start 500 sandboxes
+                # one by one as the cap lets their runs through, not all at 8:59:59.
+                break
             key = (fire.task_id, fire.trigger_id, fire.slot.timestamp())
             if fire.kind != "schedule" or fire.run_id is not None or key in self.prepared:
                 continue
@@ -86,6 +93,7 @@ class Ahead:
             if not blocks or script_metadata(blocks[0].code) is not None:
                 continue
             self._start(key, task, fire)
+            room -= 1
         wake = [beyond - LEAD] if beyond is not None else []
         # A little after it goes stale: a timer early by a hair must not spin the loop.
         wake += [prepared.at + STALE + 0.05 for prepared in self.prepared.values()]

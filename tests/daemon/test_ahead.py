@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,3 +144,23 @@ def test_a_skipped_fire_ends_its_sandbox(daemon: DaemonHome, tmp_path: Path) -> 
     # A skipped fire keeps no directory, the one made for its sandbox included.
     ran = {r["id"] for r in daemon.runs("busy") if r["status"] != "skipped"}
     assert _run_dirs(daemon, "busy") == ran
+
+
+def test_no_more_sandboxes_start_ahead_than_runs_may_run_at_once(daemon: DaemonHome) -> None:
+    """Six tasks due in the same instant, `max_concurrent_runs = 2`: before the slot, the
+    sandboxes of two of them wait; every fire still runs."""
+    daemon.config.write_text("max_concurrent_runs = 2\n" + daemon.CONFIG)
+    daemon.start()
+    at = daemon.iso_in(3.0)
+    marks = [f"cap{i}{uuid.uuid4().hex}" for i in range(6)]
+    for i, mark in enumerate(marks):
+        daemon.write(f"due-{i}", _task(f'at: "{at}"', mark))
+    daemon.wait_for(lambda: any(_alive_with(m) for m in marks), 10, "a sandbox started ahead")
+    started = 0
+    while daemon.utc(at).timestamp() - time.time() > 0.1:  # the second before the slot
+        started = max(started, sum(bool(_alive_with(m)) for m in marks))
+        time.sleep(0.02)
+    assert started == 2
+    daemon.wait_for(lambda: len(r := daemon.runs(status="succeeded")) == 6 and r, 30, "six runs")
+    assert daemon.stop() == 0
+    assert not any(_alive_with(m) for m in marks)
