@@ -31,14 +31,16 @@ from daycare_cli.core.prompt import find_blocks
 from daycare_cli.core.requirements import script_metadata
 from daycare_cli.core.task import Task
 from daycare_cli.daemon.planned import Fire
-from daycare_cli.run.blocks import RunBlocks, daycare_places, end_started, resolve_env
-from daycare_cli.run.rundir import RunContext
-from daycare_cli.run.sandbox import Spare, start_spare
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.runs import new_run_id
 
 if TYPE_CHECKING:
     from daycare_cli.daemon.plan import Plan
+    from daycare_cli.run.sandbox import Spare
+
+# The block machinery (run/blocks.py, run/sandbox.py and what they import) is imported at
+# the first fire with blocks, not by every daemon's start: a daemon with no such task
+# never holds it.
 
 log = logging.getLogger("daycare.daemon")
 
@@ -126,13 +128,18 @@ class Ahead:
 
     def _start(self, key: Key, task: Task, fire: Fire) -> None:
         run_id = new_run_id(datetime.fromtimestamp(fire.at, UTC))
-        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
+        run_dir = self.paths.workspace(task.id) / "runs" / run_id
         run = {"id": run_id, "trigger": "schedule", "slot": fire.slot.isoformat()}
-        starting = asyncio.ensure_future(self._spare(task, run, ctx))
-        self.prepared[key] = Prepared(run_id, fire.at, starting, str(ctx.run_dir))
+        starting = asyncio.ensure_future(self._spare(task, run))
+        self.prepared[key] = Prepared(run_id, fire.at, starting, str(run_dir))
 
-    async def _spare(self, task: Task, run: dict[str, str], ctx: RunContext) -> Spare | None:
+    async def _spare(self, task: Task, run: dict[str, str]) -> Spare | None:
         """The sandbox of the task's first block, planned as the run will plan it."""
+        from daycare_cli.run.blocks import RunBlocks, daycare_places, resolve_env
+        from daycare_cli.run.rundir import RunContext
+        from daycare_cli.run.sandbox import start_spare
+
+        ctx = RunContext.of(self.paths.workspace(task.id), str(run["id"]))
         try:
             env, _used = resolve_env(task, self.config)
         except LookupError:
@@ -152,6 +159,8 @@ class Ahead:
 
 
 async def _end(prepared: Prepared) -> None:
+    from daycare_cli.run.blocks import end_started
+
     await end_started(prepared.starting)
     # Nothing of it is kept: the run never had a row.
     with contextlib.suppress(OSError):
