@@ -13,17 +13,17 @@ import asyncio
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from blockspec import block_spec
 from inbox import Inbox
 from openai_fake import FakeOpenAI
 from runhome import Home
 
-from daycare_cli.run.sandbox import BlockOutcome, BlockSpec, isolation_level, run_block
+from daycare_cli.run.sandbox import BlockOutcome, isolation_level, run_block
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
 
@@ -69,18 +69,7 @@ def block(base: Path) -> Runner:
     """`block(code, **spec_fields)`: run one block in the task workspace under `base`."""
 
     def run(code: str, **kw: Any) -> BlockOutcome:
-        ws = base / "ws"
-        fields: dict[str, Any] = {
-            "code": code,
-            "files_dir": ws / "files",
-            "artifacts_dir": ws / "runs" / "r1" / "artifacts",
-            "workspace": ws,
-            "timeout": 10.0,
-            "task": {"id": "t1", "name": "Task one"},
-            "run": {"id": f"run-{uuid.uuid4().hex}", "trigger": "manual", "slot": None},
-        }
-        fields.update(kw)
-        return asyncio.run(run_block(BlockSpec(**fields)))
+        return asyncio.run(run_block(block_spec(base, code, **kw)))
 
     return run
 

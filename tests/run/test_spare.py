@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
+from blockspec import block_spec
 from runhome import Home, log_events
 
 from daycare_cli.run.process import LIVE
@@ -37,23 +38,12 @@ print(json.dumps({
 
 
 def _spec(base: Path, code: str = SEEN, **kw: Any) -> BlockSpec:
-    ws = base / "ws"
-    payload = ws / "runs" / "r1" / "payload.json"
+    """A block with an env and a webhook payload: all a run gives a block."""
+    payload = base / "ws" / "runs" / "r1" / "payload.json"
     payload.parent.mkdir(parents=True, exist_ok=True)
     payload.write_text('{"n": 1}')
-    fields: dict[str, Any] = {
-        "code": code,
-        "files_dir": ws / "files",
-        "artifacts_dir": ws / "runs" / "r1" / "artifacts",
-        "workspace": ws,
-        "timeout": 10.0,
-        "task": {"id": "t1", "name": "Task one"},
-        "run": {"id": f"run-{uuid.uuid4().hex}", "trigger": "schedule", "slot": None},
-        "env": {"GREETING": "hello"},
-        "payload_file": payload,
-    }
-    fields.update(kw)
-    return BlockSpec(**fields)
+    fields: dict[str, Any] = {"env": {"GREETING": "hello"}, "payload_file": payload, **kw}
+    return block_spec(base, code, **fields)
 
 
 def _gone(pid: int) -> bool:
