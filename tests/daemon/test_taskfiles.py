@@ -89,6 +89,9 @@ def longest_uncut(lo: float, hi: float, cuts: list[tuple[float, float]]) -> floa
 
 def test_a_two_chunk_write_never_runs_the_half_file(daemon: DaemonHome) -> None:
     path = daemon.write("hook", HOOK_V1)
+    # Every row kept: ~100 webhooks a second for 11 s, and the default retention (100 runs)
+    # would leave only the last second's rows, all of the last version, to judge by.
+    daemon.config.write_text(daemon.CONFIG + "\n[retention]\nkeep_runs = 100000\n")
     daemon.start()
     url = daemon.cli("webhook", "url", "hook").stdout.strip()
     assert url.startswith("http")
