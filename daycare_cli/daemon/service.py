@@ -31,6 +31,8 @@ from daycare_cli.daemon.looplag import LoopLag
 from daycare_cli.daemon.planned import PlanningFailed
 from daycare_cli.daemon.queued import RESUMED
 from daycare_cli.daemon.reload import config_change
+from daycare_cli.daemon.sandboxprobe import SandboxProbe
+from daycare_cli.daemon.sandboxprobe import describe as describe_sandbox
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.daemon.supervisor import Supervisor
 from daycare_cli.run.runner import STOPPED
@@ -182,9 +184,11 @@ class Daemon:
         # child parses a share of them meanwhile (store/prefetch.py).
         store = TaskStore(self.paths)
         store.prepare(prefetch_dir=self.paths.runtime_dir)
-        # The sandbox probe (a bubblewrap start) runs in a thread meanwhile, so the first
-        # block does not stall the scheduler and the start does not wait for it alone.
-        probe = asyncio.ensure_future(asyncio.to_thread(_describe_sandbox, self.config))
+        # The sandbox probe (a bubblewrap start) runs in a forked child meanwhile, so the
+        # start does not wait for it alone and the daemon does not keep its modules
+        # (daemon/sandboxprobe.py); a thread waits for its answer.
+        child = SandboxProbe.start(self.config)
+        probe = asyncio.ensure_future(asyncio.to_thread(describe_sandbox, self.config, child))
         try:
             return await self._serve(probe, store)
         finally:
@@ -503,12 +507,6 @@ def _save_caches(store: TaskStore, stop: threading.Event) -> int:
         return store.save_cache(sleep=stop.wait)
     finally:
         trim_heap()
-
-
-def _describe_sandbox(config: Config) -> dict[str, Any]:
-    from daycare_cli.run.blocks import describe_sandbox
-
-    return describe_sandbox(config)
 
 
 def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:
