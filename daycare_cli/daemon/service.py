@@ -189,17 +189,23 @@ class Daemon:
         # (daemon/sandboxprobe.py); a thread waits for its answer.
         child = SandboxProbe.start(self.config)
         probe = asyncio.ensure_future(asyncio.to_thread(describe_sandbox, self.config, child))
+        # The servers' modules (aiohttp, ~0.1 s of CPU) are imported in a thread while
+        # state.db opens and the plan loads: their loading of CA certificates (~40 ms,
+        # aiohttp's client contexts) and file reads let the GIL go, so they overlap.
+        servers = asyncio.ensure_future(asyncio.to_thread(_import_servers))
         try:
-            return await self._serve(probe, store)
+            return await self._serve(probe, store, servers)
         finally:
+            await asyncio.wait([servers])
             if store.prefetch is not None:
                 store.prefetch.discard()  # the start failed before the plan took it
             await asyncio.wait([probe])
             if not probe.cancelled():
                 probe.exception()  # seen: a start that failed first does not report it too
 
-    async def _serve(self, probe: asyncio.Future[dict[str, Any]], store: TaskStore) -> int:
-        from daycare_cli.daemon.control import ControlServer
+    async def _serve(
+        self, probe: asyncio.Future[dict[str, Any]], store: TaskStore, servers: asyncio.Future[None]
+    ) -> int:
         from daycare_cli.daemon.parts import (
             run_control,
             run_scheduler,
@@ -207,7 +213,6 @@ class Daemon:
             run_watcher,
             run_webhooks,
         )
-        from daycare_cli.daemon.server import WebhookServer
 
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self.log.handle_loop_exception)
@@ -284,6 +289,10 @@ class Daemon:
             "daemon.started",
             {"pid": os.getpid(), "tasks": len(plan.tasks), "invalid": sorted(plan.broken)},
         )
+
+        await servers
+        from daycare_cli.daemon.control import ControlServer
+        from daycare_cli.daemon.server import WebhookServer
 
         refused = self.log.tally("refusing webhook connections")
         self.webhooks = webhooks = WebhookServer(
@@ -480,6 +489,11 @@ class Daemon:
         with contextlib.suppress(OSError):
             self.paths.pid_file.unlink()
         log.info("stopped" if not self.exit_code else f"stopped with exit code {self.exit_code}")
+
+
+def _import_servers() -> None:
+    import daycare_cli.daemon.control
+    import daycare_cli.daemon.server  # noqa: F401
 
 
 def trim_heap() -> None:
