@@ -189,14 +189,21 @@ class Daemon:
         # (daemon/sandboxprobe.py); a thread waits for its answer.
         child = SandboxProbe.start(self.config)
         probe = asyncio.ensure_future(asyncio.to_thread(describe_sandbox, self.config, child))
-        # The servers' modules (aiohttp, ~0.1 s of CPU) are imported in a thread while
-        # state.db opens and the plan loads: their loading of CA certificates (~40 ms,
-        # aiohttp's client contexts) and file reads let the GIL go, so they overlap.
-        servers = asyncio.ensure_future(asyncio.to_thread(_import_servers))
+        # The servers' modules (aiohttp, ~0.1 s of CPU). At a restart, imported in a
+        # thread while state.db opens and the plan loads: their loading of CA certificates
+        # (~40 ms, aiohttp's client contexts) and file reads let the GIL go (-30 ms to
+        # ready). At a cold start, here: made alongside the children's parse results,
+        # their objects left 2-3 MB more of the heap in use at ready.
+        servers = None
+        if store.prefetch is None:
+            servers = asyncio.ensure_future(asyncio.to_thread(_import_servers))
+        else:
+            _import_servers()
         try:
             return await self._serve(probe, store, servers)
         finally:
-            await asyncio.wait([servers])
+            if servers is not None:
+                await asyncio.wait([servers])
             if store.prefetch is not None:
                 store.prefetch.discard()  # the start failed before the plan took it
             await asyncio.wait([probe])
@@ -204,7 +211,10 @@ class Daemon:
                 probe.exception()  # seen: a start that failed first does not report it too
 
     async def _serve(
-        self, probe: asyncio.Future[dict[str, Any]], store: TaskStore, servers: asyncio.Future[None]
+        self,
+        probe: asyncio.Future[dict[str, Any]],
+        store: TaskStore,
+        servers: asyncio.Future[None] | None,
     ) -> int:
         from daycare_cli.daemon.parts import (
             run_control,
@@ -290,7 +300,8 @@ class Daemon:
             {"pid": os.getpid(), "tasks": len(plan.tasks), "invalid": sorted(plan.broken)},
         )
 
-        await servers
+        if servers is not None:
+            await servers
         from daycare_cli.daemon.control import ControlServer
         from daycare_cli.daemon.server import WebhookServer
 
