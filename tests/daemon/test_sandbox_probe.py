@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import daycare_cli
 from daycare_cli.config import load_config
 from daycare_cli.daemon.sandboxprobe import SandboxProbe, describe
 from daycare_cli.run.blocks import describe_sandbox
@@ -15,6 +18,7 @@ from daycare_cli.run.blocks import describe_sandbox
 if TYPE_CHECKING:
     from conftest import DaemonHome
 
+REPO = Path(daycare_cli.__file__).resolve().parent.parent
 BLOCK = "---\nexecute: true\n---\n<run_python>\nprint('probed')\n</run_python>\n"
 
 
@@ -24,14 +28,35 @@ def loaded_libseccomp(pid: int) -> bool:
 
 
 def test_the_child_answers_what_the_daemon_would_find(tmp_path: Path) -> None:
-    config = load_config(tmp_path / "config.toml")
-    child = SandboxProbe.start(config)
-    assert child is not None  # pytest's process has one thread here
-    answer = describe(config, child)
-    assert answer == describe_sandbox(config)
-    assert answer["isolation"] in ("bubblewrap", "reduced", "none")
-    # The child is reaped and its pipe closed: a second answer is none, not a hang.
-    assert child.answer() is None
+    # In a process of its own: the probe forks only while there is one thread (a test
+    # run's process may hold others).
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from daycare_cli.config import load_config\n"
+        "from daycare_cli.daemon.sandboxprobe import SandboxProbe, describe\n"
+        "config = load_config(Path(sys.argv[1]))\n"
+        "child = SandboxProbe.start(config)\n"
+        "assert child is not None\n"
+        "answer = describe(config, child)\n"
+        "# reaped and its pipe closed: a second answer is none, not a hang\n"
+        "assert child.answer() is None\n"
+        "blocks = sorted(m for m in sys.modules if m.startswith('daycare_cli.run.'))\n"
+        "print(json.dumps({'answer': answer, 'loaded': blocks}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "config.toml")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    expected = describe_sandbox(load_config(tmp_path / "config.toml"))
+    assert found["answer"] == json.loads(json.dumps(expected))
+    assert found["answer"]["isolation"] in ("bubblewrap", "reduced", "none")
+    assert found["loaded"] == []  # the child probed: this process loaded nothing of it
 
 
 def test_a_child_that_fails_leaves_the_probe_to_the_daemon(tmp_path: Path) -> None:
