@@ -111,9 +111,16 @@ class Plan:
                 self.plan_cache.load()
         try:
             listed = (
-                self.store.list(defer_save=starting, packed=True) if entries is None else entries
+                self.store.list(defer_save=starting, packed=True)
+                if entries is None
+                else list(entries)
             )
-            for entry in listed:
+            # Taken from the end, in id order: each entry is freed once applied, and what
+            # the plan makes of the next one reuses its memory (10,000 entries held to the
+            # end left ~1 MB more of the heap in use at a start's ready line).
+            listed.reverse()
+            while listed:
+                entry = listed.pop()
                 seen.add(entry.id)
                 try:
                     self.apply_entry(entry, starting=starting, actor=actor)
