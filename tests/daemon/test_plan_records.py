@@ -148,6 +148,7 @@ def test_next_fires_behave_as_a_dict_in_64_bytes() -> None:
                 mine.clear()
                 theirs.clear()
             assert list(mine.items()) == list(theirs.items())
+            assert mine.pairs() == tuple(theirs.items())
             assert dict(mine) == theirs and len(mine) == len(theirs)
             assert mine.get("nope") is None and ("nope" in mine) is False
             if theirs:
