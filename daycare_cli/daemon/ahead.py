@@ -135,6 +135,9 @@ class Ahead:
 
     async def _spare(self, task: Task, run: dict[str, str]) -> Spare | None:
         """The sandbox of the task's first block, planned as the run will plan it."""
+        from daycare_cli.run.runner import ensure_block_machinery
+
+        await ensure_block_machinery(self.config)  # its imports, off the loop
         from daycare_cli.run.blocks import RunBlocks, daycare_places, resolve_env
         from daycare_cli.run.rundir import RunContext
         from daycare_cli.run.sandbox import start_spare

@@ -12,13 +12,16 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from daycare_cli.daemon.control import ControlServer
 from daycare_cli.daemon.faults import fault_point
 from daycare_cli.daemon.plan import Plan
 from daycare_cli.daemon.scheduler import Scheduler
-from daycare_cli.daemon.server import WebhookServer
 from daycare_cli.daemon.supervisor import Part, Supervisor
+
+if TYPE_CHECKING:  # aiohttp's modules: the start imports them in a thread (service.py)
+    from daycare_cli.daemon.control import ControlServer
+    from daycare_cli.daemon.server import WebhookServer
 
 log = logging.getLogger("daycare.daemon")
 

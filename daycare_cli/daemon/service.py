@@ -31,6 +31,8 @@ from daycare_cli.daemon.looplag import LoopLag
 from daycare_cli.daemon.planned import PlanningFailed
 from daycare_cli.daemon.queued import RESUMED
 from daycare_cli.daemon.reload import config_change
+from daycare_cli.daemon.sandboxprobe import SandboxProbe
+from daycare_cli.daemon.sandboxprobe import describe as describe_sandbox
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.daemon.supervisor import Supervisor
 from daycare_cli.run.runner import STOPPED
@@ -182,20 +184,38 @@ class Daemon:
         # child parses a share of them meanwhile (store/prefetch.py).
         store = TaskStore(self.paths)
         store.prepare(prefetch_dir=self.paths.runtime_dir)
-        # The sandbox probe (a bubblewrap start) runs in a thread meanwhile, so the first
-        # block does not stall the scheduler and the start does not wait for it alone.
-        probe = asyncio.ensure_future(asyncio.to_thread(_describe_sandbox, self.config))
+        # The sandbox probe (a bubblewrap start) runs in a forked child meanwhile, so the
+        # start does not wait for it alone and the daemon does not keep its modules
+        # (daemon/sandboxprobe.py); a thread waits for its answer.
+        child = SandboxProbe.start(self.config)
+        probe = asyncio.ensure_future(asyncio.to_thread(describe_sandbox, self.config, child))
+        # The servers' modules (aiohttp, ~0.1 s of CPU). At a restart, imported in a
+        # thread while state.db opens and the plan loads: their loading of CA certificates
+        # (~40 ms, aiohttp's client contexts) and file reads let the GIL go (-30 ms to
+        # ready). At a cold start, here: made alongside the children's parse results,
+        # their objects left 2-3 MB more of the heap in use at ready.
+        servers = None
+        if store.prefetch is None:
+            servers = asyncio.ensure_future(asyncio.to_thread(_import_servers))
+        else:
+            _import_servers()
         try:
-            return await self._serve(probe, store)
+            return await self._serve(probe, store, servers)
         finally:
+            if servers is not None:
+                await asyncio.wait([servers])
             if store.prefetch is not None:
                 store.prefetch.discard()  # the start failed before the plan took it
             await asyncio.wait([probe])
             if not probe.cancelled():
                 probe.exception()  # seen: a start that failed first does not report it too
 
-    async def _serve(self, probe: asyncio.Future[dict[str, Any]], store: TaskStore) -> int:
-        from daycare_cli.daemon.control import ControlServer
+    async def _serve(
+        self,
+        probe: asyncio.Future[dict[str, Any]],
+        store: TaskStore,
+        servers: asyncio.Future[None] | None,
+    ) -> int:
         from daycare_cli.daemon.parts import (
             run_control,
             run_scheduler,
@@ -203,7 +223,6 @@ class Daemon:
             run_watcher,
             run_webhooks,
         )
-        from daycare_cli.daemon.server import WebhookServer
 
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self.log.handle_loop_exception)
@@ -280,6 +299,11 @@ class Daemon:
             "daemon.started",
             {"pid": os.getpid(), "tasks": len(plan.tasks), "invalid": sorted(plan.broken)},
         )
+
+        if servers is not None:
+            await servers
+        from daycare_cli.daemon.control import ControlServer
+        from daycare_cli.daemon.server import WebhookServer
 
         refused = self.log.tally("refusing webhook connections")
         self.webhooks = webhooks = WebhookServer(
@@ -479,6 +503,11 @@ class Daemon:
         log.info("stopped" if not self.exit_code else f"stopped with exit code {self.exit_code}")
 
 
+def _import_servers() -> None:
+    import daycare_cli.daemon.control
+    import daycare_cli.daemon.server  # noqa: F401
+
+
 def trim_heap() -> None:
     """Give back to the system the free memory at the top and in the middle of the C heap
     (glibc's `malloc_trim`): a start frees megabytes of transients (the parse cache's
@@ -504,12 +533,6 @@ def _save_caches(store: TaskStore, stop: threading.Event) -> int:
         return store.save_cache(sleep=stop.wait)
     finally:
         trim_heap()
-
-
-def _describe_sandbox(config: Config) -> dict[str, Any]:
-    from daycare_cli.run.blocks import describe_sandbox
-
-    return describe_sandbox(config)
 
 
 def run_daemon(paths: Paths, config: Config, log_level: str = "INFO") -> int:

@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,8 @@ log = logging.getLogger("daycare.watcher")
 # Editor temp files: vim swap and backup files, emacs lock files, vim's write test file.
 IGNORED_PATTERNS = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp")
 DEBOUNCE_MS = 50
+STEP_MS = 50  # watchfiles' default: a 20 ms step made idle CPU 2.5x higher
+RUST_TIMEOUT_MS = 5000  # a watch returns after this long without changes
 # A file is read once it has not been written for this long: a writer that pauses less
 # between two chunks is waited for. Near twice the debounce, and under 100 ms so that an
 # edit is rescheduled within the 100 ms goal of bench/README.md (watchfiles itself reports a write
@@ -304,27 +307,82 @@ async def _watch_session(
 ) -> None:
     """Watch the directory now at the tasks path until `stop`, or until it is removed or
     replaced (inotify keeps watching the old one, which sees nothing new)."""
-    import watchfiles
-
     tasks_dir = plan.paths.tasks_dir
     accept = watch_filter(tasks_dir.resolve())
     watched = _identity(tasks_dir)
-    async for changes in watchfiles.awatch(
-        tasks_dir,
-        watch_filter=None,
-        debounce=DEBOUNCE_MS,
-        step=50,  # watchfiles' default: a 20 ms step made idle CPU 2.5x higher
-        stop_event=stop,
-        recursive=False,
-        rust_timeout=5000,
-        yield_on_timeout=True,  # an empty set every 5 s: a moment for due rescans
-    ):
-        if _identity(tasks_dir) != watched:
-            log.warning("%s was removed or replaced; rescanning it", tasks_dir)
-            return
-        paths = {Path(p).resolve() for _, p in changes}
-        accepted = [p for p in paths if accept(None, str(p))]
-        if accepted:
-            await apply_changes(plan, accepted, worker, retry=rescans.retry_soon)
-        worker.stop_if_idle()
-        await rescans.run_if_due()
+    notes = DirWatch(tasks_dir, stop)
+    try:
+        while (changes := await notes.changes()) is not None:
+            if _identity(tasks_dir) != watched:
+                log.warning("%s was removed or replaced; rescanning it", tasks_dir)
+                return
+            paths = {Path(p).resolve() for _, p in changes}
+            accepted = [p for p in paths if accept(None, str(p))]
+            if accepted:
+                await apply_changes(plan, accepted, worker, retry=rescans.retry_soon)
+            worker.stop_if_idle()
+            await rescans.run_if_due()
+    finally:
+        notes.close()
+
+
+class DirWatch:
+    """The changes of one directory (not its subdirectories), as `watchfiles.awatch`
+    gives them, without awatch's anyio: its asyncio backend cost every start 1.4 MB and
+    ~16 ms, for one blocking call in a thread.
+
+    The notifier (watchfiles' Rust backend: an inotify watch) is made with this object,
+    on the loop's thread, as awatch made it at its first step: a change after that is
+    seen. Each `changes()` runs one `RustNotify.watch` in a thread of its own.
+    """
+
+    def __init__(self, path: Path, stop: asyncio.Event) -> None:
+        from watchfiles._rust_notify import RustNotify  # documented: "Rust backend"
+
+        self.stop = stop
+        self.closed = threading.Event()
+        # watchfiles' environment settings, as `watch` and `awatch` read them.
+        polling = os.environ.get("WATCHFILES_FORCE_POLLING")
+        delay = os.environ.get("WATCHFILES_POLL_DELAY_MS", "")
+        self.notify = RustNotify(
+            [str(path)],
+            bool(os.environ.get("WATCHFILES_DEBUG")),
+            polling.lower() not in {"false", "disable", "disabled"} if polling else _on_wsl(),
+            int(delay) if delay.isdecimal() else 300,
+            False,  # not recursive
+            bool(os.environ.get("WATCHFILES_IGNORE_PERMISSION_DENIED")),
+        )
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daycare-watch")
+
+    def is_set(self) -> bool:
+        """What the notifier asks at every step: stop watching?"""
+        return self.closed.is_set() or self.stop.is_set()
+
+    async def changes(self) -> set[tuple[int, str]] | None:
+        """The next changes, (kind, path) each; an empty set after RUST_TIMEOUT_MS with
+        none (a moment for due rescans); None once `stop` is set."""
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(
+            self.pool, self.notify.watch, DEBOUNCE_MS, STEP_MS, RUST_TIMEOUT_MS, self
+        )
+        if raw == "timeout":
+            return set()
+        if raw == "stop":
+            return None
+        if raw == "signal":  # signals go to the main thread: never seen here
+            raise RuntimeError("the watch thread unexpectedly received a signal")
+        return raw
+
+    def close(self) -> None:
+        """Stop watching: a `watch` still running ends at its next step; never waits."""
+        self.closed.set()
+        self.pool.submit(self.notify.close)
+        self.pool.shutdown(wait=False)
+
+
+def _on_wsl() -> bool:
+    """WSL 2, where watchfiles polls by default (inotify misses Windows' changes)."""
+    import platform
+
+    uname = platform.uname()
+    return "microsoft-standard" in uname.release.lower() and uname.system.lower() == "linux"

@@ -54,6 +54,29 @@ EventSink = Callable[[dict[str, Any]], None]
 STOPPED = "daemon stopped before the run finished"
 
 
+_blocks_loaded = False
+
+
+def load_block_machinery(config: Config) -> None:
+    """Import what runs blocks and probe the sandbox (cached by `run/sandbox.py`): ~60 ms
+    the first time, which a run does off the loop. The daemon's start no longer does it
+    (its probe runs in a child, `daemon/sandboxprobe.py`)."""
+    global _blocks_loaded
+    import daycare_cli.run.blocks
+    import daycare_cli.run.envs  # noqa: F401
+    from daycare_cli.run.sandbox import isolation_level
+
+    isolation_level(config.sandbox_isolation, config.sandbox_bwrap)
+    _blocks_loaded = True
+
+
+async def ensure_block_machinery(config: Config) -> None:
+    """`load_block_machinery` once, off the loop (a run with blocks, a sandbox started
+    ahead of a fire: daemon/ahead.py)."""
+    if not _blocks_loaded:
+        await asyncio.to_thread(load_block_machinery, config)
+
+
 def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
     """Write out the run's log, then delete the directories retention removed."""
     ctx.close()
@@ -356,6 +379,7 @@ class Runner:
         block_errors: list[str] = []
 
         if task.execute:
+            await ensure_block_machinery(self.config)
             from daycare_cli.run.blocks import RunBlocks, RunRefused, resolve_env
 
             try:

@@ -268,7 +268,8 @@ def read_entries(paths: list[Path]) -> list[TaskEntry | None]:
 
 
 # What `TaskStore._look` found: files, the cache, its answers, and the files to parse.
-_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[str, os.stat_result]]]
+# The names, the cache, the entries it answered, and the files to parse with their stat key.
+_Listing = tuple[list[str], TaskCache, dict[str, TaskEntry], list[tuple[str, tuple[int, int, int]]]]
 
 
 class TaskStore:
@@ -315,9 +316,9 @@ class TaskStore:
         read = {p.name: e for p, e in zip(mine, read_entries(mine), strict=True)}
         theirs = prefetch.collect(packed=packed) if prefetch is not None else {}
         shared = SharedParts()
-        for name, st in misses:
+        for name, seen in misses:
             hit = theirs.get(name)
-            if hit is not None and hit.key == stat_key(st):
+            if hit is not None and hit.key == seen:
                 # Parsed by a child, as the file still is (its parts shared already).
                 task_id = hit.task.id if hit.task is not None else name[:-3]
                 found[name] = TaskEntry.listed(self.dir, task_id, hit.task, hit.error, hit.digest)
@@ -331,7 +332,7 @@ class TaskStore:
                 # One copy of what tasks share; the cache, pickled from these, keeps it so.
                 entry.task = shared.task(entry.task)
             # The key is the stat of the version parsed: a change after it shows next time.
-            key = entry.key or stat_key(st)
+            key = entry.key or seen
             cache.put(name, Cached(key, entry.digest, entry.task, entry.error))
             found[name] = entry
         cache.retain(set(found))
@@ -376,7 +377,9 @@ class TaskStore:
         cache.read_ns = time.time_ns()
         cache.load(packed=packed)
         found: dict[str, TaskEntry] = {}
-        misses: list[tuple[str, os.stat_result]] = []
+        # A miss keeps its stat key, not its stat: 10,000 stat results (600 B each, with
+        # their times as floats) were 6 MB of a cold start's peak.
+        misses: list[tuple[str, tuple[int, int, int]]] = []
         where = str(self.dir)
         # Each file's stat by name, relative to the directory: no path object per file
         # (10,000 of them, and each name interned for good by pathlib, at a restart).
@@ -394,7 +397,7 @@ class TaskStore:
                 if hit is None or not (
                     trusted or same_content(f"{where}/{name}", hit.key, hit.digest)
                 ):
-                    misses.append((name, st))
+                    misses.append((name, stat_key(st)))
                     continue
                 # The task's own id string (one copy per task held, not two).
                 task_id = name[:-3]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daycare_cli import __version__
-from daycare_cli.cli.entry import main, parse_fast_ls
+from daycare_cli.cli.entry import main, parse_fast_daemon_run, parse_fast_ls
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = '---\nname: Good\nschedule: "0 9 * * *"\ntimezone: Europe/Berlin\ntags: [a]\n---\nhello\n'
@@ -59,6 +59,71 @@ def test_fast_path_takes_only_what_the_typer_command_takes(
     args: list[str], expected: object
 ) -> None:
     assert parse_fast_ls(args) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["daemon", "run"], ({}, "INFO")),
+        (["daemon", "run", "--log-level", "debug"], ({}, "debug")),
+        (["--home", "/h", "daemon", "run", "--log-level=WARNING", "--config", "/c"],
+         ({"home": Path("/h"), "config_file": Path("/c")}, "WARNING")),
+        (["daemon", "run", "--log-level", "debug", "--log-level", "error"], ({}, "error")),
+        (["daemon", "run", "--help"], None),
+        (["daemon", "run", "--log-level"], None),
+        (["daemon", "run", "--log-level="], None),
+        (["daemon", "run", "now"], None),
+        (["daemon", "--log-level", "debug", "run"], None),  # an option of `run`, not `daemon`
+        (["daemon", "start"], None),
+        (["daemon"], None),
+    ],
+)  # fmt: skip
+def test_daemon_run_fast_path_takes_only_what_the_typer_command_takes(
+    args: list[str], expected: object
+) -> None:
+    assert parse_fast_daemon_run(args) == expected
+
+
+def test_daemon_run_fast_path_serves_without_typer(tmp_path: Path) -> None:
+    # The daemon started as systemd starts it: it gets ready, honours --log-level, stops
+    # on SIGTERM with exit code 0, and never loaded Typer or rich.
+    probe = (
+        "import os, signal, sys, threading, time\n"
+        "from daycare_cli.cli.entry import main\n"
+        "def stop():\n"
+        "    while not os.path.exists(sys.argv[1]):\n"
+        "        time.sleep(0.05)\n"
+        "    time.sleep(0.5)\n"
+        "    heavy = ('typer', 'rich', 'click', 'pydantic', 'llm', 'apprise')\n"
+        "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "    print('loaded:', loaded, file=sys.stderr, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "threading.Thread(target=stop, daemon=True).start()\n"
+        "main(['daemon', 'run', '--log-level', 'warning', '--home', sys.argv[2]])\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    socket = home / "run" / "daycare.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYCARE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(socket), str(home)],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(REPO), "XDG_RUNTIME_DIR": str(tmp_path / "xdg")},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "daycare daemon ready: 0 tasks" in result.stderr
+    assert " INFO " not in result.stderr  # "stopping", "stopped" are below the level asked
+    assert "loaded: []" in result.stderr
+
+
+def test_daemon_run_fast_path_reports_a_missing_home(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = daycare("--home", str(missing), "daemon", "run", env={})
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr and not missing.exists()
 
 
 def test_version_and_fast_ls_load_neither_typer_nor_rich(tmp_path: Path) -> None:

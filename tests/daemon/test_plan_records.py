@@ -7,6 +7,10 @@ alike, and an edit hands the runs of the old version on to the new one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from daycare_cli.config import load_config
 from daycare_cli.core.task import Task
 from daycare_cli.core.taskfile import parse_task
 from daycare_cli.core.taskhead import TaskHead
-from daycare_cli.daemon.planned import NO_QUEUE, NO_RUNS
+from daycare_cli.daemon.planned import NO_QUEUE, NO_RUNS, NextFires
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
@@ -118,3 +122,37 @@ def test_a_task_that_never_ran_shares_empty_run_containers_an_edit_hands_them_on
             assert not new.active and not old.active
 
     asyncio.run(main())
+
+
+def test_next_fires_behave_as_a_dict_in_64_bytes() -> None:
+    # Random sets, deletes, pops and clears on a dict and on NextFires: the same contents
+    # in the same order after every step, and the same KeyErrors.
+    rng = random.Random(12)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(200):
+        mine, theirs = NextFires(), dict[str, datetime]()
+        for _ in range(30):
+            key = rng.choice(["cron", "every", "at", "cron-2"])
+            op = rng.random()
+            if op < 0.5:
+                slot = start + timedelta(minutes=rng.randrange(1000))
+                mine[key] = theirs[key] = slot
+            elif op < 0.75:
+                missing = key not in theirs
+                with pytest.raises(KeyError) if missing else contextlib.nullcontext():
+                    del mine[key]
+                theirs.pop(key, None)
+            elif op < 0.95:
+                assert mine.pop(key, None) == theirs.pop(key, None)
+            else:
+                mine.clear()
+                theirs.clear()
+            assert list(mine.items()) == list(theirs.items())
+            assert mine.pairs() == tuple(theirs.items())
+            assert dict(mine) == theirs and len(mine) == len(theirs)
+            assert mine.get("nope") is None and ("nope" in mine) is False
+            if theirs:
+                assert min(mine.values()) == min(theirs.values())
+    one = NextFires()
+    one["every"] = start
+    assert sys.getsizeof(one) <= 64 < sys.getsizeof({"every": start})
