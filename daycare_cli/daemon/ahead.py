@@ -135,7 +135,7 @@ class Ahead:
 
     async def _spare(self, task: Task, run: dict[str, str]) -> Spare | None:
         """The sandbox of the task's first block, planned as the run will plan it."""
-        from daycare_cli.run.runner import ensure_block_machinery
+        from daycare_cli.run.machinery import ensure_block_machinery
 
         await ensure_block_machinery(self.config)  # its imports, off the loop
         from daycare_cli.run.blocks import RunBlocks, daycare_places, resolve_env

@@ -26,6 +26,7 @@ from daycare_cli.core.task import Task, effective_zone
 if TYPE_CHECKING:
     from daycare_cli.run.envs import Env
     from daycare_cli.run.sandbox import Spare
+from daycare_cli.run.machinery import ensure_block_machinery
 from daycare_cli.run.notify import (
     Notification,
     notify_events,
@@ -52,29 +53,6 @@ RECORDED += ("input_tokens", "output_tokens", "isolation", "block_started_at")
 EventSink = Callable[[dict[str, Any]], None]
 # The message a stopping daemon cancels its runs with: they end `interrupted`, with it.
 STOPPED = "daemon stopped before the run finished"
-
-
-_blocks_loaded = False
-
-
-def load_block_machinery(config: Config) -> None:
-    """Import what runs blocks and probe the sandbox (cached by `run/sandbox.py`): ~60 ms
-    the first time, which a run does off the loop. The daemon's start no longer does it
-    (its probe runs in a child, `daemon/sandboxprobe.py`)."""
-    global _blocks_loaded
-    import daycare_cli.run.blocks
-    import daycare_cli.run.envs  # noqa: F401
-    from daycare_cli.run.sandbox import isolation_level
-
-    isolation_level(config.sandbox_isolation, config.sandbox_bwrap)
-    _blocks_loaded = True
-
-
-async def ensure_block_machinery(config: Config) -> None:
-    """`load_block_machinery` once, off the loop (a run with blocks, a sandbox started
-    ahead of a fire: daemon/ahead.py)."""
-    if not _blocks_loaded:
-        await asyncio.to_thread(load_block_machinery, config)
 
 
 def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
