@@ -15,7 +15,9 @@ up and drain, and a SIGTERM. Checks, on state.db:
   its last, are exactly its interval apart (each slot a run, or a skipped run);
 - no run left `queued` or `running`;
 - every webhook 202 has its run, started at most once, ended;
-- `PRAGMA integrity_check` is `ok`.
+- `PRAGMA integrity_check` is `ok`;
+- no process of the home is left once the last daemon stopped (a block's sandbox caught
+  by a kill while bubblewrap set it up can be: each is listed, then killed).
 
 Run: `.venv/bin/python bench/chaos_kill.py [--kills 50] [--seed 1]`; prints Markdown.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -37,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from daemon_proc import DAYCARE, start_daemon
 
 TASKS = {
@@ -138,6 +142,7 @@ def main() -> None:
         proc.terminate()
         code = proc.wait(60)
         elapsed = time.perf_counter() - t_start
+        leftovers = _leftovers(str(home))
 
         duplicates = query(
             home,
@@ -177,6 +182,7 @@ def main() -> None:
         and not hooks_missing
         and not hooks_unended
         and not started_twice
+        and not leftovers
     )
     print(
         f"Chaos: {args.kills} kill -9s (seed {args.seed}), {elapsed:.0f} s in all; "
@@ -195,8 +201,21 @@ def main() -> None:
     )
     print(f"| `PRAGMA integrity_check` | {integrity} |")
     print(f"| last stop exit code | {code} |")
+    print(f"| processes of the home left after the last stop | {len(leftovers)} {leftovers} |")
     print(f"| all checks | {'pass' if ok else '**FAIL**'} |")
     sys.exit(0 if ok else 1)
+
+
+def _leftovers(home: str) -> list[str]:
+    """Processes still naming the home in their command line (a block's bubblewrap binds
+    its workspace); each is killed once listed: "name pid (parent ppid)"."""
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        if p.pid != os.getpid() and any(home in arg for arg in p.info["cmdline"] or ()):
+            found.append(f"{p.info['name']} {p.pid} (parent {p.info['ppid']})")
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    return found
 
 
 if __name__ == "__main__":
