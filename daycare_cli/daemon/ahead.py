@@ -31,6 +31,7 @@ from daycare_cli.core.prompt import find_blocks
 from daycare_cli.core.requirements import script_metadata
 from daycare_cli.core.task import Task
 from daycare_cli.daemon.planned import Fire
+from daycare_cli.run.rundir import RunContext  # light: a run's paths (no block machinery)
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.runs import new_run_id
 
@@ -128,21 +129,19 @@ class Ahead:
 
     def _start(self, key: Key, task: Task, fire: Fire) -> None:
         run_id = new_run_id(datetime.fromtimestamp(fire.at, UTC))
-        run_dir = self.paths.workspace(task.id) / "runs" / run_id
+        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
         run = {"id": run_id, "trigger": "schedule", "slot": fire.slot.isoformat()}
-        starting = asyncio.ensure_future(self._spare(task, run))
-        self.prepared[key] = Prepared(run_id, fire.at, starting, str(run_dir))
+        starting = asyncio.ensure_future(self._spare(task, run, ctx))
+        self.prepared[key] = Prepared(run_id, fire.at, starting, str(ctx.run_dir))
 
-    async def _spare(self, task: Task, run: dict[str, str]) -> Spare | None:
+    async def _spare(self, task: Task, run: dict[str, str], ctx: RunContext) -> Spare | None:
         """The sandbox of the task's first block, planned as the run will plan it."""
         from daycare_cli.run.machinery import ensure_block_machinery
 
         await ensure_block_machinery(self.config)  # its imports, off the loop
         from daycare_cli.run.blocks import RunBlocks, daycare_places, resolve_env
-        from daycare_cli.run.rundir import RunContext
         from daycare_cli.run.sandbox import start_spare
 
-        ctx = RunContext.of(self.paths.workspace(task.id), str(run["id"]))
         try:
             env, _used = resolve_env(task, self.config)
         except LookupError:

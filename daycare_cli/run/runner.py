@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,13 +140,9 @@ class Runner:
             # (they run nothing); nothing runs before both and the commit are done.
             ready = await self._get_ready(req, ctx, lock, row)
             if ready is None:
-                if ctx.ahead is not None:  # what was made ready for it is not kept
-                    from daycare_cli.run.blocks import end_started
-
-                    await end_started(ctx.ahead)
-                    ctx.ahead = None
-                    await asyncio.to_thread(shutil.rmtree, ctx.run_dir, True)
-                return None  # its slot or delivery had a row already
+                # Its slot or delivery had a row already: the set-up is undone (the run's
+                # directory removed, also what was started ahead in it; below).
+                return None
             if isinstance(ready, Run):
                 return ready  # skipped (another run holds the lock), or its set-up failed
             try:
