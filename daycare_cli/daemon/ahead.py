@@ -4,9 +4,13 @@ A block's sandbox and interpreter take 15–25 ms to start (bubblewrap's namespa
 mounts, then Python; bench/bench_sandbox.py), more than the rest of a fire together.
 So `LEAD` seconds before a scheduled fire of an `execute: true` task, the daemon draws
 the run's id and starts the sandbox its first block will run in (run/sandbox.py
-`start_spare`, planned exactly as that block's launch would be); at the slot the run is
-written with that id and hands the block's code to the waiting interpreter. Nothing runs
-before the slot: the interpreter waits for its code on stdin.
+`start_spare`, planned exactly as that block's launch would be), and makes the run's
+directory ready (its log, the disk its blocks start from, daycare's places: what a run
+otherwise does in a worker thread at its slot). At the slot the run is written with that
+id, takes the task's lock and hands the block's code to the waiting interpreter, all on
+the event loop with no hand-off to a thread (bench/RESULTS.md: each costs a busy run
+milliseconds). Nothing runs before the slot: the interpreter waits for its code on stdin,
+and the lock is not taken ahead (a manual run in that second is not refused).
 
 At most `max_concurrent_runs` are started ahead at a time (the earliest fires first):
 more could not run at once anyway, and each holds an interpreter's memory while it waits.
@@ -19,9 +23,7 @@ without blocks, and retries and catch-up runs start as before, at their time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -32,7 +34,7 @@ from daycare_cli.core.requirements import script_metadata
 from daycare_cli.core.task import Task
 from daycare_cli.daemon.planned import Fire
 from daycare_cli.run.rundir import RunContext  # light: a run's paths (no block machinery)
-from daycare_cli.store.paths import Paths
+from daycare_cli.store.paths import LockBusy, Paths
 from daycare_cli.store.runs import new_run_id
 
 if TYPE_CHECKING:
@@ -53,12 +55,12 @@ Key = tuple[str, str, float]  # task id, trigger id, slot (epoch seconds)
 
 @dataclass
 class Prepared:
-    """A run made ready before its slot: its id and its first block's sandbox."""
+    """A run made ready before its slot: its id, its directory (`ctx.ready`, the set-up
+    under way or done) and its first block's sandbox (`ctx.ahead`)."""
 
     run_id: str
     at: float  # the fire's time (epoch seconds)
-    starting: asyncio.Future[Spare | None]
-    run_dir: str
+    ctx: RunContext
 
 
 class Ahead:
@@ -131,22 +133,42 @@ class Ahead:
         run_id = new_run_id(datetime.fromtimestamp(fire.at, UTC))
         ctx = RunContext.of(self.paths.workspace(task.id), run_id)
         run = {"id": run_id, "trigger": "schedule", "slot": fire.slot.isoformat()}
-        starting = asyncio.ensure_future(self._spare(task, run, ctx))
-        self.prepared[key] = Prepared(run_id, fire.at, starting, str(ctx.run_dir))
+        ctx.ready = asyncio.ensure_future(self._set_up(ctx))
+        ctx.ahead = asyncio.ensure_future(self._spare(task, run, ctx, ctx.ready))
+        self.prepared[key] = Prepared(run_id, fire.at, ctx)
 
-    async def _spare(self, task: Task, run: dict[str, str], ctx: RunContext) -> Spare | None:
-        """The sandbox of the task's first block, planned as the run will plan it."""
+    async def _set_up(self, ctx: RunContext) -> LockBusy | None:
+        """The run's set-up but its lock (runner.py `_set_up`), in a worker thread."""
         from daycare_cli.run.machinery import ensure_block_machinery
 
         await ensure_block_machinery(self.config)  # its imports, off the loop
-        from daycare_cli.run.blocks import RunBlocks, daycare_places, resolve_env
+        from daycare_cli.run.blocks import daycare_places
+
+        def set_up() -> None:
+            ctx.lock_and_prepare(None, None, measure=True)
+            ctx.places = daycare_places(self.paths)
+
+        await asyncio.to_thread(set_up)
+        return None  # no lock taken: the run takes it at its slot
+
+    async def _spare(
+        self,
+        task: Task,
+        run: dict[str, str],
+        ctx: RunContext,
+        ready: asyncio.Future[LockBusy | None],
+    ) -> Spare | None:
+        """The sandbox of the task's first block, planned as the run will plan it."""
+        await asyncio.wait([ready])
+        if ready.cancelled() or ready.exception() is not None:
+            return None  # the run fails with the set-up's error, before any block
+        from daycare_cli.run.blocks import RunBlocks, resolve_env
         from daycare_cli.run.sandbox import start_spare
 
         try:
             env, _used = resolve_env(task, self.config)
         except LookupError:
             return None  # the run fails with the error, before any block
-        places = await asyncio.to_thread(daycare_places, self.paths)
         blocks = RunBlocks(
             paths=self.paths,
             config=self.config,
@@ -155,7 +177,7 @@ class Ahead:
             files_dir=ctx.files_dir,
             artifacts_dir=ctx.artifacts_dir,
             env=env,
-            places=places,
+            places=ctx.places,
         )
         return await start_spare(blocks.spec(find_blocks(task.body)[0]))
 
@@ -163,10 +185,13 @@ class Ahead:
 async def _end(prepared: Prepared) -> None:
     from daycare_cli.run.blocks import end_started
 
-    await end_started(prepared.starting)
+    ctx = prepared.ctx
+    if ctx.ahead is not None:
+        await end_started(ctx.ahead)
+    if ctx.ready is not None:
+        await asyncio.wait([ctx.ready])  # not cancelled: its thread would go on making it
     # Nothing of it is kept: the run never had a row.
-    with contextlib.suppress(OSError):
-        await asyncio.to_thread(shutil.rmtree, prepared.run_dir, True)
+    await asyncio.to_thread(ctx.discard)
 
 
 def _fires_until(heap: list[Fire], until: float) -> tuple[list[Fire], float | None]:

@@ -143,17 +143,25 @@ class Scheduler:
                 self.handle(fire)
                 fired = True
             if fired:
-                # Let the writer thread have the GIL now and commit the rows of these
-                # fires (in one batch), not once the loop next idles: sleep(0) blocks
-                # nothing (A/B, three runs each: the row's p50 1.1-1.4 -> 0.8-0.9 ms,
-                # p99 4.7-5.2 -> 3.5-4.3 ms).
-                time.sleep(0)
-            timeout = MAX_SLEEP
+                if self.writer.pending:
+                    # Rows queued for the writer thread (it was busy): let it have the
+                    # GIL now and commit them (in one batch), not once the loop next
+                    # idles: sleep(0) blocks nothing (A/B, three runs each: the row's p50
+                    # 1.1-1.4 -> 0.8-0.9 ms, p99 4.7-5.2 -> 3.5-4.3 ms).
+                    time.sleep(0)
+                # The runs just launched take their first step (the lock, the first
+                # block's code to its sandbox started ahead) before this turn's
+                # bookkeeping, which takes a busy loop ~0.3 ms (bench/RESULTS.md).
+                await asyncio.sleep(0)
             now_ts = clock.now().timestamp()
-            for at in (self.plan.next_at(), self.ahead.prepare(self.plan, now_ts)):
-                if at is not None:
-                    timeout = min(timeout, max(0.0, at - now_ts))
+            wakes = (self.plan.next_at(), self.ahead.prepare(self.plan, now_ts))
+            wake_at = min((at for at in wakes if at is not None), default=None)
             self.wake.clear()
+            # From the clock read last: the work since `now_ts` (sandboxes started ahead)
+            # must not make the wake-up late by as much.
+            timeout = MAX_SLEEP
+            if wake_at is not None:
+                timeout = min(MAX_SLEEP, max(0.0, wake_at - clock.now().timestamp()))
             if heartbeat is not None:
                 heartbeat(timeout)
             await clock.wait(self.wake, timeout)
@@ -251,7 +259,10 @@ class Scheduler:
         prepared = self.ahead.take(task.id, trigger_id, slot) if kind == "schedule" else None
         run_id = prepared.run_id if prepared is not None else new_run_id(now)
         status = "skipped" if skip_reason else "queued"
-        row = self.writer.submit(
+        # A scheduled fire's row is committed here and now when the writer is idle
+        # (store/writer.py `submit_now`): the run starts without a hand-off to its thread.
+        submit = self.writer.submit_now if kind == "schedule" else self.writer.submit
+        row = submit(
             writes.create_run(
                 task.id,
                 kind,
@@ -280,7 +291,7 @@ class Scheduler:
             payload=payload,
             run_id=run_id,
             row=row,
-            ahead=prepared.starting if prepared is not None and not skip_reason else None,
+            ctx=prepared.ctx if prepared is not None and not skip_reason else None,
         )
         if skip_reason and prepared is not None:
             self.ahead.discard(prepared)

@@ -130,10 +130,16 @@ def cgroup_parent(configured: str | None) -> tuple[Path | None, str]:
         return _usable(Path(configured))
     if _adopted is not None:
         return _usable(_adopted)
+    return None, _not_delegated()
+
+
+@functools.cache
+def _not_delegated() -> str:
+    """Why runs get no cgroup here, read once: every run with blocks asks, on the loop."""
     own = own_cgroup()
     if own is None:
-        return None, "no cgroup v2 hierarchy (per-process limits only)"
-    return None, f"{own} is not delegated to daycare (per-process limits only)"
+        return "no cgroup v2 hierarchy (per-process limits only)"
+    return f"{own} is not delegated to daycare (per-process limits only)"
 
 
 _adopted: Path | None = None

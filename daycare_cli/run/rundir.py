@@ -45,6 +45,9 @@ class RunContext:
     # Its first block's sandbox, started before its slot (daemon/ahead.py), until the
     # blocks take it; whoever holds it last ends it.
     ahead: asyncio.Future[Spare | None] | None = None
+    # Set up before its slot (daemon/ahead.py: directory, log, disk count, places): that
+    # set-up, under way or done; the lock is left for the run to take.
+    ready: asyncio.Future[LockBusy | None] | None = None
     # `close` runs in a worker thread: a line logged meanwhile must not meet a half-closed file.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -130,6 +133,15 @@ def undo_set_up(prepared: asyncio.Future[LockBusy | None], ctx: RunContext, lock
         asyncio.get_running_loop().run_in_executor(None, ctx.discard)
 
     prepared.add_done_callback(done)
+
+
+def try_lock(lock: TaskLock) -> LockBusy | None:
+    """Take a task lock if it is free (an flock that never waits: fine on the loop)."""
+    try:
+        lock.acquire(0.0)
+    except LockBusy as busy:
+        return busy
+    return None
 
 
 async def acquire_lock(lock: TaskLock, wait: float) -> None:

@@ -24,7 +24,6 @@ from daycare_cli.core.task import Task, effective_zone
 
 if TYPE_CHECKING:
     from daycare_cli.run.envs import Env
-    from daycare_cli.run.sandbox import Spare
 from daycare_cli.run.machinery import ensure_block_machinery
 from daycare_cli.run.notify import (
     Notification,
@@ -33,7 +32,14 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
-from daycare_cli.run.rundir import RunContext, acquire_lock, remove_dirs, undo_set_up, write_file
+from daycare_cli.run.rundir import (
+    RunContext,
+    acquire_lock,
+    remove_dirs,
+    try_lock,
+    undo_set_up,
+    write_file,
+)
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
@@ -76,8 +82,9 @@ class RunRequest:
     # The pending commit of the row the daemon wrote for this run: the row, or None when
     # its slot (or webhook delivery) had one already. None: the row is committed.
     row: asyncio.Future[Run | None] | None = None
-    # The first block's sandbox, started before the slot under `run_id` (daemon/ahead.py).
-    ahead: asyncio.Future[Spare | None] | None = None
+    # Made ready before its slot under `run_id` (daemon/ahead.py): its directory (its
+    # set-up under way or done, `ctx.ready`) and its first block's sandbox (`ctx.ahead`).
+    ctx: RunContext | None = None
 
 
 class Runner:
@@ -132,8 +139,7 @@ class Runner:
             run_id, row = created.id, None
         else:
             run_id = req.run_id
-        ctx = RunContext.of(self.paths.workspace(task.id), run_id)
-        ctx.ahead = req.ahead
+        ctx = req.ctx or RunContext.of(self.paths.workspace(task.id), run_id)
         lock = TaskLock(self.paths.workspace(task.id) / ".lock")
         try:
             # The lock and the workspace are made ready while the row is being committed
@@ -171,15 +177,20 @@ class Runner:
         """Take the task's lock (per its overlap policy) and prepare the workspace, in one
         worker thread while the row's commit is under way; then await the commit.
 
+        A run made ready ahead (`ctx.ready`) has its workspace: only the lock is left,
+        taken here (an flock that never waits): no hand-off to a thread at its slot.
+
         True when the run may start; None when its row was not written (its slot or
         delivery had one); the finished row when it ended here (skipped for a busy
         lock, or failed to set up).
         """
         task, run_id = req.task, ctx.run_id
         locking = task.overlap != "allow"
-        prepared = asyncio.ensure_future(
-            asyncio.to_thread(self._set_up, ctx, lock if locking else None, req.payload, task)
-        )
+        prepared = ctx.ready
+        if prepared is None:
+            prepared = asyncio.ensure_future(
+                asyncio.to_thread(self._set_up, ctx, lock if locking else None, req.payload, task)
+            )
         try:
             created = True if row is None else await row
         except BaseException:
@@ -190,6 +201,8 @@ class Runner:
             return None
         try:
             busy = await asyncio.shield(prepared)
+            if ctx.ready is not None and locking:
+                busy = try_lock(lock)
         except asyncio.CancelledError:
             undo_set_up(prepared, ctx, lock)
             self._record_cancelled(run_id, "run cancelled")
@@ -209,6 +222,8 @@ class Runner:
             self._record_cancelled(run_id, "cancelled while waiting for the previous run")
             raise
         except LockBusy as held:
+            if ctx.ready is not None:  # a skipped run keeps no directory
+                asyncio.get_running_loop().run_in_executor(None, ctx.discard)
             reason = (
                 f"another run of this task is active (pid {held.holder_pid}); "
                 f"overlap: {task.overlap}"
@@ -223,10 +238,11 @@ class Runner:
             )
         except Exception as exc:
             return await self._settle_crash(task, run_id, exc)
-        try:
-            await asyncio.to_thread(self._set_up, ctx, None, req.payload, task)
-        except Exception as exc:
-            return await self._settle_crash(task, run_id, exc)
+        if ctx.ready is None:
+            try:
+                await asyncio.to_thread(self._set_up, ctx, None, req.payload, task)
+            except Exception as exc:
+                return await self._settle_crash(task, run_id, exc)
         return True
 
     def _set_up(
@@ -273,7 +289,9 @@ class Runner:
         task, run_id = req.task, ctx.run_id
         started = time.monotonic()
         # Lock taken, workspace ready, row committed: the run starts now. Recorded without
-        # waiting (the writer commits it before the run's end, in order).
+        # waiting (the writer commits it before the run's end, in order); its thread is
+        # woken once the run first waits, not to take the GIL from the run's first steps
+        # (the first block's code to its sandbox).
         self.writer.post(
             writes.start_run(
                 run_id,
@@ -288,6 +306,7 @@ class Runner:
                 ),
             ),
             f"the start of run {run_id}",
+            wake_later=True,
         )
         return await self._run_steps(req, ctx, started)
 

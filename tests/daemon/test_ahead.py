@@ -164,3 +164,60 @@ def test_no_more_sandboxes_start_ahead_than_runs_may_run_at_once(daemon: DaemonH
     daemon.wait_for(lambda: len(r := daemon.runs(status="succeeded")) == 6 and r, 30, "six runs")
     assert daemon.stop() == 0
     assert not any(_alive_with(m) for m in marks)
+
+
+def test_a_fire_finds_its_directory_made_ready_ahead_and_takes_its_lock_at_the_slot(
+    daemon: DaemonHome,
+) -> None:
+    """The second before the slot the run's directory and its log exist (made ahead, off
+    the loop) while the task's lock is free; the run takes the lock at its slot."""
+    mark = f"ready{uuid.uuid4().hex}"
+    daemon.start()
+    at = daemon.iso_in(3.0)
+    daemon.write("ready", _task(f'at: "{at}"', mark))
+    daemon.wait_for(lambda: _alive_with(mark), 10, "the sandbox started ahead")
+    made = daemon.wait_for(lambda: _run_dirs(daemon, "ready"), 5, "the run's directory")
+    (run_id,) = made
+    run_dir = daemon.home / "workspaces" / "ready" / "runs" / run_id
+    assert (run_dir / "log.jsonl").exists() and (run_dir / "artifacts").is_dir()
+    lock = daemon.home / "workspaces" / "ready" / ".lock"
+    assert not lock.exists() or lock.read_text() == ""  # nobody holds it before the slot
+    assert daemon.runs("ready") == []  # and no row before the slot
+    row = daemon.wait_for(
+        lambda: (r := daemon.runs("ready")) and r[0]["status"] == "succeeded" and r[0],
+        15,
+        "the run",
+    )
+    assert row["id"] == run_id
+    assert daemon.utc(at) <= daemon.utc(row["queued_at"]) <= daemon.utc(row["started_at"])
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "run.start" and log[-1]["event"] == "run.end"
+    assert daemon.stop() == 0
+
+
+def test_a_fire_made_ready_ahead_whose_lock_another_process_holds_is_skipped(
+    daemon: DaemonHome,
+) -> None:
+    """A run of the task in another process (`daycare task run` without the daemon's
+    knowledge) holds the lock across the slot: the fire is recorded skipped, naming
+    that process; its sandbox is ended and the directory made ahead removed."""
+    from daycare_cli.store.paths import TaskLock
+
+    mark = f"held{uuid.uuid4().hex}"
+    daemon.start()
+    at = daemon.iso_in(3.0)
+    daemon.write("held", _task(f'at: "{at}"', mark))
+    lock = TaskLock(daemon.home / "workspaces" / "held" / ".lock")
+    lock.acquire()
+    try:
+        daemon.wait_for(lambda: _alive_with(mark), 10, "the sandbox started ahead")
+        row = daemon.wait_for(
+            lambda: (r := daemon.runs("held")) and r[0]["finished_at"] and r[0], 15, "the fire"
+        )
+    finally:
+        lock.release()
+    assert row["status"] == "skipped"
+    assert f"pid {os.getpid()}" in row["skip_reason"]
+    daemon.wait_for(lambda: _alive_with(mark) == [], 10, "the sandbox ended")
+    daemon.wait_for(lambda: not _run_dirs(daemon, "held"), 5, "its directory removed")
+    assert daemon.stop() == 0

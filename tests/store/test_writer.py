@@ -28,13 +28,6 @@ from daycare_cli.store.writer import ThreadWriter, WriterClosed
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "state.db"
-    State.open(path).close()
-    return path
-
-
 def lock_holder(db_path: Path) -> sqlite3.Connection:
     """Another connection that takes the write lock and keeps it until closed."""
     other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
