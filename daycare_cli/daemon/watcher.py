@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daycare_cli.core.errors import NotFoundError
 from daycare_cli.daemon.plan import Plan
@@ -37,18 +37,25 @@ from daycare_cli.store.tasks import (
 if TYPE_CHECKING:  # multiprocessing is imported only when a big file needs the worker
     from concurrent.futures import ProcessPoolExecutor
 
+    from inotify_simple import INotify
+
 log = logging.getLogger("daycare.watcher")
 
 # Editor temp files: vim swap and backup files, emacs lock files, vim's write test file.
 IGNORED_PATTERNS = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp")
 DEBOUNCE_MS = 50
-STEP_MS = 50  # watchfiles' default: a 20 ms step made idle CPU 2.5x higher
+# watchfiles' notifier reports changes by polling: a step is a wake-up of its thread
+# (~75 us of CPU here). While the doorbell (below) is quiet, nobody polls; after it rang,
+# short steps collect the changes. Without a doorbell, watchfiles' default step: a 20 ms
+# one made idle CPU 2.5x higher.
+STEP_MS = 20
+STEP_POLLING_MS = 50
 RUST_TIMEOUT_MS = 5000  # a watch returns after this long without changes
+RANG_TIMEOUT_MS = 1000  # after the doorbell, a watch that collects nothing gives up
 # A file is read once it has not been written for this long: a writer that pauses less
 # between two chunks is waited for. Near twice the debounce, and under 100 ms so that an
-# edit is rescheduled within the 100 ms goal of bench/README.md (watchfiles itself reports a write
-# 50 to
-# 100 ms after it, so most of the wait overlaps that).
+# edit is rescheduled within the 100 ms goal of bench/README.md (the doorbell's watch
+# reports a write 20 to 40 ms after it, so part of the wait overlaps that).
 SETTLE_S = 0.09
 SETTLE_LIMIT_S = 1.0  # a file still being written after this waits for its next change
 RESCAN_BACKOFF_S = (1.0, 60.0)  # first retry of a failed rescan, and the longest wait
@@ -334,6 +341,14 @@ class DirWatch:
     The notifier (watchfiles' Rust backend: an inotify watch) is made with this object,
     on the loop's thread, as awatch made it at its first step: a change after that is
     seen. Each `changes()` runs one `RustNotify.watch` in a thread of its own.
+
+    The notifier collects changes at once but reports them only by polling (a thread
+    waking every step: 20 a second were most of an idle daemon's CPU). So a second
+    inotify watch on the directory is a doorbell on the event loop: while it is quiet
+    nothing polls; once it rings, a watch with short steps collects what the notifier
+    has (its events are the notifier's own too: nothing is read from the doorbell but
+    that it rang). Where watchfiles polls the filesystem (WSL, WATCHFILES_FORCE_POLLING)
+    or inotify cannot give a second watch, there is no doorbell and the watch polls.
     """
 
     def __init__(self, path: Path, stop: asyncio.Event) -> None:
@@ -344,14 +359,18 @@ class DirWatch:
         # watchfiles' environment settings, as `watch` and `awatch` read them.
         polling = os.environ.get("WATCHFILES_FORCE_POLLING")
         delay = os.environ.get("WATCHFILES_POLL_DELAY_MS", "")
+        force_polling = (
+            polling.lower() not in {"false", "disable", "disabled"} if polling else _on_wsl()
+        )
         self.notify = RustNotify(
             [str(path)],
             bool(os.environ.get("WATCHFILES_DEBUG")),
-            polling.lower() not in {"false", "disable", "disabled"} if polling else _on_wsl(),
+            force_polling,
             int(delay) if delay.isdecimal() else 300,
             False,  # not recursive
             bool(os.environ.get("WATCHFILES_IGNORE_PERMISSION_DENIED")),
         )
+        self.bell = None if force_polling else _doorbell(path)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daycare-watch")
 
     def is_set(self) -> bool:
@@ -362,8 +381,14 @@ class DirWatch:
         """The next changes, (kind, path) each; an empty set after RUST_TIMEOUT_MS with
         none (a moment for due rescans); None once `stop` is set."""
         loop = asyncio.get_running_loop()
+        if self.bell is None:
+            step, timeout = STEP_POLLING_MS, RUST_TIMEOUT_MS
+        else:
+            if not await self._rung():
+                return None if self.is_set() else set()
+            step, timeout = STEP_MS, RANG_TIMEOUT_MS
         raw = await loop.run_in_executor(
-            self.pool, self.notify.watch, DEBOUNCE_MS, STEP_MS, RUST_TIMEOUT_MS, self
+            self.pool, self.notify.watch, DEBOUNCE_MS, step, timeout, self
         )
         if raw == "timeout":
             return set()
@@ -373,11 +398,69 @@ class DirWatch:
             raise RuntimeError("the watch thread unexpectedly received a signal")
         return raw
 
+    async def _rung(self) -> bool:
+        """Wait for the doorbell, `stop` or RUST_TIMEOUT_MS; True when it rang."""
+        assert self.bell is not None
+        bell, loop = self.bell, asyncio.get_running_loop()
+        rang: asyncio.Future[bool] = loop.create_future()
+
+        def ring() -> None:
+            with contextlib.suppress(OSError):  # BlockingIOError: drained already
+                bell.read()
+            if not rang.done():
+                rang.set_result(True)
+
+        loop.add_reader(bell.fileno(), ring)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        either: list[asyncio.Future[Any]] = [rang, stopping]
+        try:
+            await asyncio.wait(
+                either,
+                timeout=RUST_TIMEOUT_MS / 1000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            loop.remove_reader(bell.fileno())
+            stopping.cancel()
+        return rang.done() and not self.is_set()
+
     def close(self) -> None:
         """Stop watching: a `watch` still running ends at its next step; never waits."""
         self.closed.set()
+        if self.bell is not None:
+            self.bell.close()
         self.pool.submit(self.notify.close)
         self.pool.shutdown(wait=False)
+
+
+def _doorbell(path: Path) -> INotify | None:
+    """A non-blocking inotify watch on `path` for any change of its entries; None where
+    inotify cannot give one (its limit of watches or instances reached)."""
+    from inotify_simple import INotify, flags
+
+    mask = (
+        flags.CREATE
+        | flags.DELETE
+        | flags.MODIFY
+        | flags.CLOSE_WRITE
+        | flags.MOVED_FROM
+        | flags.MOVED_TO
+        | flags.ATTRIB
+        | flags.DELETE_SELF
+        | flags.MOVE_SELF
+    )
+    try:
+        bell = INotify(nonblocking=True)
+    except OSError as exc:
+        log.info("no inotify doorbell for %s (%s): watching by polling", path, exc)
+        return None
+    try:
+        bell.add_watch(str(path), mask)
+    except OSError as exc:
+        bell.close()
+        log.info("no inotify doorbell for %s (%s): watching by polling", path, exc)
+        return None
+    return bell
 
 
 def _on_wsl() -> bool:

@@ -90,3 +90,72 @@ def test_watching_does_not_load_anyio_backends(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _watch_threads() -> list[str]:
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{t}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("daycare-watch"):
+            names.append(name)
+    return names
+
+
+def test_an_idle_directory_is_not_polled_and_a_change_rings_the_doorbell(
+    tmp_path: Path,
+) -> None:
+    """While nothing changes no thread polls watchfiles' notifier (its 20 wake-ups a
+    second were most of an idle daemon's CPU); a change wakes the watch and is reported."""
+
+    async def scenario() -> tuple[list[str], set[str], bool]:
+        notes = DirWatch(tmp_path, asyncio.Event())
+        try:
+            has_bell = notes.bell is not None
+            waiting = asyncio.ensure_future(notes.changes())
+            await asyncio.sleep(0.5)
+            idle_threads = _watch_threads()
+            assert not waiting.done()
+            (tmp_path / "c.md").write_text("x")
+            seen: set[str] = set()
+            batch = await asyncio.wait_for(waiting, 10)
+            while batch is not None and "c.md" not in seen:
+                seen |= {Path(p).name for _, p in batch}
+                if "c.md" not in seen:
+                    batch = await asyncio.wait_for(notes.changes(), 10)
+            return idle_threads, seen, has_bell
+        finally:
+            notes.close()
+
+    idle_threads, seen, has_bell = asyncio.run(scenario())
+    assert has_bell
+    assert idle_threads == []
+    assert "c.md" in seen
+
+
+def test_where_watchfiles_polls_the_filesystem_there_is_no_doorbell(tmp_path: Path) -> None:
+    probe = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from daycare_cli.daemon.watcher import DirWatch\n"
+        "async def main():\n"
+        "    notes = DirWatch(Path(sys.argv[1]), asyncio.Event())\n"
+        "    Path(sys.argv[1], 'p.md').write_text('x')\n"
+        "    seen = set()\n"
+        "    while 'p.md' not in seen:\n"
+        "        seen |= {Path(p).name for _, p in await notes.changes()}\n"
+        "    print(notes.bell is None, sorted(seen))\n"
+        "    notes.close()\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "WATCHFILES_FORCE_POLLING": "1"},
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True ['p.md']"
