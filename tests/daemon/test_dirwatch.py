@@ -81,15 +81,20 @@ def test_watching_does_not_load_anyio_backends(tmp_path: Path) -> None:
         "asyncio.run(main())\n"
         "print(sorted(m for m in sys.modules if m.startswith('anyio._backends')))\n"
     )
+    assert _in_a_child(probe, tmp_path) == "[]"
+
+
+def _in_a_child(probe: str, tmp_path: Path, **env: str) -> str:
+    """What `probe` prints, run by a fresh interpreter with `tmp_path` as its argument."""
     result = subprocess.run(
         [sys.executable, "-c", probe, str(tmp_path)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip()
 
 
 def _watch_threads() -> list[str]:
@@ -150,12 +155,4 @@ def test_where_watchfiles_polls_the_filesystem_there_is_no_doorbell(tmp_path: Pa
         "    notes.close()\n"
         "asyncio.run(main())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "WATCHFILES_FORCE_POLLING": "1"},
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True ['p.md']"
+    assert _in_a_child(probe, tmp_path, WATCHFILES_FORCE_POLLING="1") == "True ['p.md']"
