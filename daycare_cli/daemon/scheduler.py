@@ -42,7 +42,8 @@ from daycare_cli.store.paths import Paths
 from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import PlannedRetry, new_run_id
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
+from daycare_cli.store.writer import WriterClosed
+from daycare_cli.store.writing import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.daemon")
 

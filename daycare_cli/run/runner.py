@@ -45,7 +45,8 @@ from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
 from daycare_cli.store.rows import Run
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
+from daycare_cli.store.writer import WriterClosed
+from daycare_cli.store.writing import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.runner")
 
