@@ -42,7 +42,7 @@ from daycare_cli.store.runs import new_run_id
 from daycare_cli.store.state import State
 from daycare_cli.store.tasks import TaskEntry, TaskStore
 from daycare_cli.store.taskstate import slot_key
-from daycare_cli.store.writer import InlineWriter, StateWriter
+from daycare_cli.store.writing import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.daemon")
 

@@ -10,10 +10,8 @@ watcher, the control API and webhooks never start runs on their own: they change
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -24,17 +22,17 @@ from daycare_cli.core.policy import (
     ConcurrencyQueue,
     decide_overlap,
     detect_clock_jump,
-    plan_retry,
 )
 from daycare_cli.core.schedule import slots_between, upcoming
 from daycare_cli.core.task import CronTrigger
 from daycare_cli.daemon.ahead import Ahead
 from daycare_cli.daemon.clock import Clock, SystemClock
 from daycare_cli.daemon.faults import fault_point
+from daycare_cli.daemon.pacing import Pacer
 from daycare_cli.daemon.plan import CATCH_UP_LIMIT, Plan
 from daycare_cli.daemon.planned import Fire, Scheduled
 from daycare_cli.daemon.queued import RESUMED, Queued, log_skipped, retrieve, unrun
-from daycare_cli.daemon.retries import restore_retries
+from daycare_cli.daemon.retries import restore_retries, retry_failed
 from daycare_cli.run.runner import Runner, RunRequest
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe
@@ -42,21 +40,12 @@ from daycare_cli.store.paths import Paths
 from daycare_cli.store.rows import Run
 from daycare_cli.store.runs import PlannedRetry, new_run_id
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
+from daycare_cli.store.writer import WriterClosed
+from daycare_cli.store.writing import InlineWriter, StateWriter
 
 log = logging.getLogger("daycare.daemon")
 
 MAX_SLEEP = 30.0  # wake at least this often to notice wall-clock jumps
-# While webhook requests arrive (one within BURST_QUIET s), their runs start at most
-# BURST_RATE a second: the loop answers the burst first, the queue drains after it. A
-# run's bookkeeping costs ~2 ms of CPU (bench_webhooks): at 200 a second the drain took
-# half of what a 2-CPU machine had while answering 2,000 requests a second, and at 50 the
-# answers' p99 was still 16.5-19 ms against 14 ms at 10 (three runs each). Only for the
-# first BURST_WINDOW s of a burst: a steady stream faster than BURST_RATE would otherwise
-# fill the queue (and get 429s) however fast the runs could drain.
-BURST_QUIET = 0.05
-BURST_RATE = 10.0
-BURST_WINDOW = 10.0
 LATE_TOLERANCE = 60.0  # a fire this late (s) without a later slot passed is still "on time"
 
 
@@ -90,11 +79,7 @@ class Scheduler:
         self.pending: dict[str, tuple[Scheduled, RunRequest]] = {}  # run id -> waiting for gate
         self.waiting: dict[str, int] = {}  # task id -> its runs in `pending`
         # Webhook runs the gate let through, launched paced while a burst arrives.
-        self.paced: collections.deque[str] = collections.deque()
-        self.webhook_seen = -BURST_QUIET  # monotonic time of the last webhook request
-        self.burst_since = 0.0  # monotonic time the current burst of requests began
-        self.next_paced = 0.0
-        self._pace_timer: asyncio.TimerHandle | None = None
+        self.pacer = Pacer(self.clock, self._launch, lambda: self.stopping)
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.runs_dirs: dict[str, str] = {}  # task id -> its runs directory
         self.on_event = on_event
@@ -371,26 +356,9 @@ class Scheduler:
     def _start(self, run_id: str) -> None:
         """Launch a run the gate let through; a webhook run during a burst is paced."""
         if self.pending[run_id][1].trigger == "webhook":
-            self.paced.append(run_id)
-            self._launch_paced()
+            self.pacer.launch(run_id)
         else:
             self._launch(run_id)
-
-    def _launch_paced(self) -> None:
-        """Launch the paced webhook runs: at once when no burst is arriving, else one each
-        1/BURST_RATE s for the burst's first BURST_WINDOW s, so answering a burst of
-        webhooks keeps most of the loop and its runs drain mostly after it (within the
-        global cap either way)."""
-        self._pace_timer = None
-        while self.paced and not self.stopping:
-            now = self.clock.monotonic()
-            bursting = now - self.webhook_seen < BURST_QUIET
-            if bursting and now - self.burst_since < BURST_WINDOW and now < self.next_paced:
-                delay = self.next_paced - now
-                self._pace_timer = asyncio.get_running_loop().call_later(delay, self._launch_paced)
-                return
-            self.next_paced = now + 1 / BURST_RATE
-            self._launch(self.paced.popleft())
 
     def _launch(self, run_id: str) -> None:
         sched, req = self.pending.pop(run_id)
@@ -460,37 +428,10 @@ class Scheduler:
         task = sched.task
         if req.trigger in ("manual", "webhook"):
             return
-        if status in ("failed", "timed_out") and req.slot is not None and not self.stopping:
-            trigger = task.trigger(req.trigger_id or "")
-            next_slot = sched.next_fire.get(req.trigger_id or "")
-            at = plan_retry(
-                req.attempt,
-                task.retries,
-                task.retry_delay,
-                now=self.clock.now(),
-                next_slot=next_slot,
-                rand=random.random(),
-            )
-            if at is not None and trigger is not None:
-                current = self.plan.tasks.get(task.id)
-                gen = current.generation if current else sched.generation
-                self.plan.add_fire(
-                    at,
-                    sched,
-                    trigger.id,
-                    req.slot,
-                    "retry",
-                    attempt=req.attempt + 1,
-                    generation=gen,
-                )
-                log.info("%s: retry %d at %s", task.id, req.attempt + 1, at.isoformat())
-                if req.run_id is not None:
-                    # Durable: a daemon stopped or killed before the retry plans it again.
-                    self.writer.post(
-                        writes.plan_retry(req.run_id, at), f"the retry of run {req.run_id}"
-                    )
-                self.wake.set()
-                return
+        failed = status in ("failed", "timed_out") and req.slot is not None
+        if failed and not self.stopping and retry_failed(self.plan, sched, req, self.clock.now()):
+            self.wake.set()  # its fire is on the heap now
+            return
         if task.once and task.id in self.plan.tasks:
             self.plan.archive(task.id, reason="ran")
 
@@ -544,10 +485,7 @@ class Scheduler:
         if sched is None:
             return None
         if kind == "webhook":
-            now = self.clock.monotonic()
-            if now - self.webhook_seen >= BURST_QUIET:
-                self.burst_since = now
-            self.webhook_seen = now
+            self.pacer.request_seen()
         req = self.dispatch(
             sched, trigger_id, None, kind=kind, payload=payload, delivery_id=delivery_id
         )

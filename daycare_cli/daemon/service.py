@@ -35,7 +35,7 @@ from daycare_cli.daemon.sandboxprobe import SandboxProbe
 from daycare_cli.daemon.sandboxprobe import describe as describe_sandbox
 from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.daemon.supervisor import Supervisor
-from daycare_cli.run.runner import STOPPED
+from daycare_cli.run.recorder import STOPPED
 from daycare_cli.store import writes
 from daycare_cli.store.database import describe, is_fault
 from daycare_cli.store.paths import Paths, pid_alive

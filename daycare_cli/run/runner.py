@@ -9,11 +9,8 @@ spinner and the daemon's streaming control API show the same thing.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +29,7 @@ from daycare_cli.run.notify import (
     send,
     should_notify,
 )
+from daycare_cli.run.recorder import EventSink, Recorder
 from daycare_cli.run.rundir import (
     RunContext,
     acquire_lock,
@@ -41,23 +39,15 @@ from daycare_cli.run.rundir import (
     write_file,
 )
 from daycare_cli.store import writes
-from daycare_cli.store.database import describe
 from daycare_cli.store.paths import LockBusy, Paths, TaskLock
 from daycare_cli.store.rows import Run
 from daycare_cli.store.state import State
-from daycare_cli.store.writer import InlineWriter, StateWriter, WriterClosed
+from daycare_cli.store.writer import WriterClosed
+from daycare_cli.store.writing import InlineWriter, StateWriter
 
-log = logging.getLogger("daycare.runner")
-
-# log.jsonl is written out after these (and when the run ends): what a block or the model
-# did is on disk before the next step; one write, not one a line, for a run without blocks.
-FLUSH_AFTER = frozenset({"block.end", "model.end"})
 # What an outcome of `_execute` may hold, recorded in the run's row.
 RECORDED: tuple[str, ...] = ("error", "skip_reason", "output", "response", "model")
 RECORDED += ("input_tokens", "output_tokens", "isolation", "block_started_at")
-EventSink = Callable[[dict[str, Any]], None]
-# The message a stopping daemon cancels its runs with: they end `interrupted`, with it.
-STOPPED = "daemon stopped before the run finished"
 
 
 def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
@@ -91,7 +81,8 @@ class Runner:
     """Runs tasks against one home: its paths, config and state database.
 
     Writes go through `writer`: the daemon's writer thread, or (by default) a commit at
-    once through `state`, as the CLI does.
+    once through `state`, as the CLI does. Events and the ends of cancelled or crashed
+    runs are recorded through its `recorder` (recorder.py).
     """
 
     def __init__(
@@ -108,8 +99,17 @@ class Runner:
         self.config = config
         self.state = state
         self.actor = actor
-        self.on_event = on_event
         self.writer: StateWriter = writer or InlineWriter(state)
+        self.recorder = Recorder(self.writer, config, actor=actor, on_event=on_event)
+
+    @property
+    def on_event(self) -> EventSink | None:
+        """Called with each event a run records (its recorder's listener)."""
+        return self.recorder.on_event
+
+    @on_event.setter
+    def on_event(self, listener: EventSink | None) -> None:
+        self.recorder.on_event = listener
 
     # -- public -----------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class Runner:
             except (asyncio.CancelledError, WriterClosed):
                 raise
             except Exception as exc:
-                return await self._settle_crash(task, run_id, exc)
+                return await self.recorder.settle_crash(task, run_id, exc)
         finally:
             try:
                 if ctx.ahead is not None:  # no block took it: the run ended before its blocks
@@ -205,10 +205,10 @@ class Runner:
                 busy = try_lock(lock)
         except asyncio.CancelledError:
             undo_set_up(prepared, ctx, lock)
-            self._record_cancelled(run_id, "run cancelled")
+            self.recorder.record_cancelled(run_id, "run cancelled")
             raise
         except Exception as exc:  # no descriptor for the lock, a full disk: the run ends
-            return await self._settle_crash(task, run_id, exc)
+            return await self.recorder.settle_crash(task, run_id, exc)
         if busy is None:
             return True
         wait = req.wait_for_lock
@@ -219,7 +219,7 @@ class Runner:
                 raise busy
             await acquire_lock(lock, wait)
         except asyncio.CancelledError:
-            self._record_cancelled(run_id, "cancelled while waiting for the previous run")
+            self.recorder.record_cancelled(run_id, "cancelled while waiting for the previous run")
             raise
         except LockBusy as held:
             if ctx.ready is not None:  # a skipped run keeps no directory
@@ -237,12 +237,12 @@ class Runner:
                 )
             )
         except Exception as exc:
-            return await self._settle_crash(task, run_id, exc)
+            return await self.recorder.settle_crash(task, run_id, exc)
         if ctx.ready is None:
             try:
                 await asyncio.to_thread(self._set_up, ctx, None, req.payload, task)
             except Exception as exc:
-                return await self._settle_crash(task, run_id, exc)
+                return await self.recorder.settle_crash(task, run_id, exc)
         return True
 
     def _set_up(
@@ -258,32 +258,6 @@ class Runner:
 
             ctx.places = daycare_places(self.paths)
         return busy
-
-    @staticmethod
-    def _crashed(task: Task, run_id: str, exc: Exception) -> str:
-        """Log a failure of daycare itself (not of a block or the model); its error text.
-
-        An expected fault (a full disk, no file descriptors left) is one line; anything
-        else, a bug, gets its traceback.
-        """
-        if isinstance(exc, OSError):
-            log.error("run %s of %s failed: %s", run_id, task.id, describe(exc))
-        else:
-            log.error("run %s of %s crashed", run_id, task.id, exc_info=exc)
-        return f"internal error: {type(exc).__name__}: {describe(exc)}"
-
-    async def _settle_crash(self, task: Task, run_id: str, exc: Exception) -> Run:
-        """End a run whose bookkeeping failed before it could record an outcome."""
-        error = self._crashed(task, run_id, exc)
-        return await self.writer.commit(
-            writes.finish_run(
-                run_id,
-                status="failed",
-                error=error,
-                only_active=True,
-                event=(self.actor, "run.finished", {"status": "failed", "error": error}),
-            )
-        )
 
     async def _run_started(self, req: RunRequest, ctx: RunContext) -> Run | None:
         task, run_id = req.task, ctx.run_id
@@ -314,7 +288,9 @@ class Runner:
         task, run_id = req.task, ctx.run_id
         outcome: dict[str, Any] = {}
         try:
-            self._emit(ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt)
+            self.recorder.emit(
+                ctx, "run.start", task=task.id, trigger=req.trigger, attempt=req.attempt
+            )
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the run ends, and whoever cancelled would never learn it.
             async with asyncio.timeout(max(task.run_timeout, 1.0)):
@@ -325,15 +301,15 @@ class Runner:
                 "error": f"run exceeded its run_timeout of {task.run_timeout:g}s",
             }
         except asyncio.CancelledError as exc:
-            self._record_cancelled(run_id, "run cancelled", ctx, exc)
+            self.recorder.record_cancelled(run_id, "run cancelled", ctx, exc)
             raise
         except Exception as exc:  # a bug in a step, a full disk: the row still ends
-            outcome = {"status": "failed", "error": self._crashed(task, run_id, exc)}
+            outcome = {"status": "failed", "error": self.recorder.crashed(task, run_id, exc)}
 
         outcome["block_started_at"] = ctx.block_started_at
         for key in ("skip_reason", "error", "output", "response"):
             if outcome.get(key):
-                outcome[key] = self._redact(str(outcome[key]), ctx)
+                outcome[key] = self.recorder.redact(str(outcome[key]), ctx)
         status = outcome.get("status", "failed")
         duration_ms = int((time.monotonic() - started) * 1000)
         # The row, the failure streak and retention in one commit.
@@ -350,7 +326,7 @@ class Runner:
                 **{key: outcome.get(key) for key in RECORDED},
             )
         )
-        self._emit(
+        self.recorder.emit(
             ctx,
             "run.end",
             status=status,
@@ -395,8 +371,8 @@ class Runner:
                 artifacts_dir=ctx.artifacts_dir,
                 payload_file=payload_file,
                 env=env,
-                emit=lambda event, **fields: self._emit(ctx, event, **fields),
-                redact=lambda text: self._redact(text, ctx),
+                emit=lambda event, **fields: self.recorder.emit(ctx, event, **fields),
+                redact=lambda text: self.recorder.redact(text, ctx),
                 envs=envs,
                 disk_before=ctx.disk_before,
                 places=ctx.places,
@@ -412,7 +388,7 @@ class Runner:
             outcome["isolation"] = blocks.isolation
             text = expansion.text
             if expansion.skipped:
-                await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
+                await write_file(ctx.run_dir / "prompt.md", self.recorder.redact(text, ctx))
                 return {
                     **outcome,
                     "status": "skipped",
@@ -430,7 +406,7 @@ class Runner:
         else:
             text = task.body
         # What is recorded never holds a secret; the model gets `text` (see redact_input).
-        await write_file(ctx.run_dir / "prompt.md", self._redact(text, ctx))
+        await write_file(ctx.run_dir / "prompt.md", self.recorder.redact(text, ctx))
         outcome["output"] = text
         if block_errors:
             outcome["error"] = "; ".join(block_errors)
@@ -451,9 +427,9 @@ class Runner:
             zone=effective_zone(task, None, self.config.timezone),
             memory_path=ctx.workspace / "memory.md",
             response_path=ctx.run_dir / "response.md",
-            secrets=tuple(self._secrets(ctx)),
-            emit=lambda event, **fields: self._emit(ctx, event, **fields),
-            redact=lambda text: self._redact(text, ctx),
+            secrets=tuple(self.recorder.secrets(ctx)),
+            emit=lambda event, **fields: self.recorder.emit(ctx, event, **fields),
+            redact=lambda text: self.recorder.redact(text, ctx),
         )
         outcome.update(step)
         if "status" not in step:
@@ -467,7 +443,7 @@ class Runner:
         from daycare_cli.run.envs import EnvCache, prepare_envs
 
         def emit(event: str, **fields: Any) -> None:
-            self._emit(ctx, event, **fields)
+            self.recorder.emit(ctx, event, **fields)
             if event in ("env.built", "env.failed"):
                 self.writer.post(
                     writes.add_event(
@@ -480,69 +456,6 @@ class Runner:
             return await prepare_envs(EnvCache(self.paths.cache_dir, self.config.deps), task, emit)
         except DependencyError as exc:
             return f"{exc.message}; fix: {exc.hint}" if exc.hint else exc.message
-
-    # -- recording --------------------------------------------------------------------
-
-    def _record_cancelled(
-        self,
-        run_id: str,
-        error: str,
-        ctx: RunContext | None = None,
-        exc: asyncio.CancelledError | None = None,
-    ) -> None:
-        """Record a cancelled run; never raises or waits, so the cancellation itself goes on.
-
-        A run cancelled by a stopping daemon (`Task.cancel(STOPPED)`) is `interrupted`.
-        `run.end` is emitted once the row says so (a follower that reads the row on that
-        event finds the end there), or at once when it cannot be recorded.
-        """
-        status = "cancelled"
-        if exc is not None and exc.args == (STOPPED,):
-            status, error = "interrupted", STOPPED
-        try:
-            done = self.writer.submit(
-                writes.finish_run(run_id, status=status, error=error, now=datetime.now(UTC))
-            )
-        except Exception:
-            log.exception("could not record run %s as %s", run_id, status)
-            if ctx is not None:
-                self._emit(ctx, "run.end", status=status)
-            return
-
-        def recorded(fut: asyncio.Future[Run]) -> None:
-            if not fut.cancelled() and fut.exception() is not None:
-                log.error("could not record run %s as %s: %s", run_id, status, fut.exception())
-            if ctx is not None:
-                self._emit(ctx, "run.end", status=status)
-
-        done.add_done_callback(recorded)
-
-    def _secrets(self, ctx: RunContext) -> list[str]:
-        """Values never recorded: config secrets and those the task's env took from them."""
-        return ctx.secrets + [str(v) for v in self.config.secrets.values()]
-
-    def _redact(self, text: str, ctx: RunContext) -> str:
-        from daycare_cli.run.notify import redact
-
-        return redact(text, self._secrets(ctx))
-
-    def _emit(self, ctx: RunContext, event: str, **fields: Any) -> None:
-        from daycare_cli.run.notify import redact_values
-
-        record = {
-            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "event": event,
-            "run": ctx.run_id,
-            **redact_values(fields, self._secrets(ctx)),
-        }
-        ctx.log_line(
-            json.dumps(record, ensure_ascii=False, default=str), flush=event in FLUSH_AFTER
-        )
-        if self.on_event is not None:
-            try:
-                self.on_event(record)
-            except Exception:  # a broken listener must not break the run
-                log.exception("event listener failed")
 
     async def _deliver(self, task: Task, run: Run, change: StreakChange, ctx: RunContext) -> None:
         if not task.notify:
@@ -561,7 +474,7 @@ class Runner:
         body = body_text if run.status == "succeeded" else (run.error or run.skip_reason or "")
         lookup = {n: self.config.notify_target(n) for n in task.notify if "://" not in n}
         urls = resolve_targets(task.notify, lookup)
-        errors = await send(urls, Notification(title, body), self._secrets(ctx))
+        errors = await send(urls, Notification(title, body), self.recorder.secrets(ctx))
         for err in errors:
             self.writer.post(
                 writes.add_event(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from daycare_cli.config import load_config
-from daycare_cli.daemon import scheduler as scheduler_module
+from daycare_cli.daemon import pacing
+from daycare_cli.daemon.pacing import BURST_RATE
 from daycare_cli.daemon.planned import Fire
-from daycare_cli.daemon.scheduler import BURST_RATE, Scheduler
+from daycare_cli.daemon.scheduler import Scheduler
 from daycare_cli.store.paths import Paths
 from daycare_cli.store.state import State
 
@@ -122,8 +123,8 @@ def test_a_stream_longer_than_the_burst_window_drains_at_full_speed(
     # Requests every 10 ms for 0.6 s: a steady stream, not a burst. Paced for the first
     # BURST_WINDOW (0.1 s here) only; after it, runs start as fast as they come, so the
     # queue does not grow toward its bound however long the stream lasts.
-    monkeypatch.setattr(scheduler_module, "BURST_WINDOW", 0.1)
-    monkeypatch.setattr(scheduler_module, "BURST_RATE", 5.0)
+    monkeypatch.setattr(pacing, "BURST_WINDOW", 0.1)
+    monkeypatch.setattr(pacing, "BURST_RATE", 5.0)
     starts, stream = webhook_starts(tmp_path, cap=100, batches=60, size=1)
     during = [s for s in starts if (s - starts[0]).total_seconds() < stream]
     # Paced all along, at most 5 a second (+2) would have started during the stream.
