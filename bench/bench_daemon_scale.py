@@ -19,7 +19,12 @@ console script `.venv/bin/daycare daemon run` as a subprocess:
    busy; p50/p99/max);
 5. `GET /tasks` (every task, 10,000) back to back for 30 s: its duration, and the
    event-loop lag meanwhile (the list is built in slices, so it must not block the loop);
-6. a second start on the same home (state.db now exists) to the ready line, and the stop.
+6. restarts on the same home (state.db now exists) to the ready line, five in a row, the
+   median reported (one varies by a tenth of a second on a shared machine).
+
+daycare's modules are byte-compiled first (`compileall`), as an installed package is: an
+editable install run with PYTHONDONTWRITEBYTECODE would compile every changed module at
+every start, a cost no installed daemon pays.
 
 Run: `.venv/bin/python bench/bench_daemon_scale.py [--tasks 10000] [--idle 60]`
 """
@@ -27,6 +32,7 @@ Run: `.venv/bin/python bench/bench_daemon_scale.py [--tasks 10000] [--idle 60]`
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -48,6 +54,7 @@ from daemon_proc import user_env
 ROOT = Path(__file__).resolve().parent.parent
 DAYCARE = ROOT / ".venv" / "bin" / "daycare"
 READY = "daycare daemon ready"
+RESTARTS = 5
 ZONES = [
     "Europe/Berlin",
     "America/New_York",
@@ -263,6 +270,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0, help="idle CPU window, seconds")
     parser.add_argument("--edits", type=int, default=10)
     args = parser.parse_args()
+    compileall.compile_dir(ROOT / "daycare_cli", quiet=1)
 
     with tempfile.TemporaryDirectory(prefix="daycare-bench-scale-") as tmp:
         home = Path(tmp)
@@ -302,11 +310,17 @@ def main() -> None:
         events = db.execute("SELECT count(*) FROM events").fetchone()[0]
         db.close()
 
-        d2 = Daemon(home)
-        restart_s = d2.wait_ready()
-        restart_cpu = d2.cpu_ticks() / hz
-        rss_restart = d2.status_kb("VmRSS") / 1024
-        d2.stop()
+        # Restarts vary by a tenth of a second from one to the next on a shared machine:
+        # the median of RESTARTS (each after the one before stopped), the first being the
+        # one after the edits above.
+        restarts: list[tuple[float, float, float]] = []
+        for _ in range(RESTARTS):
+            d2 = Daemon(home)
+            wall = d2.wait_ready()
+            restarts.append((wall, d2.cpu_ticks() / hz, d2.status_kb("VmRSS") / 1024))
+            d2.stop()
+        restart_s, restart_cpu, rss_restart = sorted(restarts)[len(restarts) // 2]
+        each = " / ".join(f"{w:.2f}" for w, _, _ in restarts)
 
         load = os.getloadavg()
         print(
@@ -321,8 +335,8 @@ def main() -> None:
             f"| {verdict(start_s, GOALS['start'], 's')} |"
         )
         print(
-            f"| second start to ready (state.db exists) | {restart_s:.2f} s | < 0.5 s "
-            f"| {verdict(restart_s, GOALS['restart'], 's')} |"
+            f"| restart to ready (state.db exists), median of {RESTARTS} ({each} s) "
+            f"| {restart_s:.2f} s | < 0.5 s | {verdict(restart_s, GOALS['restart'], 's')} |"
         )
         print(
             f"| CPU time to ready, first / second start (utime+stime) "
