@@ -138,18 +138,12 @@ class Ahead:
         self.prepared[key] = Prepared(run_id, fire.at, ctx)
 
     async def _set_up(self, ctx: RunContext) -> LockBusy | None:
-        """The run's set-up but its lock (runner.py `_set_up`), in a worker thread."""
+        """The run's set-up but its lock (the run takes it at its slot), in a worker thread."""
         from daycare_cli.run.machinery import ensure_block_machinery
+        from daycare_cli.run.runner import set_up
 
         await ensure_block_machinery(self.config)  # its imports, off the loop
-        from daycare_cli.run.blocks import daycare_places
-
-        def set_up() -> None:
-            ctx.lock_and_prepare(None, None, measure=True)
-            ctx.places = daycare_places(self.paths)
-
-        await asyncio.to_thread(set_up)
-        return None  # no lock taken: the run takes it at its slot
+        return await asyncio.to_thread(set_up, ctx, self.paths, None, None, execute=True)
 
     async def _spare(
         self,

@@ -57,6 +57,21 @@ def _close_and_remove(ctx: RunContext, doomed: list[str]) -> None:
         remove_dirs(doomed)
 
 
+def set_up(
+    ctx: RunContext, paths: Paths, lock: TaskLock | None, payload: bytes | None, *, execute: bool
+) -> LockBusy | None:
+    """A run's whole set-up, for one worker thread (each hand-off to a thread and back
+    costs the run a millisecond or more when the machine is busy): the lock (when given),
+    the workspace, and for a run with blocks the disk they start from and daycare's own
+    places, which the blocks' view masks. LockBusy, with nothing made, when it is held."""
+    busy = ctx.lock_and_prepare(lock, payload, execute)
+    if busy is None and execute:
+        from daycare_cli.run.blocks import daycare_places
+
+        ctx.places = daycare_places(paths)
+    return busy
+
+
 @dataclass
 class RunRequest:
     """What to run: a task, why (trigger kind and id), which slot, and an optional payload."""
@@ -248,16 +263,7 @@ class Runner:
     def _set_up(
         self, ctx: RunContext, lock: TaskLock | None, payload: bytes | None, task: Task
     ) -> LockBusy | None:
-        """The run's whole set-up in one worker thread (each hand-off to a thread and back
-        costs the run a millisecond or more when the machine is busy): the lock, the
-        workspace, and for a run with blocks the disk they start from and daycare's own
-        places, which the blocks' view masks."""
-        busy = ctx.lock_and_prepare(lock, payload, task.execute)
-        if busy is None and task.execute:
-            from daycare_cli.run.blocks import daycare_places
-
-            ctx.places = daycare_places(self.paths)
-        return busy
+        return set_up(ctx, self.paths, lock, payload, execute=task.execute)
 
     async def _run_started(self, req: RunRequest, ctx: RunContext) -> Run | None:
         task, run_id = req.task, ctx.run_id
