@@ -55,10 +55,9 @@ Key = tuple[str, str, float]  # task id, trigger id, slot (epoch seconds)
 
 @dataclass
 class Prepared:
-    """A run made ready before its slot: its id, its directory (`ctx.ready`, the set-up
-    under way or done) and its first block's sandbox (`ctx.ahead`)."""
+    """A run made ready before its slot: its context (its id, its directory: `ctx.ready`,
+    the set-up under way or done; its first block's sandbox: `ctx.ahead`)."""
 
-    run_id: str
     at: float  # the fire's time (epoch seconds)
     ctx: RunContext
 
@@ -135,7 +134,7 @@ class Ahead:
         run = {"id": run_id, "trigger": "schedule", "slot": fire.slot.isoformat()}
         ctx.ready = asyncio.ensure_future(self._set_up(ctx))
         ctx.ahead = asyncio.ensure_future(self._spare(task, run, ctx, ctx.ready))
-        self.prepared[key] = Prepared(run_id, fire.at, ctx)
+        self.prepared[key] = Prepared(fire.at, ctx)
 
     async def _set_up(self, ctx: RunContext) -> LockBusy | None:
         """The run's set-up but its lock (the run takes it at its slot), in a worker thread."""

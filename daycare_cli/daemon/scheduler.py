@@ -248,7 +248,7 @@ class Scheduler:
         if runs_dir is None:  # built once per task: a webhook burst dispatches thousands
             runs_dir = self.runs_dirs[task.id] = str(self.paths.workspace(task.id) / "runs")
         prepared = self.ahead.take(task.id, trigger_id, slot) if kind == "schedule" else None
-        run_id = prepared.run_id if prepared is not None else new_run_id(now)
+        run_id = prepared.ctx.run_id if prepared is not None else new_run_id(now)
         status = "skipped" if skip_reason else "queued"
         # A scheduled fire's row is committed here and now when the writer is idle
         # (store/writer.py `submit_now`): the run starts without a hand-off to its thread.

@@ -148,13 +148,9 @@ async def acquire_lock(lock: TaskLock, wait: float) -> None:
     """Take a task lock, polling up to `wait` s without a thread, so cancelling the wait
     can never leave a lock taken behind the caller's back."""
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            lock.acquire(0.0)
-            return
-        except LockBusy:
-            if time.monotonic() >= deadline:
-                raise
+    while (busy := try_lock(lock)) is not None:
+        if time.monotonic() >= deadline:
+            raise busy
         await asyncio.sleep(0.05)
 
 

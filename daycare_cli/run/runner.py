@@ -201,10 +201,12 @@ class Runner:
         """
         task, run_id = req.task, ctx.run_id
         locking = task.overlap != "allow"
+        made_ahead = ctx.ready is not None
         prepared = ctx.ready
         if prepared is None:
+            taken = lock if locking else None
             prepared = asyncio.ensure_future(
-                asyncio.to_thread(self._set_up, ctx, lock if locking else None, req.payload, task)
+                asyncio.to_thread(set_up, ctx, self.paths, taken, req.payload, execute=task.execute)
             )
         try:
             created = True if row is None else await row
@@ -216,7 +218,7 @@ class Runner:
             return None
         try:
             busy = await asyncio.shield(prepared)
-            if ctx.ready is not None and locking:
+            if made_ahead and locking:
                 busy = try_lock(lock)
         except asyncio.CancelledError:
             undo_set_up(prepared, ctx, lock)
@@ -237,7 +239,7 @@ class Runner:
             self.recorder.record_cancelled(run_id, "cancelled while waiting for the previous run")
             raise
         except LockBusy as held:
-            if ctx.ready is not None:  # a skipped run keeps no directory
+            if made_ahead:  # a skipped run keeps no directory
                 asyncio.get_running_loop().run_in_executor(None, ctx.discard)
             reason = (
                 f"another run of this task is active (pid {held.holder_pid}); "
@@ -253,17 +255,14 @@ class Runner:
             )
         except Exception as exc:
             return await self.recorder.settle_crash(task, run_id, exc)
-        if ctx.ready is None:
+        if not made_ahead:
             try:
-                await asyncio.to_thread(self._set_up, ctx, None, req.payload, task)
+                await asyncio.to_thread(
+                    set_up, ctx, self.paths, None, req.payload, execute=task.execute
+                )
             except Exception as exc:
                 return await self.recorder.settle_crash(task, run_id, exc)
         return True
-
-    def _set_up(
-        self, ctx: RunContext, lock: TaskLock | None, payload: bytes | None, task: Task
-    ) -> LockBusy | None:
-        return set_up(ctx, self.paths, lock, payload, execute=task.execute)
 
     async def _run_started(self, req: RunRequest, ctx: RunContext) -> Run | None:
         task, run_id = req.task, ctx.run_id
